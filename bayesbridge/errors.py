@@ -1,0 +1,85 @@
+"""Exception hierarchy of bayesbridge.
+
+Every error raised for bad user input is a subclass of :class:`BayesBridgeError` and of the
+matching built-in (``ValueError``, ``TypeError``, ``FileNotFoundError`` ...), so callers can catch
+either. Messages follow one rule: name the argument, say what was expected, what was received,
+and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BayesBridgeError",
+    "InputValueError",
+    "InputTypeError",
+    "DataFileError",
+    "VariableNotFoundError",
+    "TimeAxisError",
+    "CalendarError",
+    "RegionError",
+    "GridCoverageError",
+    "AllMissingError",
+    "ShapeMismatchError",
+    "ParameterError",
+    "FilterDivergenceError",
+    "NotFittedError",
+]
+
+
+class BayesBridgeError(Exception):
+    """Base class of every error bayesbridge raises on purpose."""
+
+
+class InputValueError(BayesBridgeError, ValueError):
+    """An argument has the right type but an unusable value."""
+
+
+class InputTypeError(BayesBridgeError, TypeError):
+    """An argument has the wrong type."""
+
+
+class DataFileError(BayesBridgeError, OSError):
+    """A data file is missing, unreadable or not in a recognised format (the message names it)."""
+
+
+class VariableNotFoundError(InputValueError, KeyError):
+    """A requested variable is absent; the message lists the variables that exist."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class TimeAxisError(InputValueError):
+    """Missing, non-monotonic, duplicated or irregular time axis."""
+
+
+class CalendarError(InputValueError):
+    """Calendars that differ between files, or a time outside the usable calendar range."""
+
+
+class RegionError(InputValueError):
+    """Unknown region name or malformed region bounds."""
+
+
+class GridCoverageError(InputValueError):
+    """The grid does not cover the requested region; the message gives the grid's extent."""
+
+
+class AllMissingError(InputValueError):
+    """Every value in a region, series or observation array is missing (NaN)."""
+
+
+class ShapeMismatchError(InputValueError):
+    """Array shapes disagree; the message states both shapes."""
+
+
+class ParameterError(InputValueError):
+    """A model or method parameter is outside its valid range."""
+
+
+class FilterDivergenceError(BayesBridgeError, FloatingPointError):
+    """An inference engine diverged (NaN/inf states, or innovations far outside their range)."""
+
+
+class NotFittedError(BayesBridgeError, RuntimeError):
+    """A codec or dynamics model was used before ``fit``."""
