@@ -1,0 +1,16 @@
+"""Diagnostics: ENSO statistics (:mod:`.enso`), UQ scores (:mod:`.uq`), explanations
+(:mod:`.explain`) and the single ArviZ compatibility layer (:mod:`.arviz_compat`)."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+__all__ = ["enso", "uq", "explain", "arviz_compat"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        module = import_module(f"bayesbridge.diagnostics.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'bayesbridge.diagnostics' has no attribute {name!r}")
