@@ -1,0 +1,97 @@
+"""Timing and peak-memory measurement shared by the benchmark rows."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psutil
+
+__all__ = ["Timing", "BenchRow", "measure", "PeakRSS"]
+
+
+class PeakRSS:
+    """Context manager sampling the resident set size in a thread; ``peak_mb`` is the growth.
+
+    RSS catches numpy, torch and numba allocations alike (``tracemalloc`` sees only the ones
+    made through Python's allocator).
+    """
+
+    def __init__(self, interval_s: float = 0.002) -> None:
+        self.interval_s = interval_s
+        self._proc = psutil.Process()
+        self.peak_mb = 0.0
+
+    def __enter__(self) -> PeakRSS:
+        self._base = self._proc.memory_info().rss
+        self._peak = self._base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._peak = max(self._peak, self._proc.memory_info().rss)
+            time.sleep(self.interval_s)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, self._proc.memory_info().rss)
+        self.peak_mb = (self._peak - self._base) / 2**20
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Median wall time over ``repeats`` calls and the peak RSS growth of the first call."""
+
+    median_s: float
+    times_s: tuple[float, ...]
+    peak_mb: float
+
+
+def measure(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> Timing:
+    """Time ``fn()``: ``warmup`` untimed calls (JIT, caches), then ``repeats`` timed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    peak = 0.0
+    for i in range(repeats):
+        if i == 0:
+            with PeakRSS() as mem:
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            peak = mem.peak_mb
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return Timing(statistics.median(times), tuple(times), peak)
+
+
+@dataclass
+class BenchRow:
+    """One benchmark row: bayesbridge against one peer on the same problem.
+
+    ``ratio = peer.median_s / ours.median_s`` (larger is better for bayesbridge).
+    """
+
+    name: str
+    problem: str
+    ours: Timing
+    peer_name: str
+    peer: Timing | None
+    key: str | None = None  # JSON key under ``ratios.`` (DESIGN section 3), when this row has one
+    note: str = ""
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.peer is None:
+            return None
+        return self.peer.median_s / self.ours.median_s
