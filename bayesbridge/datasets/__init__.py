@@ -1,0 +1,20 @@
+"""Data that ships with bayesbridge: observed indices (:mod:`.observed`) and the synthetic twin
+experiment (:mod:`.twin`)."""
+
+from __future__ import annotations
+
+from bayesbridge.datasets.observed import (
+    data_path,
+    equatorial_regression,
+    observed_indices,
+    provenance,
+    wind_bursts,
+)
+
+__all__ = [
+    "data_path",
+    "observed_indices",
+    "wind_bursts",
+    "equatorial_regression",
+    "provenance",
+]

@@ -1,0 +1,477 @@
+"""Reading operational (CF/CMIP6) fields and writing netCDF safely.
+
+:func:`open_operational` turns one file, a glob, a list of files or an in-memory Dataset into
+anomaly fields on ``(time, lat, lon)`` that the rest of bayesbridge understands:
+
+* multi-file CMIP6 sets are opened lazily with dask and combined by coordinates; every file must
+  use the same calendar (``noleap``, ``360_day``, ``proleptic_gregorian``, ``gregorian`` ...,
+  decoded with cftime);
+* variables are found by name or CF ``standard_name`` (cf-xarray);
+* longitudes in 0..360 or -180..180 are normalised so that the requested region is contiguous
+  (a region crossing the dateline or Greenwich works either way);
+* SST in Kelvin is converted to degC;
+* anomalies are taken from the monthly climatology (optionally after removing a linear trend);
+* area weights (``cos(lat)`` or ``areacello``) and the ocean mask are attached as coordinates
+  ``area`` and ``mask``; land stays NaN.
+
+Writing goes through :func:`write_netcdf`: compressed, CF-attributed, and atomic (temporary file
+then rename), so a failure never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob as globlib
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import cf_xarray  # noqa: F401  (registers the .cf accessor)
+import numpy as np
+import xarray as xr
+
+from bayesbridge.errors import (
+    AllMissingError,
+    CalendarError,
+    DataFileError,
+    InputTypeError,
+    InputValueError,
+    TimeAxisError,
+    VariableNotFoundError,
+)
+from bayesbridge.regions import Region, _check_coverage, get_region, grid_extent
+
+__all__ = [
+    "open_operational",
+    "open_dataset",
+    "anomalies",
+    "area_weights",
+    "ocean_mask",
+    "normalize_longitudes",
+    "select_region",
+    "write_netcdf",
+    "atomic_path",
+    "time_coder",
+]
+
+_KELVIN = {"k", "kelvin", "degk", "deg_k", "degrees_k"}
+_SST_NAMES = {"tos", "sst", "ts", "thetao"}
+# CMIP6 names for the variables bayesbridge uses, and their CF standard names
+STANDARD_NAMES = {
+    "tos": "sea_surface_temperature",
+    "zos": "sea_surface_height_above_geoid",
+    "thetao": "sea_water_potential_temperature",
+}
+
+
+def time_coder() -> xr.coders.CFDatetimeCoder:
+    """The time decoder used everywhere: cftime objects for every calendar."""
+    return xr.coders.CFDatetimeCoder(use_cftime=True)
+
+
+def _resolve_paths(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    if isinstance(source, str | os.PathLike):
+        text = str(source)
+        if any(ch in text for ch in "*?["):
+            paths = sorted(Path(p) for p in globlib.glob(text))
+            if not paths:
+                raise DataFileError(f"paths: the pattern {text!r} matches no file; check the folder and pattern.")
+            return paths
+        paths = [Path(text)]
+    else:
+        paths = [Path(p) for p in source]
+        if not paths:
+            raise DataFileError("paths: expected at least one file, got an empty list.")
+    for p in paths:
+        if not p.exists():
+            raise DataFileError(f"paths: file {str(p)!r} does not exist; check the path.")
+        if p.is_dir():
+            raise DataFileError(f"paths: {str(p)!r} is a folder; pass a file, a list of files or a glob such as '{p}/*.nc'.")
+    return paths
+
+
+def open_dataset(path: str | os.PathLike, *, chunks: dict | None = None) -> xr.Dataset:
+    """Open one netCDF file with cftime times, naming the file if it cannot be read."""
+    try:
+        return xr.open_dataset(path, decode_times=time_coder(), chunks=chunks)
+    except Exception as exc:  # netCDF4/h5netcdf raise many types for corrupt files
+        raise DataFileError(
+            f"cannot read {str(path)!r} as netCDF ({type(exc).__name__}: {exc}); check that the "
+            f"file is complete and is a netCDF/HDF5 file."
+        ) from exc
+
+
+def _calendar(ds: xr.Dataset) -> str | None:
+    if "time" not in ds.coords or ds["time"].size == 0:
+        return None
+    enc = ds["time"].encoding.get("calendar")
+    if enc:
+        return str(enc)
+    first = ds["time"].values[0]
+    return getattr(first, "calendar", "proleptic_gregorian")
+
+
+_CAL_ALIASES = {"standard": "gregorian", "365_day": "noleap", "366_day": "all_leap"}
+
+
+def _open_many(paths: list[Path]) -> xr.Dataset:
+    datasets = [open_dataset(p, chunks={}) for p in paths]
+    calendars = {}
+    for p, ds in zip(paths, datasets, strict=True):
+        cal = _calendar(ds)
+        if cal is not None:
+            calendars[p.name] = _CAL_ALIASES.get(cal, cal)
+    if len(set(calendars.values())) > 1:
+        listing = ", ".join(f"{k}: {v}" for k, v in calendars.items())
+        raise CalendarError(
+            f"paths: the files use different calendars ({listing}); convert them to one calendar "
+            f"first, e.g. with ds.convert_calendar('noleap')."
+        )
+    if len(datasets) == 1:
+        return datasets[0]
+    try:
+        return xr.combine_by_coords(
+            datasets, combine_attrs="drop_conflicts", data_vars="all", coords="minimal", compat="override", join="outer"
+        )
+    except ValueError as exc:
+        raise TimeAxisError(
+            f"paths: the {len(paths)} files cannot be combined along time ({exc}); check for "
+            f"overlapping or duplicated periods."
+        ) from exc
+
+
+def _standardize_coords(ds: xr.Dataset) -> xr.Dataset:
+    rename = {}
+    for axis, target in (("latitude", "lat"), ("longitude", "lon"), ("time", "time")):
+        if target in ds.coords or target in ds.dims:
+            continue
+        try:
+            name = ds.cf[axis].name
+        except KeyError:
+            continue
+        rename[name] = target
+    if rename:
+        ds = ds.rename(rename)
+    for coord in ("lat", "lon"):
+        if coord not in ds.coords:
+            raise InputValueError(
+                f"the dataset has no {coord} coordinate (coordinates: {', '.join(map(str, ds.coords)) or 'none'}); "
+                f"bayesbridge expects a regular lat/lon grid — regrid curvilinear model output first."
+            )
+        if ds[coord].ndim != 1:
+            raise InputValueError(
+                f"{coord} is {ds[coord].ndim}-dimensional (a curvilinear grid); bayesbridge expects a "
+                f"regular lat/lon grid — regrid first (e.g. with xesmf or cdo remapbil)."
+            )
+    return ds
+
+
+def _check_time(ds: xr.Dataset) -> None:
+    if "time" not in ds.dims:
+        raise TimeAxisError(
+            f"the dataset has no time dimension (dimensions: {', '.join(map(str, ds.dims))}); "
+            f"bayesbridge needs fields on (time, lat, lon)."
+        )
+    t = ds["time"].values
+    if t.size == 0:
+        raise TimeAxisError("the time axis is empty; select a period that exists in the files.")
+    values = np.asarray(t)  # cftime objects compare with < and ==
+    dup = np.array([values[i] == values[i + 1] for i in range(values.size - 1)], dtype=bool)
+    if dup.any():
+        i = int(np.argmax(dup))
+        raise TimeAxisError(
+            f"the time axis has duplicated values (first at index {i + 1}: {values[i + 1]}); remove "
+            f"overlapping files or drop duplicates with ds.drop_duplicates('time')."
+        )
+    dec = np.array([values[i] > values[i + 1] for i in range(values.size - 1)], dtype=bool)
+    if dec.any():
+        i = int(np.argmax(dec))
+        raise TimeAxisError(
+            f"the time axis is not monotonic (index {i + 1}: {values[i + 1]} comes after "
+            f"{values[i]}); sort it with ds.sortby('time')."
+        )
+
+
+def _find_variable(ds: xr.Dataset, name: str) -> str:
+    if name in ds.data_vars:
+        return name
+    wanted = {name, STANDARD_NAMES.get(name, name)}
+    for var in ds.data_vars:
+        if ds[var].attrs.get("standard_name") in wanted:
+            return str(var)
+    available = ", ".join(
+        f"{v} ({ds[v].attrs['standard_name']})" if "standard_name" in ds[v].attrs else str(v)
+        for v in ds.data_vars
+    )
+    raise VariableNotFoundError(
+        f"variables: {name!r} not found by name or CF standard_name; the files contain "
+        f"{available or 'no data variables'}."
+    )
+
+
+def _to_celsius(da: xr.DataArray, name: str) -> xr.DataArray:
+    units = str(da.attrs.get("units", "")).strip().lower()
+    is_sst = name in _SST_NAMES or "temperature" in str(da.attrs.get("standard_name", ""))
+    if is_sst and units in _KELVIN:
+        attrs = dict(da.attrs, units="degC")
+        da = da - 273.15
+        da.attrs = attrs
+    return da
+
+
+def normalize_longitudes(ds: xr.Dataset | xr.DataArray, convention: str = "0_360"):
+    """Map longitudes to ``"0_360"`` or ``"-180_180"`` and sort them."""
+    if convention not in ("0_360", "-180_180"):
+        raise InputValueError(f"convention: expected '0_360' or '-180_180', got {convention!r}.")
+    lon = ds["lon"].values.astype(float)
+    new = np.mod(lon, 360.0) if convention == "0_360" else (np.mod(lon + 180.0, 360.0) - 180.0)
+    attrs = dict(ds["lon"].attrs)
+    out = ds.assign_coords(lon=new).sortby("lon")
+    out["lon"].attrs = attrs
+    return out
+
+
+def select_region(ds: xr.Dataset | xr.DataArray, region: str | Region | tuple) -> xr.Dataset | xr.DataArray:
+    """Cut ``ds`` to ``region``; raises :class:`GridCoverageError` with the grid's extent if not covered."""
+    reg = get_region(region)
+    ds = normalize_longitudes(ds, "-180_180" if reg.wraps else "0_360")
+    _check_coverage(ds, reg)
+    lat_ok = reg.contains_lat(ds["lat"].values)
+    lon_ok = reg.contains_lon(ds["lon"].values)
+    return ds.isel(lat=np.flatnonzero(lat_ok), lon=np.flatnonzero(lon_ok))
+
+
+def area_weights(ds: xr.Dataset | xr.DataArray, areacello: xr.DataArray | None = None) -> xr.DataArray:
+    """Cell weights ``(lat, lon)``: ``areacello`` when given (m2), else ``cos(lat)``."""
+    if areacello is not None:
+        area = areacello
+        if "latitude" in area.dims or "longitude" in area.dims:
+            area = area.rename({k: v for k, v in (("latitude", "lat"), ("longitude", "lon")) if k in area.dims})
+        area = area.interp_like(ds[["lat", "lon"]] if isinstance(ds, xr.Dataset) else ds, method="nearest")
+        attrs = {"long_name": "grid-cell area", "units": areacello.attrs.get("units", "m2")}
+    else:
+        area = np.cos(np.deg2rad(ds["lat"])) * xr.ones_like(ds["lon"], dtype=float)
+        attrs = {"long_name": "area weight cos(latitude)", "units": "1"}
+    area = area.transpose("lat", "lon").astype(float)
+    area.attrs = attrs
+    return area.rename("area")
+
+
+def ocean_mask(ds: xr.Dataset) -> xr.DataArray:
+    """``(lat, lon)`` True where every variable has at least one finite value in time."""
+    masks = [ds[v].notnull().any("time") for v in ds.data_vars if "time" in ds[v].dims]
+    mask = masks[0]
+    for m in masks[1:]:
+        mask = mask & m
+    mask = mask.transpose("lat", "lon").compute()
+    mask.attrs = {"long_name": "ocean (valid) grid points", "flag_meanings": "land ocean", "flag_values": "0 1"}
+    return mask.rename("mask")
+
+
+def _time_in_years(time: xr.DataArray) -> xr.DataArray:
+    # Fractional years since the first time step, for calendars without numpy datetimes.
+    import cftime
+
+    t = time.values
+    cal = getattr(t[0], "calendar", "standard") or "standard"
+    days = cftime.date2num(list(t), "days since 0001-01-01", calendar=cal)
+    days = np.asarray(days, dtype=float)
+    return xr.DataArray((days - days[0]) / 365.25, dims="time", coords={"time": time})
+
+
+def anomalies(
+    ds: xr.Dataset | xr.DataArray,
+    *,
+    detrend: bool = False,
+    climatology: tuple[str, str] | None = None,
+) -> xr.Dataset | xr.DataArray:
+    """Monthly-climatology anomalies, optionally after removing a linear trend per grid point.
+
+    .. math:: x'(t) = x(t) - \\bar x_{m(t)}, \\qquad
+              \\bar x_m = \\operatorname{mean}\\{x(s): \\operatorname{month}(s) = m,\\ s \\in P\\}
+
+    with base period ``P = climatology`` (default: the whole record).
+    """
+    out = ds
+    if detrend:
+        years = _time_in_years(out["time"])
+        work = out.assign_coords(_years=years).swap_dims({"time": "_years"})
+        if work.chunks:
+            work = work.chunk({"_years": -1})
+        fit = work.polyfit("_years", deg=1, skipna=True)
+        names = list(out.data_vars) if isinstance(out, xr.Dataset) else [None]
+        if isinstance(out, xr.Dataset):
+            trend = xr.Dataset(
+                {v: xr.polyval(years, fit[f"{v}_polyfit_coefficients"]) for v in names}
+            )
+        else:
+            trend = xr.polyval(years, fit["polyfit_coefficients"])
+        trend = trend - trend.mean("time")
+        out = out - trend.drop_vars([c for c in trend.coords if c not in ("time", "lat", "lon")], errors="ignore")
+    base = out if climatology is None else out.sel(time=slice(*climatology))
+    if base.sizes.get("time", 0) == 0:
+        raise TimeAxisError(f"climatology: the base period {climatology} has no time steps in the data.")
+    clim = base.groupby("time.month").mean("time")
+    anom = out.groupby("time.month") - clim
+    anom = anom.drop_vars("month", errors="ignore")
+    if isinstance(ds, xr.Dataset):
+        for v in anom.data_vars:
+            anom[v].attrs = dict(ds[v].attrs)
+            anom[v].attrs["long_name"] = f"{ds[v].attrs.get('long_name', v)} anomaly"
+    else:
+        anom.attrs = dict(ds.attrs)
+    return anom
+
+
+def open_operational(
+    source,
+    variables: Sequence[str] | str | None = None,
+    region: str | Region | tuple | None = "tropical_pacific",
+    *,
+    anomalies: bool = True,
+    detrend: bool = False,
+    climatology: tuple[str, str] | None = None,
+    areacello=None,
+    time: tuple[str, str] | None = None,
+    chunks: dict | None = None,
+) -> xr.Dataset:
+    """Open operational-model fields as anomalies on ``(time, lat, lon)``.
+
+    Parameters
+    ----------
+    source : path, glob, list of paths or xarray.Dataset
+        CF/CMIP6 netCDF files (one per variable and period is typical) or a Dataset.
+    variables : str or list of str, optional
+        Names or CF standard names (``"tos"``, ``"sea_surface_temperature"``). Default: every
+        variable on ``(time, lat, lon)``.
+    region : str, Region, (lat_min, lat_max, lon_min, lon_max) or None
+        Region to cut (default the tropical Pacific, 20S-20N, 120E-80W). ``None`` keeps the grid.
+    anomalies : bool
+        Subtract the monthly climatology (of ``climatology`` period, default the whole record).
+    detrend : bool
+        Remove a linear trend per grid point first.
+    areacello : path or DataArray, optional
+        Cell areas; default weights are ``cos(lat)``.
+    time : (start, end), optional
+        Period to keep, e.g. ``("1950-01", "2019-12")``.
+    chunks : dict, optional
+        Dask chunks, default one chunk of 120 time steps.
+
+    Returns
+    -------
+    xarray.Dataset
+        Variables on ``(time, lat, lon)`` (float32, lazy), coordinates ``area`` and ``mask``.
+    """
+    if isinstance(source, xr.Dataset):
+        ds = source
+    elif isinstance(source, str | os.PathLike | list | tuple):
+        ds = _open_many(_resolve_paths(source))
+    else:
+        raise InputTypeError(
+            f"source: expected a path, a glob, a list of paths or an xarray.Dataset, got {type(source).__name__}."
+        )
+    ds = _standardize_coords(ds)
+    _check_time(ds)
+    if isinstance(variables, str):
+        variables = [v.strip() for v in variables.split(",") if v.strip()]
+    if variables is None:
+        names = [str(v) for v in ds.data_vars if {"time", "lat", "lon"} <= set(ds[v].dims)]
+        if not names:
+            raise VariableNotFoundError(
+                f"variables: no variable on (time, lat, lon) in the data; variables present: "
+                f"{', '.join(map(str, ds.data_vars)) or 'none'}."
+            )
+        found = {n: n for n in names}
+    else:
+        found = {v: _find_variable(ds, v) for v in variables}
+    fields = {}
+    for out_name, src in found.items():
+        da = ds[src]
+        extra = [d for d in da.dims if d not in ("time", "lat", "lon")]
+        if extra:
+            raise InputValueError(
+                f"variables: {src!r} has extra dimensions {extra}; select a level first, e.g. ds.isel({extra[0]}=0)."
+            )
+        da = _to_celsius(da, out_name).transpose("time", "lat", "lon")
+        fields[out_name] = da.astype("float32")
+    out = xr.Dataset(fields, attrs=dict(ds.attrs))
+    if time is not None:
+        out = out.sel(time=slice(*time))
+        if out.sizes["time"] == 0:
+            raise TimeAxisError(f"time: the period {time} is outside the data's time range.")
+    if region is not None:
+        out = select_region(out, region)
+    else:
+        out = normalize_longitudes(out, "0_360")
+    out = out.chunk(chunks or {"time": 120})
+    for v in out.data_vars:
+        if not bool(out[v].notnull().any()):
+            raise AllMissingError(
+                f"variables: {v!r} is NaN everywhere in region {get_region(region).name if region is not None else 'the grid'} "
+                f"(grid extent {grid_extent(out)}); check the region, the land mask and the period."
+            )
+    if anomalies:
+        out = globals()["anomalies"](out, detrend=detrend, climatology=climatology)
+    if isinstance(areacello, str | os.PathLike):
+        areacello = _find_areacello(open_dataset(areacello))
+    area = area_weights(out, areacello)
+    mask = ocean_mask(out)
+    return out.assign_coords(area=area, mask=mask)
+
+
+def _find_areacello(ds: xr.Dataset) -> xr.DataArray:
+    ds = _standardize_coords(ds)
+    for v in ds.data_vars:
+        if v == "areacello" or ds[v].attrs.get("standard_name") == "cell_area":
+            return normalize_longitudes(ds[v], "0_360")
+    raise VariableNotFoundError(
+        f"areacello: no 'areacello' or cell_area variable in the file; it contains {', '.join(map(str, ds.data_vars))}."
+    )
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_netcdf(
+    obj: xr.Dataset | xr.DataArray,
+    path: str | os.PathLike,
+    *,
+    complevel: int = 4,
+    attrs: dict | None = None,
+) -> Path:
+    """Write compressed, CF-attributed netCDF4 atomically.
+
+    Every data variable gets a ``long_name`` (its name when missing) and float variables a
+    ``_FillValue``; the file gets ``Conventions = "CF-1.8"``. The data is written to a temporary
+    file in the destination folder and renamed on success, so a failure (exception, interrupt)
+    leaves any previous file untouched and no partial file behind.
+    """
+    ds = obj.to_dataset() if isinstance(obj, xr.DataArray) else obj.copy()
+    ds.attrs = {**ds.attrs, "Conventions": "CF-1.8", **(attrs or {})}
+    encoding = {}
+    for name, var in ds.data_vars.items():
+        var.attrs.setdefault("long_name", str(name))
+        enc = {}
+        if var.dtype.kind in "fiu":
+            enc.update(zlib=True, complevel=complevel)
+        if var.dtype.kind == "f":
+            enc["_FillValue"] = np.nan if var.dtype == np.float64 else np.float32(np.nan)
+        encoding[name] = enc
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
+    return path
