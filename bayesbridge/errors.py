@@ -23,6 +23,8 @@ __all__ = [
     "ParameterError",
     "FilterDivergenceError",
     "NotFittedError",
+    "TaskFailedError",
+    "ClusterError",
 ]
 
 
@@ -83,3 +85,22 @@ class FilterDivergenceError(BayesBridgeError, FloatingPointError):
 
 class NotFittedError(BayesBridgeError, RuntimeError):
     """A codec or dynamics model was used before ``fit``."""
+
+
+class TaskFailedError(BayesBridgeError, RuntimeError):
+    """A task of :func:`bayesbridge.parallel.map_tasks` failed after its retries.
+
+    The message names the task's index, parameters and seed and quotes the original error;
+    ``task``, ``params`` and ``seed`` hold them for programmatic use.
+    """
+
+    def __init__(self, message: str, task: int | None = None, params: dict | None = None,
+                 seed: int | None = None) -> None:
+        super().__init__(message)
+        self.task = task
+        self.params = params
+        self.seed = seed
+
+
+class ClusterError(BayesBridgeError, ConnectionError):
+    """A dask scheduler could not be reached or a local cluster could not be started."""
