@@ -218,3 +218,20 @@ def test_unreadable_and_missing_files(tmp_path):
         io.open_operational(tmp_path / "nothere.nc")
     with pytest.raises(errors.DataFileError, match="matches no file"):
         io.open_operational(str(tmp_path / "*.zzz"))
+
+
+def test_region_validation_and_weights(cmip):
+    *_, raw, _a, _p, land = cmip
+    with pytest.raises(errors.RegionError, match="lat_min"):
+        regions.Region("bad", 5.0, -5.0, 100.0, 200.0)
+    with pytest.raises(errors.RegionError, match="lon_max"):
+        regions.Region("bad", -5.0, 5.0, 100.0, 400.0)
+    tup = regions.get_region((-5, 5, -150, -90))  # degrees west become 0..360
+    assert (tup.lon_min, tup.lon_max) == (210.0, 270.0)
+    valid = xr.DataArray(~land, dims=("lat", "lon"), coords={"lat": raw.lat, "lon": raw.lon})
+    w = regions.box_weights(raw, "nino3", valid=valid)
+    assert abs(float(w.sum()) - 1.0) < 1e-12
+    assert float(w.where(~valid, 0).sum()) == 0.0
+    # the weights reproduce box_index on any field
+    field = raw["zos"].isel(time=3)
+    np.testing.assert_allclose(float((w * field.fillna(0)).sum()), float(regions.box_index(field, "nino3")), rtol=1e-5)
