@@ -4,9 +4,11 @@ experiment (:mod:`.twin`)."""
 from __future__ import annotations
 
 from bayesbridge.datasets.observed import (
+    ObservedStatistics,
     data_path,
     equatorial_regression,
     observed_indices,
+    observed_statistics,
     provenance,
     wind_bursts,
 )
@@ -17,4 +19,6 @@ __all__ = [
     "wind_bursts",
     "equatorial_regression",
     "provenance",
+    "ObservedStatistics",
+    "observed_statistics",
 ]

@@ -12,13 +12,23 @@ in the repository's ``data/`` folder; nothing outside the repository is read.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import xarray as xr
 
-from bayesbridge.errors import DataFileError
+from bayesbridge.errors import DataFileError, TimeAxisError
 
-__all__ = ["data_path", "observed_indices", "wind_bursts", "equatorial_regression", "provenance"]
+__all__ = [
+    "data_path",
+    "observed_indices",
+    "wind_bursts",
+    "equatorial_regression",
+    "provenance",
+    "ObservedStatistics",
+    "observed_statistics",
+]
 
 _PACKAGE_DATA = Path(__file__).resolve().parents[1] / "_data"
 _SOURCE_DATA = Path(__file__).resolve().parents[2] / "data"
@@ -85,3 +95,73 @@ def equatorial_regression() -> xr.Dataset:
 def provenance() -> str:
     """The provenance text (sources, licences, reference statistics) of the bundled data."""
     return data_path("PROVENANCE.md").read_text()
+
+
+@dataclass(frozen=True)
+class ObservedStatistics:
+    """ENSO statistics of the observed indices over one period (the PROVENANCE.md table).
+
+    Attributes
+    ----------
+    moments : pandas.DataFrame
+        Rows ``variable`` (nino3, nino4, h_w); columns variance, std, skewness, kurtosis.
+    monthly_std : dict of str to list of float
+        Standard deviation per calendar month, January first.
+    corr_nino3_nino4 : float
+    event_counts : pandas.Series
+        Event years per label (``extreme_ep``, ``ep``, ``cp``, ``la_nina``, ``neutral``).
+    events : pandas.DataFrame
+        One row per event year (see :func:`bayesbridge.diagnostics.enso.classify_events`).
+    """
+
+    start: str
+    end: str
+    moments: pd.DataFrame
+    monthly_std: dict[str, list[float]]
+    corr_nino3_nino4: float
+    event_counts: pd.Series
+    events: pd.DataFrame
+
+    def to_dict(self) -> dict:
+        """JSON-ready nested dictionary."""
+        return {
+            "period": [self.start, self.end],
+            "moments": {k: {c: float(v) for c, v in row.items()} for k, row in self.moments.iterrows()},
+            "monthly_std": self.monthly_std,
+            "corr_nino3_nino4": self.corr_nino3_nino4,
+            "event_counts": {k: int(v) for k, v in self.event_counts.items()},
+        }
+
+
+def observed_statistics(start: str = "1950-01", end: str = "2019-12") -> ObservedStatistics:
+    """Statistics of the bundled indices over ``start..end``, re-centred on that period.
+
+    Nino 3 and Nino 4 come from ERSST v5; ``h_w`` (GODAS) only covers 1980-2019 and its
+    statistics use the months available in the period.
+    """
+    from bayesbridge.diagnostics import enso
+    from bayesbridge.io import anomalies
+
+    full = observed_indices()[["nino3", "nino4", "h_w"]]
+    ds = full.sel(time=slice(start, end))
+    if ds.sizes["time"] < 24:
+        first, last = full["time"].values[[0, -1]]
+        raise TimeAxisError(
+            f"start, end: the period {start}..{end} holds {ds.sizes['time']} months of the observed "
+            f"record ({first:%Y-%m} to {last:%Y-%m}); choose at least two years inside it."
+        )
+    ds = anomalies(ds, climatology=(start, end))
+    moments = enso.summary_statistics(ds)
+    monthly = {
+        v: [float(x) for x in enso.monthly_std(ds[v].dropna("time")).values] for v in ("nino3", "nino4")
+    }
+    events = enso.classify_events(ds["nino3"], ds["nino4"])
+    return ObservedStatistics(
+        start=start,
+        end=end,
+        moments=moments,
+        monthly_std=monthly,
+        corr_nino3_nino4=float(enso.correlation(ds["nino3"], ds["nino4"])),
+        event_counts=enso.event_counts(events),
+        events=events,
+    )
