@@ -220,7 +220,8 @@ def cluster(scheduler: str | os.PathLike | None = None, n_workers: int | None = 
     memory_limit : str or float, optional
         Memory limit per local worker (``"auto"``: the machine's memory split between workers).
     dashboard_address : str, optional
-        Where the local cluster serves its dashboard (``":0"``: a free port; ``None``: none).
+        Where the local cluster serves its dashboard (``":0"``: a free port; ``None``: no
+        dashboard, and the scheduler's HTTP endpoints on a free port).
     timeout : float, optional
         Seconds to wait for the scheduler (default: dask's ``distributed.comm.timeouts.connect``).
     **cluster_kwargs
@@ -264,6 +265,11 @@ def cluster(scheduler: str | os.PathLike | None = None, n_workers: int | None = 
         return
 
     n = default_n_workers() if n_workers is None else _check_int("n_workers", n_workers, minimum=1)
+    if dashboard_address is None:
+        # The scheduler serves HTTP (health, metrics) even without a dashboard, on :8787 unless
+        # told otherwise: a free port avoids clashing with (and warning about) other clusters.
+        cluster_kwargs["scheduler_kwargs"] = {"dashboard_address": ":0",
+                                              **cluster_kwargs.get("scheduler_kwargs", {})}
     try:
         local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                              memory_limit=memory_limit, dashboard_address=dashboard_address,
