@@ -1,0 +1,162 @@
+"""Exact Kalman engine against independent oracles: Pyro's GaussianHMM and a brute-force joint Gaussian."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from bayesbridge.errors import (
+    AllMissingError,
+    BayesBridgeError,
+    InputTypeError,
+    ParameterError,
+    ShapeMismatchError,
+)
+from bayesbridge.infer import assimilate
+from bayesbridge.infer.kalman import KalmanConfig, gaussian_hmm, parallel_smoothed_mean
+from bayesbridge.model import LinearGaussianModel
+
+f64 = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Small matrices: threads only add contention on a shared 2-core machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def random_model(d: int, m: int, seed: int, rho: float = 0.9) -> LinearGaussianModel:
+    g = torch.Generator().manual_seed(seed)
+    A = rho * torch.linalg.qr(torch.randn(d, d, generator=g, dtype=f64))[0]
+    B = torch.randn(d, d, generator=g, dtype=f64) / d**0.5
+    Q = 0.1 * B @ B.T + 0.05 * torch.eye(d, dtype=f64)
+    H = torch.randn(m, d, generator=g, dtype=f64) / d**0.5
+    C = torch.randn(m, m, generator=g, dtype=f64) / m**0.5
+    R = 0.1 * C @ C.T + 0.2 * torch.eye(m, dtype=f64)
+    m0 = torch.randn(d, generator=g, dtype=f64)
+    return LinearGaussianModel(A, Q, H, R, m0, torch.eye(d, dtype=f64))
+
+
+def test_log_evidence_and_filter_match_gaussian_hmm():
+    model = random_model(8, 3, seed=0)
+    _, y = model.simulate(60, generator=torch.Generator().manual_seed(1), batch_shape=(4,))
+    res = assimilate(model, y, "kalman")
+    hmm = gaussian_hmm(model, 60)
+    assert res.log_evidence.shape == (4,)
+    torch.testing.assert_close(res.log_evidence, hmm.log_prob(y), rtol=0, atol=1e-8)
+    post = hmm.filter(y)
+    torch.testing.assert_close(res.filtered_mean[..., -1, :], post.loc, rtol=0, atol=1e-8)
+    torch.testing.assert_close(res.filtered_cov[..., -1, :, :], post.covariance_matrix, rtol=0, atol=1e-8)
+    # Pyro's parallel-scan smoother agrees with our RTS recursion
+    sm, le = parallel_smoothed_mean(model, y)
+    torch.testing.assert_close(sm, res.smoothed_mean, rtol=0, atol=1e-8)
+    torch.testing.assert_close(le, res.log_evidence, rtol=0, atol=1e-8)
+
+
+def brute_force(model: LinearGaussianModel, y: np.ndarray):
+    """Joint Gaussian of (z_1..z_T, y_1..y_T), conditioned on the observed y components."""
+    A, Q, H, R = (np.asarray(getattr(model, k)) for k in "AQHR")
+    m0, P0 = np.asarray(model.m0), np.asarray(model.P0)
+    T, m = y.shape
+    d = A.shape[0]
+    # z_t = A^t z_0 + sum_{s<=t} A^{t-s} w_s  -> mean and cov of the stacked states
+    mu = np.concatenate([np.linalg.matrix_power(A, t) @ m0 for t in range(1, T + 1)])
+    Czz = np.zeros((T * d, T * d))
+    for t in range(1, T + 1):
+        for s in range(1, T + 1):
+            At = np.linalg.matrix_power(A, t)
+            As = np.linalg.matrix_power(A, s)
+            c = At @ P0 @ As.T
+            for k in range(1, min(t, s) + 1):
+                c = c + np.linalg.matrix_power(A, t - k) @ Q @ np.linalg.matrix_power(A, s - k).T
+            Czz[(t - 1) * d : t * d, (s - 1) * d : s * d] = c
+    Hb = np.kron(np.eye(T), H)
+    Rb = np.kron(np.eye(T), R)
+    Cyy = Hb @ Czz @ Hb.T + Rb
+    Czy = Czz @ Hb.T
+    yf = y.reshape(-1)
+    obs = ~np.isnan(yf)
+    Cyy_o, Czy_o = Cyy[np.ix_(obs, obs)], Czy[:, obs]
+    resid = yf[obs] - (Hb @ mu)[obs]
+    gain = Czy_o @ np.linalg.inv(Cyy_o)
+    mean = mu + gain @ resid
+    cov = Czz - gain @ Czy_o.T
+    logev = stats.multivariate_normal(mean=(Hb @ mu)[obs], cov=Cyy_o).logpdf(yf[obs])
+    return mean.reshape(T, d), cov, logev
+
+
+def test_smoother_and_evidence_match_brute_force_with_missing_values():
+    model = random_model(3, 2, seed=3)
+    _, y = model.simulate(5, generator=torch.Generator().manual_seed(4))
+    y[1, 0] = float("nan")
+    y[3, :] = float("nan")
+    res = assimilate(model, y, "kalman")
+    mean, cov, logev = brute_force(model, y.numpy())
+    np.testing.assert_allclose(res.smoothed_mean.numpy(), mean, atol=1e-9)
+    for t in range(5):
+        np.testing.assert_allclose(res.smoothed_cov[t].numpy(), cov[3 * t : 3 * t + 3, 3 * t : 3 * t + 3], atol=1e-9)
+    np.testing.assert_allclose(float(res.log_evidence), logev, atol=1e-9)
+    # filtered mean at the last step is the smoothed one
+    torch.testing.assert_close(res.filtered_mean[-1], res.smoothed_mean[-1])
+    assert torch.isnan(res.diagnostics.innovation[3]).all()
+    assert not torch.isnan(res.diagnostics.innovation[2]).any()
+
+
+def test_batched_equals_one_by_one_with_different_missing_patterns():
+    model = random_model(6, 3, seed=5)
+    _, y = model.simulate(40, generator=torch.Generator().manual_seed(6), batch_shape=(2, 3))
+    g = torch.Generator().manual_seed(7)
+    y[torch.rand(y.shape, generator=g) < 0.3] = float("nan")
+    res = assimilate(model, y, "kalman")
+    for i in range(2):
+        for j in range(3):
+            one = assimilate(model, y[i, j], "kalman")
+            torch.testing.assert_close(res.filtered_mean[i, j], one.filtered_mean, rtol=0, atol=1e-11)
+            torch.testing.assert_close(res.smoothed_cov[i, j], one.smoothed_cov, rtol=0, atol=1e-11)
+            torch.testing.assert_close(res.log_evidence[i, j], one.log_evidence, rtol=0, atol=1e-10)
+
+
+def test_posterior_draws_have_smoother_moments():
+    model = random_model(3, 2, seed=8)
+    _, y = model.simulate(10, generator=torch.Generator().manual_seed(9))
+    n = 4000
+    res = assimilate(model, y, "kalman", members=n, seed=1)
+    draws = res.smoothed_ensemble  # (T, draw, d)
+    assert draws.shape == (10, n, 3)
+    sd = res.smoothed_cov.diagonal(dim1=-2, dim2=-1).sqrt()
+    z = (draws.mean(1) - res.smoothed_mean) / (sd / n**0.5)
+    assert float(z.abs().max()) < 4.5
+    # joint covariance of consecutive states matches the brute-force posterior
+    _, cov, _ = brute_force(model, y.numpy())
+    pair = torch.cat([draws[4], draws[5]], -1)
+    emp = torch.cov(pair.T).numpy()
+    np.testing.assert_allclose(emp, cov[12:18, 12:18], atol=0.08 * np.abs(cov[12:18, 12:18]).max())
+    # same seed, same draws
+    again = assimilate(model, y, "kalman", members=n, seed=1)
+    torch.testing.assert_close(again.smoothed_ensemble, draws)
+
+
+def test_bad_input():
+    model = random_model(4, 2, seed=0)
+    _, y = model.simulate(10, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ShapeMismatchError, match=r"2 variables.*\(10, 3\)"):
+        assimilate(model, torch.zeros(10, 3), "kalman")
+    with pytest.raises(AllMissingError):
+        assimilate(model, torch.full((10, 2), float("nan")), "kalman")
+    with pytest.raises(ParameterError, match="R"):
+        LinearGaussianModel(model.A, model.Q, model.H, -torch.eye(2, dtype=f64), model.m0, model.P0)
+    with pytest.raises(ParameterError, match="draws"):
+        KalmanConfig(draws=-1)
+    with pytest.raises(BayesBridgeError, match="smooth_it"):
+        assimilate(model, y, "kalman", smooth_it=True)
+
+    class NotLinear:
+        latent_dim, obs_dim = 4, 2
+
+    with pytest.raises(InputTypeError, match="enkf"):
+        assimilate(NotLinear(), y, "kalman")
