@@ -1,0 +1,392 @@
+"""Stacking of multivariate anomaly fields into the ``(time, n_points)`` matrix codecs work on.
+
+Every codec sees the fields through one :class:`FieldStacker`: the ocean points of each
+variable, standardised and area weighted, side by side in one vector. With ``j`` an ocean point
+of variable ``v`` at latitude :math:`\\varphi_j`,
+
+.. math::
+
+    \\tilde x_j(t) = \\frac{x_j(t) - \\bar x_j}{s_v} \\sqrt{\\frac{w_j}{\\bar w_v}},
+    \\qquad w_j = \\cos \\varphi_j,
+    \\qquad s_v^2 = \\frac{\\sum_{j \\in v} w_j \\operatorname{var}(x_j)}{\\sum_{j \\in v} w_j},
+
+where :math:`\\bar x_j` is the training mean, :math:`\\bar w_v` the mean weight over the points of
+``v``. So a plain sum of squares of :math:`\\tilde x` is an area-weighted sum in which every
+variable has unit variance per point on average (North et al. 1982, *Mon. Wea. Rev.* 110, 699;
+the ``sqrt(cos lat)`` weighting of EOF analysis). The inverse is
+``x = x_tilde * scale + mean`` with ``scale_j = s_v sqrt(w_bar_v / w_j)``: decoders return
+physical anomaly units through it.
+
+Land is wherever a variable is NaN at every time step (or outside an explicit ``mask``); any
+other NaN is an error that names how many values are missing and where.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from bayesbridge.errors import (
+    AllMissingError,
+    InputTypeError,
+    InputValueError,
+    ShapeMismatchError,
+    TimeAxisError,
+    VariableNotFoundError,
+)
+from bayesbridge.regions import Region, box_weights
+
+__all__ = ["FieldStacker", "DataSplit", "split_years", "as_dataset"]
+
+_GRID_TOL = 1e-6
+
+
+def as_dataset(fields: xr.Dataset | xr.DataArray, argument: str = "fields") -> xr.Dataset:
+    """Return ``fields`` as a Dataset (a named DataArray becomes a one-variable Dataset)."""
+    if isinstance(fields, xr.DataArray):
+        if fields.name is None:
+            raise InputTypeError(
+                f"{argument}: got an unnamed xarray.DataArray; name it (da.rename('tos')) or pass "
+                f"an xarray.Dataset of anomaly fields on (time, lat, lon)."
+            )
+        return fields.to_dataset()
+    if not isinstance(fields, xr.Dataset):
+        raise InputTypeError(
+            f"{argument}: expected an xarray.Dataset of anomaly fields on (time, lat, lon), got "
+            f"{type(fields).__name__}."
+        )
+    return fields
+
+
+def _field_array(ds: xr.Dataset, name: str, argument: str) -> xr.DataArray:
+    if name not in ds:
+        raise VariableNotFoundError(
+            f"{argument}: variable {name!r} is missing; the Dataset has "
+            f"{', '.join(map(str, ds.data_vars)) or 'no variables'}. Pass fields with the "
+            f"variables the codec was fitted on."
+        )
+    da = ds[name]
+    missing = {"time", "lat", "lon"} - set(da.dims)
+    extra = set(da.dims) - {"time", "lat", "lon"}
+    if missing or extra:
+        raise ShapeMismatchError(
+            f"{argument}[{name!r}]: expected dimensions (time, lat, lon), got {da.dims}; "
+            f"rename or select dimensions first (e.g. .isel(lev=0), .rename(latitude='lat'))."
+        )
+    return da.transpose("time", "lat", "lon")
+
+
+@dataclass
+class FieldStacker:
+    """Standardise, weight and stack fields ``(time, lat, lon)`` per variable into ``(time, n_points)``.
+
+    Build it with :meth:`fit`; all arrays are float64.
+
+    Attributes
+    ----------
+    variables : tuple of str
+        Variable names, in stacking order.
+    lat, lon : numpy.ndarray
+        Grid coordinates ``(n_lat,)``, ``(n_lon,)``.
+    mask : dict of str to numpy.ndarray
+        Boolean ocean mask ``(n_lat, n_lon)`` per variable.
+    mean, scale : numpy.ndarray
+        ``(n_points,)``; physical value ``= normalised * scale + mean``.
+    units : dict of str to str
+        Units of each variable (from its ``units`` attribute, ``""`` if none).
+    """
+
+    variables: tuple[str, ...]
+    lat: np.ndarray
+    lon: np.ndarray
+    mask: dict[str, np.ndarray]
+    mean: np.ndarray
+    scale: np.ndarray
+    units: dict[str, str] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def fit(
+        cls,
+        fields: xr.Dataset | xr.DataArray,
+        variables: tuple[str, ...] | list[str] | None = None,
+        mask: xr.DataArray | None = None,
+    ) -> FieldStacker:
+        """Learn mask, mean and scale from training fields.
+
+        Parameters
+        ----------
+        fields : xarray.Dataset
+            Anomaly fields ``(time, lat, lon)``, NaN over land.
+        variables : sequence of str, optional
+            Variables to use (default: every data variable).
+        mask : xarray.DataArray, optional
+            Boolean ``(lat, lon)`` ocean mask applied to every variable on top of the NaN mask.
+        """
+        ds = as_dataset(fields)
+        names = tuple(variables) if variables is not None else tuple(map(str, ds.data_vars))
+        if not names:
+            raise InputValueError("fields: the Dataset has no data variables; pass anomaly fields.")
+        first = _field_array(ds, names[0], "fields")
+        lat = np.asarray(first["lat"].values, dtype=float)
+        lon = np.asarray(first["lon"].values, dtype=float)
+        masks, means, scales, units = {}, [], [], {}
+        for name in names:
+            da = _field_array(ds, name, "fields")
+            values = np.asarray(da.values, dtype=float)
+            ocean = np.isfinite(values).any(axis=0)
+            if mask is not None:
+                ocean &= np.asarray(mask.transpose("lat", "lon").values, dtype=bool)
+            if not ocean.any():
+                raise AllMissingError(
+                    f"fields[{name!r}]: every grid point is NaN (or outside mask); check the "
+                    f"variable, the land mask and the time selection."
+                )
+            masks[name] = ocean
+            units[name] = str(da.attrs.get("units", ""))
+            stacked = values[:, ocean]
+            _check_finite(stacked, name, ocean, lat, lon, da["time"].values, "fields")
+            w = np.broadcast_to(np.cos(np.deg2rad(lat))[:, None], ocean.shape)[ocean]
+            var = stacked.var(axis=0)
+            s_v = float(np.sqrt(np.sum(w * var) / np.sum(w)))
+            if not s_v > 0:
+                raise InputValueError(
+                    f"fields[{name!r}]: the variable is constant in time; it carries no anomaly "
+                    f"signal. Drop it from variables=."
+                )
+            means.append(stacked.mean(axis=0))
+            scales.append(s_v * np.sqrt(w.mean() / w))
+        return cls(names, lat, lon, masks, np.concatenate(means), np.concatenate(scales), units)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_points(self) -> int:
+        """Number of stacked ocean points over all variables."""
+        return int(self.mean.size)
+
+    @property
+    def points(self) -> pd.MultiIndex:
+        """``(variable, lat, lon)`` of every stacked point, in stacking order."""
+        tuples = []
+        for name in self.variables:
+            ii, jj = np.nonzero(self.mask[name])
+            tuples.extend((name, float(self.lat[i]), float(self.lon[j])) for i, j in zip(ii, jj, strict=True))
+        return pd.MultiIndex.from_tuples(tuples, names=["variable", "lat", "lon"])
+
+    @property
+    def slices(self) -> dict[str, slice]:
+        """Position of each variable's points along the stacked axis."""
+        out, start = {}, 0
+        for name in self.variables:
+            n = int(self.mask[name].sum())
+            out[name] = slice(start, start + n)
+            start += n
+        return out
+
+    @property
+    def area_weights(self) -> np.ndarray:
+        """``cos(lat)`` of every stacked point, ``(n_points,)``."""
+        coslat = np.cos(np.deg2rad(self.lat))[:, None]
+        return np.concatenate(
+            [np.broadcast_to(coslat, self.mask[v].shape)[self.mask[v]] for v in self.variables]
+        )
+
+    # ------------------------------------------------------------------ transforms
+    def check_grid(self, ds: xr.Dataset, argument: str = "fields") -> None:
+        """Raise :class:`ShapeMismatchError` unless ``ds`` is on the fitted grid."""
+        da = _field_array(ds, self.variables[0], argument)
+        lat = np.asarray(da["lat"].values, dtype=float)
+        lon = np.asarray(da["lon"].values, dtype=float)
+        if lat.shape != self.lat.shape or lon.shape != self.lon.shape or not (
+            np.allclose(lat, self.lat, atol=_GRID_TOL) and np.allclose(lon, self.lon, atol=_GRID_TOL)
+        ):
+            raise ShapeMismatchError(
+                f"{argument}: grid lat {lat.min():g}..{lat.max():g} x lon {lon.min():g}..{lon.max():g} "
+                f"({lat.size} x {lon.size}) differs from the fitted grid lat {self.lat.min():g}.."
+                f"{self.lat.max():g} x lon {self.lon.min():g}..{self.lon.max():g} "
+                f"({self.lat.size} x {self.lon.size}); regrid the fields or refit the codec."
+            )
+
+    def stack(self, fields: xr.Dataset | xr.DataArray, argument: str = "fields") -> np.ndarray:
+        """Physical values of the ocean points, ``(time, n_points)`` float64."""
+        ds = as_dataset(fields, argument)
+        self.check_grid(ds, argument)
+        blocks = []
+        for name in self.variables:
+            da = _field_array(ds, name, argument)
+            block = np.asarray(da.values, dtype=float)[:, self.mask[name]]
+            _check_finite(block, name, self.mask[name], self.lat, self.lon, da["time"].values, argument)
+            blocks.append(block)
+        return np.concatenate(blocks, axis=1)
+
+    def transform(self, fields: xr.Dataset | xr.DataArray, argument: str = "fields") -> np.ndarray:
+        """Normalised, weighted stacked fields ``(time, n_points)``."""
+        return (self.stack(fields, argument) - self.mean) / self.scale
+
+    def unstack(
+        self,
+        values: np.ndarray,
+        dims: tuple[str, ...],
+        coords: dict | None = None,
+        dtype: type = np.float32,
+    ) -> xr.Dataset:
+        """Physical stacked values ``(..., n_points)`` to a Dataset of ``(..., lat, lon)`` fields.
+
+        ``dims`` names the leading dimensions of ``values``; land points are NaN.
+        """
+        values = np.asarray(values)
+        lead = values.shape[:-1]
+        out = {}
+        for name, sl in self.slices.items():
+            grid = np.full((*lead, self.lat.size, self.lon.size), np.nan, dtype=dtype)
+            grid[..., self.mask[name]] = values[..., sl]
+            attrs = {"units": self.units.get(name, "")} if self.units.get(name) else {}
+            out[name] = xr.DataArray(grid, dims=(*dims, "lat", "lon"), attrs=attrs)
+        ds = xr.Dataset(out, coords={"lat": self.lat, "lon": self.lon})
+        if coords:
+            ds = ds.assign_coords(coords)
+        ds["lat"].attrs = {"units": "degrees_north", "standard_name": "latitude"}
+        ds["lon"].attrs = {"units": "degrees_east", "standard_name": "longitude"}
+        return ds
+
+    def box_weights(self, region: str | Region, variable: str | None = None) -> np.ndarray:
+        """Row ``(n_points,)`` of a box-average operator: stacked-physical @ row = box index.
+
+        ``variable`` defaults to the region's own variable (``tos`` for Nino boxes, ``zos`` for
+        ``h_w``). Uses :func:`bayesbridge.regions.box_weights` with the ocean mask.
+        """
+        from bayesbridge.regions import get_region
+
+        reg = get_region(region)
+        name = variable or reg.variable
+        if name not in self.variables:
+            raise VariableNotFoundError(
+                f"variable: box {reg.name!r} needs variable {name!r}, but the codec holds "
+                f"{', '.join(self.variables)}; pass variable= explicitly."
+            )
+        grid = xr.Dataset(coords={"lat": self.lat, "lon": self.lon})
+        valid = xr.DataArray(self.mask[name], dims=("lat", "lon"), coords=grid.coords)
+        w2d = box_weights(grid, reg, valid=valid).values
+        row = np.zeros(self.n_points)
+        row[self.slices[name]] = w2d[self.mask[name]]
+        return row
+
+    # ------------------------------------------------------------------ serialisation
+    def to_metadata(self) -> dict:
+        """JSON-serialisable description (grid, masks, variables, normalisation)."""
+        return {
+            "variables": list(self.variables),
+            "lat": self.lat.tolist(),
+            "lon": self.lon.tolist(),
+            "mask": {k: v.astype(int).tolist() for k, v in self.mask.items()},
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "units": dict(self.units),
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict) -> FieldStacker:
+        """Inverse of :meth:`to_metadata`."""
+        return cls(
+            tuple(meta["variables"]),
+            np.asarray(meta["lat"], dtype=float),
+            np.asarray(meta["lon"], dtype=float),
+            {k: np.asarray(v, dtype=bool) for k, v in meta["mask"].items()},
+            np.asarray(meta["mean"], dtype=float),
+            np.asarray(meta["scale"], dtype=float),
+            dict(meta.get("units", {})),
+        )
+
+    def check_compatible(self, fields: xr.Dataset | xr.DataArray, argument: str = "fields") -> None:
+        """Raise a clear error unless ``fields`` has this stacker's variables, grid and ocean mask."""
+        ds = as_dataset(fields, argument)
+        absent = [v for v in self.variables if v not in ds]
+        if absent:
+            raise VariableNotFoundError(
+                f"{argument}: the codec was saved for variables {list(self.variables)}, but "
+                f"{absent} are missing from the Dataset (it has {list(map(str, ds.data_vars))}); "
+                f"pass fields with the same variables or refit."
+            )
+        self.check_grid(ds, argument)
+        for name in self.variables:
+            ocean = np.isfinite(np.asarray(_field_array(ds, name, argument).values)).any(axis=0)
+            if not np.array_equal(ocean, self.mask[name]):
+                raise ShapeMismatchError(
+                    f"{argument}[{name!r}]: ocean mask has {int(ocean.sum())} points, the saved "
+                    f"codec's has {int(self.mask[name].sum())} ({int((ocean != self.mask[name]).sum())} "
+                    f"differ); use fields with the same land mask or refit."
+                )
+
+
+def _check_finite(block, name, ocean, lat, lon, times, argument) -> None:
+    bad = ~np.isfinite(block)
+    if not bad.any():
+        return
+    ti, pj = np.nonzero(bad)
+    ii, jj = np.nonzero(ocean)
+    where = ", ".join(
+        f"(time={pd.Timestamp(times[t]) if np.issubdtype(np.asarray(times).dtype, np.datetime64) else times[t]}, "
+        f"lat={lat[ii[p]]:g}, lon={lon[jj[p]]:g})"
+        for t, p in list(zip(ti, pj, strict=True))[:5]
+    )
+    raise InputValueError(
+        f"{argument}[{name!r}]: {int(bad.sum())} NaN/inf values at {len(np.unique(pj))} ocean points "
+        f"(points that are valid at other times), e.g. {where}. Fill or interpolate the gaps, or "
+        f"pass mask= to exclude those points."
+    )
+
+
+@dataclass(frozen=True)
+class DataSplit:
+    """A split of a time series by whole calendar years.
+
+    Attributes
+    ----------
+    train, validation : numpy.ndarray
+        Integer time positions of the two parts.
+    validation_years : tuple of int
+        The calendar years held out.
+    """
+
+    train: np.ndarray
+    validation: np.ndarray
+    validation_years: tuple[int, ...]
+
+
+def split_years(time: xr.DataArray, validation: float, min_steps: int = 2) -> DataSplit:
+    """Hold out the last ``validation`` fraction of calendar years (at least one year).
+
+    A contiguous final block keeps the held-out years out of the training years' serial
+    correlation (a random choice of years would leak persistence across the split).
+
+    Raises
+    ------
+    InputValueError
+        When there are fewer than two calendar years, or either part has fewer than
+        ``min_steps`` time steps.
+    """
+    if not 0.0 < validation < 1.0:
+        raise InputValueError(f"validation: expected a fraction in (0, 1), got {validation}.")
+    try:
+        years = np.asarray(time.dt.year.values)
+    except (AttributeError, TypeError) as err:
+        raise TimeAxisError(
+            f"time: a validation split by years needs a datetime (or cftime) time axis, got "
+            f"dtype {time.dtype}; decode times (xr.decode_cf) or pass dates."
+        ) from err
+    unique = np.unique(years)
+    n_val = max(1, int(round(validation * unique.size)))
+    val_years = unique[unique.size - n_val :]
+    is_val = np.isin(years, val_years)
+    n_train, n_validation = int((~is_val).sum()), int(is_val.sum())
+    if unique.size < 2 or n_train < min_steps or n_validation < min_steps:
+        raise InputValueError(
+            f"fields: {years.size} time steps in {unique.size} calendar year(s) are too few for a "
+            f"validation split of {validation:.0%} of the years with at least {min_steps} steps in "
+            f"each part (got {n_train} train, {n_validation} validation); pass at least "
+            f"{max(2, int(np.ceil(1 / validation)))} years of data or a different validation fraction."
+        )
+    return DataSplit(np.nonzero(~is_val)[0], np.nonzero(is_val)[0], tuple(int(y) for y in val_years))
