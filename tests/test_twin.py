@@ -18,6 +18,7 @@ from scipy import signal, stats
 from bayesbridge import errors
 from bayesbridge.datasets import equatorial_regression
 from bayesbridge.datasets import twin as tw
+from bayesbridge.io import open_operational
 from bayesbridge.regions import box_index
 
 
@@ -206,6 +207,10 @@ def test_write_cmip6_multifile_roundtrip(tmp_path):
     assert back.time.values[0] == ds.time.values[0] and back.time.encoding["calendar"] == "noleap"
     assert "time_bnds" in back and back.tos.attrs["standard_name"] == "sea_surface_temperature"
     back.close()
+    # the package's CMIP6 reader gives the same anomalies from the files as from the Dataset
+    from_files = open_operational(str(tmp_path / "*.nc")).load()
+    from_memory = open_operational(ds).load()
+    xr.testing.assert_allclose(from_files[["tos", "zos"]], from_memory[["tos", "zos"]], rtol=0, atol=1e-6)
 
 
 def test_bad_input_errors():

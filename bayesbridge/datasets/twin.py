@@ -61,6 +61,7 @@ from bayesbridge.errors import (
     ParameterError,
     VariableNotFoundError,
 )
+from bayesbridge.io import atomic_path
 from bayesbridge.regions import REGIONS
 
 __all__ = [
@@ -555,12 +556,8 @@ def synthetic_operational(years: int, seed: int, *, target: OscillatorTarget | N
 
 # ------------------------------------------------------------------------------------- writing
 def _atomic_to_netcdf(ds: xr.Dataset, path: Path, encoding: dict | None = None) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, encoding=encoding)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_cmip6(ds: xr.Dataset, out_dir: str | os.PathLike, *, years_per_file: int = 50) -> list[Path]:
@@ -644,9 +641,8 @@ class TwinExperiment:
         out.mkdir(parents=True, exist_ok=True)
         for part in self._PARTS:
             _atomic_to_netcdf(getattr(self, part), out / f"{part}.nc")
-        tmp = out / f".metadata.json.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(self.metadata, indent=1, sort_keys=True))
-        os.replace(tmp, out / "metadata.json")
+        with atomic_path(out / "metadata.json") as tmp:
+            tmp.write_text(json.dumps(self.metadata, indent=1, sort_keys=True))
         return out
 
     @classmethod
