@@ -138,6 +138,7 @@ def test_decode_tensor_batched_shapes(name, request, data):
     fields = codec.decode(xr.DataArray(z.numpy(), dims=("batch", "member", "latent")))
     assert fields["tos"].dims == ("batch", "member", "lat", "lon")
     assert list(codec.points.names) == ["variable", "lat", "lon"]
+    assert isinstance(codec, bl.Codec)
 
 
 def test_decode_tensor_gradient_eof_is_decoder_matrix(eof):
