@@ -24,7 +24,14 @@ import torch
 
 from bayesbridge.errors import InputTypeError, ParameterError, ShapeMismatchError
 
-__all__ = ["StateSpace", "LinearGaussianModel", "as_tensor"]
+__all__ = [
+    "StateSpace",
+    "LinearGaussianModel",
+    "as_tensor",
+    "StateSpaceModel",
+    "LinearTransition",
+    "BoxObservation",
+]
 
 
 def as_tensor(value, name: str, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -178,3 +185,318 @@ class LinearGaussianModel:
             zs.append(z)
             ys.append(z @ self.H.mT + noise(*batch_shape, m) @ lr.mT)
         return torch.stack(zs, -2), torch.stack(ys, -2)
+
+
+# --------------------------------------------------------------------------------------------
+# General state-space model: a latent Transition, an observation operator, error-scale priors.
+# --------------------------------------------------------------------------------------------
+
+
+class LinearTransition:
+    """Time-invariant linear dynamics ``z_t = A z_{t-1} + L w_t`` (a :class:`~bayesbridge.latent.base.Transition`).
+
+    Parameters
+    ----------
+    A : array (d, d)
+        Transition matrix (column-vector convention).
+    noise_scale_tril : array (d, d)
+        Lower-triangular factor ``L`` of the model-error covariance ``L L^T``.
+    """
+
+    def __init__(self, A, noise_scale_tril) -> None:
+        self.A = as_tensor(A, "A")
+        self.L = as_tensor(noise_scale_tril, "noise_scale_tril")
+        if self.A.ndim != 2 or self.A.shape[0] != self.A.shape[1]:
+            raise ShapeMismatchError(f"A: expected a square (d, d) matrix, got shape {tuple(self.A.shape)}.")
+        _check_square(self.L, "noise_scale_tril", self.A.shape[0])
+        self.latent_dim = int(self.A.shape[0])
+
+    def mean(self, z: torch.Tensor, step: int | None = None) -> torch.Tensor:
+        """``A z`` for ``z`` of shape ``(*batch, d)``."""
+        return z @ self.A.mT
+
+    def noise_scale_tril(self, step: int | None = None) -> torch.Tensor:
+        """``L`` ``(d, d)``."""
+        return self.L
+
+
+class BoxObservation:
+    """Box averages of the decoded field, in observation units: ``h(z) = W decode(z)``.
+
+    Parameters
+    ----------
+    codec : Codec
+        Provides ``points`` (MultiIndex ``variable, lat, lon``) and the differentiable batched
+        decoder ``decode_tensor`` ``(*batch, d) -> (*batch, n_points)`` in physical units.
+    boxes : sequence of str or Region
+        One observable per box (default ``("nino3", "nino4")``); each box is averaged over its
+        region's usual variable (``tos`` for SST boxes, ``zos`` for ``h_w``).
+    variables : dict of str to str, optional
+        Override the variable of a box, e.g. ``{"h_w": "thetao"}``.
+
+    Notes
+    -----
+    Row ``k`` of ``weights`` ``(m, n_points)`` holds ``cos(lat_j) / sum_{j in B_k} cos(lat_j)`` for
+    the points ``j`` of box ``B_k`` (the weights of :func:`bayesbridge.regions.box_weights`
+    restricted to the codec's ocean points), so ``h`` is the area-weighted box mean of the
+    decoded field. It is applied member by member, without linearisation.
+    """
+
+    def __init__(self, codec, boxes=("nino3", "nino4"), *, variables: dict[str, str] | None = None) -> None:
+        from bayesbridge.regions import get_region
+
+        points = getattr(codec, "points", None)
+        if points is None or getattr(points, "nlevels", 0) != 3:
+            raise InputTypeError(
+                "codec: expected a fitted Codec whose `points` is a MultiIndex (variable, lat, lon); "
+                f"got {type(codec).__name__} with points={type(points).__name__}. Call codec.fit(ds) first."
+            )
+        var = np.asarray(points.get_level_values(0)).astype(str)
+        lat = np.asarray(points.get_level_values(1), dtype=float)
+        lon = np.asarray(points.get_level_values(2), dtype=float)
+        rows, names = [], []
+        for box in boxes:
+            reg = get_region(box)
+            name = (variables or {}).get(reg.name, reg.variable)
+            inside = (var == name) & reg.contains_lat(lat) & reg.contains_lon(lon)
+            if not inside.any():
+                from bayesbridge.errors import AllMissingError
+
+                raise AllMissingError(
+                    f"boxes: no codec point of variable {name!r} lies inside box {reg.name!r}; the codec "
+                    f"has variables {sorted(set(var))}. Choose boxes inside the codec's domain or pass "
+                    f"variables={{'{reg.name}': '<variable>'}}."
+                )
+            w = np.where(inside, np.cos(np.deg2rad(lat)), 0.0)
+            rows.append(w / w.sum())
+            names.append(reg.name)
+        self.codec = codec
+        self.names = tuple(names)
+        self.weights = torch.as_tensor(np.stack(rows), dtype=torch.float64)
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        """Box means ``(*batch, m)`` of the decoded fields of ``z`` ``(*batch, d)`` (float64)."""
+        return self.codec.decode_tensor(z).to(torch.float64) @ self.weights.mT
+
+
+def _scale_prior(prior, default_loc: torch.Tensor, name: str):
+    """A prior over positive scales with event shape ``default_loc.shape`` (default log-normal)."""
+    import pyro.distributions as dist
+
+    if prior is None:
+        prior = dist.LogNormal(default_loc.log(), torch.ones_like(default_loc))
+    elif not isinstance(prior, torch.distributions.Distribution):
+        raise InputTypeError(f"{name}: expected a pyro/torch distribution, got {type(prior).__name__}.")
+    if default_loc.ndim == 0 or tuple(prior.event_shape) == tuple(default_loc.shape):
+        return prior
+    return prior.expand(default_loc.shape).to_event(1)
+
+
+def _probe_affine(fn, d: int, n_probe: int = 2) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(M (d, k), b (k,))`` with ``fn(z) = b + z M`` if ``fn`` is affine on probes, else None."""
+    gen = torch.Generator().manual_seed(20240917)
+    probes = torch.cat(
+        [torch.zeros(1, d), torch.eye(d), torch.randn(n_probe, d, generator=gen)], 0
+    ).to(torch.float64)
+    with torch.no_grad():
+        out = fn(probes).to(torch.float64)
+    b, M = out[0], out[1 : d + 1] - out[0]
+    check = b + probes[d + 1 :] @ M
+    tol = 1e-7 * (1.0 + float(out.abs().max()))
+    if not torch.allclose(out[d + 1 :], check, atol=tol, rtol=1e-6):
+        return None
+    return M, b
+
+
+class StateSpaceModel:
+    """General latent state-space model with priors on the error scales.
+
+    .. math::
+        z_0 \\sim N(m_0, P_0), \\quad
+        z_t = f_t(z_{t-1}) + \\sigma L_t \\varepsilon_t, \\quad
+        y_{t,k} = h_k(z_t) + s_k \\eta_{t,k}, \\qquad t = 1..T,
+
+    with :math:`\\varepsilon_t, \\eta_t` standard normal, ``f_t, L_t`` from a
+    :class:`~bayesbridge.latent.base.Transition`, observation-error scales ``s`` ``(m,)`` and a
+    model-error scale ``sigma`` multiplying the transition's own noise. The filters use the
+    nominal scales (``obs_scale``, ``model_error_scale``); :meth:`pyro_model` (see
+    :mod:`bayesbridge.model_pyro`) samples them from their priors.
+
+    Parameters
+    ----------
+    transition : Transition
+        ``mean(z, step)`` and ``noise_scale_tril(step)``; e.g. :class:`LinearTransition`.
+    observation : array (m, d), callable or BoxObservation
+        Observation operator: a matrix ``H`` (``h(z) = H z``), any callable ``(*batch, d) ->
+        (*batch, m)``, or :class:`BoxObservation` (box means of the decoded field).
+    obs_scale : float or array (m,)
+        Nominal observation-error standard deviations (representation error included), > 0.
+    initial_mean : array (d,), optional
+        ``m_0`` (default zeros).
+    initial_cov : array (d, d), optional
+        ``P_0`` (default identity).
+    model_error_scale : float
+        Nominal ``sigma`` > 0 (default 1: the transition's own noise).
+    obs_scale_prior, model_error_prior : pyro distribution, optional
+        Priors of ``s`` and ``sigma``. Defaults: ``LogNormal(log obs_scale, 1)`` per observable
+        and ``LogNormal(log model_error_scale, 1)`` (a factor of about 5 either way at 90 %).
+    obs_names : sequence of str, optional
+        Names of the observables (default from a :class:`BoxObservation`, else ``y0, y1, ...``).
+    linear : bool, optional
+        Whether ``f_t`` and ``h`` are affine. ``None`` (default) probes them; an affine model is
+        marginalised exactly (:class:`pyro.distributions.GaussianHMM`) by :meth:`pyro_model`.
+    """
+
+    def __init__(
+        self,
+        transition,
+        observation,
+        obs_scale,
+        *,
+        initial_mean=None,
+        initial_cov=None,
+        model_error_scale: float = 1.0,
+        obs_scale_prior=None,
+        model_error_prior=None,
+        obs_names=None,
+        linear: bool | None = None,
+    ) -> None:
+        d = int(getattr(transition, "latent_dim", 0))
+        if d < 1 or not callable(getattr(transition, "mean", None)) or not callable(
+            getattr(transition, "noise_scale_tril", None)
+        ):
+            raise InputTypeError(
+                f"transition: expected a Transition with latent_dim, mean(z, step) and "
+                f"noise_scale_tril(step); got {type(transition).__name__}."
+            )
+        self.transition = transition
+        self.latent_dim = d
+        self.observation_matrix: torch.Tensor | None = None
+        if isinstance(observation, BoxObservation) or callable(observation):
+            self._observe = observation
+        else:
+            H = as_tensor(observation, "observation")
+            if H.ndim != 2 or H.shape[1] != d:
+                raise ShapeMismatchError(
+                    f"observation: expected a matrix of shape (m, {d}) or a callable, got shape {tuple(H.shape)}."
+                )
+            self.observation_matrix = H
+            self._observe = lambda z: z @ H.mT
+        with torch.no_grad():
+            m = int(self._observe(torch.zeros(1, d, dtype=torch.float64)).shape[-1])
+        self.obs_dim = m
+        self.obs_scale = as_tensor(obs_scale, "obs_scale").reshape(-1).expand(m).clone()
+        self.model_error_scale = float(model_error_scale)
+        if not bool((self.obs_scale > 0).all()) or not bool(torch.isfinite(self.obs_scale).all()):
+            raise ParameterError(
+                f"obs_scale: expected positive finite observation-error scales ({m} values), got "
+                f"{self.obs_scale.tolist()}; use the representation error, e.g. 0.15 degC for Nino indices."
+            )
+        if not (self.model_error_scale > 0 and np.isfinite(self.model_error_scale)):
+            raise ParameterError(
+                f"model_error_scale: expected a positive finite number, got {model_error_scale!r}."
+            )
+        self.m0 = torch.zeros(d, dtype=torch.float64) if initial_mean is None else as_tensor(initial_mean, "initial_mean")
+        self.P0 = torch.eye(d, dtype=torch.float64) if initial_cov is None else as_tensor(initial_cov, "initial_cov")
+        if self.m0.shape != (d,):
+            raise ShapeMismatchError(f"initial_mean: expected shape ({d},), got {tuple(self.m0.shape)}.")
+        _check_square(self.P0, "initial_cov", d)
+        _check_spd(self.P0, "initial_cov", allow_singular=True)
+        self.obs_scale_prior = _scale_prior(obs_scale_prior, self.obs_scale, "obs_scale_prior")
+        self.model_error_prior = _scale_prior(
+            model_error_prior, torch.tensor(self.model_error_scale, dtype=torch.float64), "model_error_prior"
+        )
+        if obs_names is None:
+            obs_names = getattr(observation, "names", None) or tuple(f"y{k}" for k in range(m))
+        self.obs_names = tuple(str(n) for n in obs_names)
+        if len(self.obs_names) != m:
+            raise ShapeMismatchError(f"obs_names: expected {m} names, got {len(self.obs_names)}.")
+        self._linear = linear
+        self._affine_cache: dict[int, object] = {}
+
+    def __repr__(self) -> str:
+        return f"StateSpaceModel(latent_dim={self.latent_dim}, obs_dim={self.obs_dim}, observables={self.obs_names})"
+
+    # --- StateSpace protocol -----------------------------------------------------------------
+    def initial(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.m0, self.P0
+
+    def transition_mean(self, z: torch.Tensor, step: int = 0) -> torch.Tensor:
+        return self.transition.mean(z, step)
+
+    def transition_scale_tril(self, step: int = 0) -> torch.Tensor:
+        """``sigma L_t`` ``(d, d)``."""
+        return self.model_error_scale * as_tensor(self.transition.noise_scale_tril(step), "noise_scale_tril")
+
+    def transition_cov(self, step: int = 0) -> torch.Tensor:
+        lt = self.transition_scale_tril(step)
+        return lt @ lt.mT
+
+    def observe(self, z: torch.Tensor) -> torch.Tensor:
+        return self._observe(z)
+
+    def obs_cov(self) -> torch.Tensor:
+        return torch.diag(self.obs_scale**2)
+
+    # --- helpers -----------------------------------------------------------------------------
+    def with_scales(self, obs_scale=None, model_error_scale=None) -> StateSpaceModel:
+        """A copy with other nominal scales (same priors, e.g. posterior means)."""
+        import copy
+
+        new = copy.copy(self)
+        if obs_scale is not None:
+            new.obs_scale = as_tensor(obs_scale, "obs_scale").reshape(-1).expand(self.obs_dim).clone()
+            if not bool((new.obs_scale > 0).all()):
+                raise ParameterError(f"obs_scale: expected positive values, got {new.obs_scale.tolist()}.")
+        if model_error_scale is not None:
+            new.model_error_scale = float(model_error_scale)
+            if not new.model_error_scale > 0:
+                raise ParameterError(f"model_error_scale: expected a positive number, got {model_error_scale!r}.")
+        return new
+
+    def affine_structure(self, n_steps: int):
+        """Affine form of the model over ``n_steps`` steps, or ``None`` if it is nonlinear.
+
+        Returns
+        -------
+        AffineStructure or None
+            ``A`` ``(T, d, d)``, ``b`` ``(T, d)`` with ``f_t(z) = A_t z + b_t``; ``L`` ``(T, d, d)``
+            the transition noise factors (without ``sigma``); ``H`` ``(m, d)``, ``c`` ``(m,)``
+            with ``h(z) = H z + c``.
+        """
+        if self._linear is False:
+            return None
+        if n_steps in self._affine_cache:
+            return self._affine_cache[n_steps]
+        from bayesbridge.model_pyro import AffineStructure
+
+        d = self.latent_dim
+        obs = _probe_affine(self._observe, d)
+        out = None
+        if obs is not None:
+            As, bs, Ls = [], [], []
+            for t in range(n_steps):
+                tr = _probe_affine(lambda z, t=t: self.transition.mean(z, t), d)
+                if tr is None:
+                    break
+                As.append(tr[0].mT)
+                bs.append(tr[1])
+                Ls.append(as_tensor(self.transition.noise_scale_tril(t), "noise_scale_tril"))
+            else:
+                out = AffineStructure(torch.stack(As), torch.stack(bs), torch.stack(Ls), obs[0].mT, obs[1])
+        if out is None and self._linear:
+            raise ParameterError(
+                "linear=True, but the transition mean or the observation operator is not affine; "
+                "pass linear=None to detect it, or use a structured variational guide."
+            )
+        self._affine_cache[n_steps] = out
+        return out
+
+    def pyro_model(self, observations) -> None:
+        """The Pyro program of this model conditioned on ``observations`` ``(*batch, T, m)``.
+
+        See :func:`bayesbridge.model_pyro.state_space_program`.
+        """
+        from bayesbridge.model_pyro import state_space_program
+
+        return state_space_program(self, observations)
