@@ -12,6 +12,17 @@ from bayesbridge.datasets.observed import (
     provenance,
     wind_bursts,
 )
+from bayesbridge.datasets.twin import (
+    OBSERVED_VARIABLES,
+    THERMOCLINE_PER_ZOS,
+    OscillatorTarget,
+    TwinExperiment,
+    make_twin_experiment,
+    synthetic_operational,
+    synthetic_truth,
+    twin_from_drivers,
+    write_cmip6,
+)
 
 __all__ = [
     "data_path",
@@ -21,4 +32,13 @@ __all__ = [
     "provenance",
     "ObservedStatistics",
     "observed_statistics",
+    "TwinExperiment",
+    "make_twin_experiment",
+    "twin_from_drivers",
+    "synthetic_truth",
+    "synthetic_operational",
+    "write_cmip6",
+    "OscillatorTarget",
+    "OBSERVED_VARIABLES",
+    "THERMOCLINE_PER_ZOS",
 ]

@@ -80,7 +80,7 @@ __all__ = [
     "write_cmip6",
 ]
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 """Bumped whenever generated values change; part of the cache key."""
 OBSERVED_VARIABLES: tuple[str, ...] = ("nino3", "nino4", "h_w")
 """The idealized-model outputs that are assimilated (degC, degC, m of thermocline)."""
@@ -99,7 +99,7 @@ ZOS_NOISE_M = 3.0  # thermocline-displacement noise (m)
 OPERATIONAL_CAP_DEGC = 2.0  # |T_E|, |T_C| of the operational model stay below this
 OPERATIONAL_NINO_CORR = 0.75  # corr(T_E, T_C) built into the operational model
 OPERATIONAL_PHASE_LOCKING = 0.1  # relative seasonal modulation of its Nino 3 amplitude
-_STREAMS = {"truth_driver": 1, "observations": 2, "truth_noise": 3, "oscillator": 4, "op_noise": 5}
+_STREAMS = {"truth_driver": 1, "truth_noise": 3, "oscillator": 4, "op_noise": 5}
 _LAND_BOXES = (  # (lat_min, lat_max, lon_min, lon_max), inclusive
     (8.0, 20.0, 276.0, 280.0),  # Central America
     (12.0, 20.0, 272.0, 280.0),
@@ -616,8 +616,11 @@ class TwinExperiment:
     operational : xarray.Dataset
         Biased operational model on the same grid and times (its biases in ``attrs``).
     idealized_observations : xarray.Dataset
-        An independent idealized-model run on ``time``: ``nino3``, ``nino4`` (degC), ``h_w``
-        (m of thermocline) to assimilate (:data:`OBSERVED_VARIABLES`), plus its other outputs.
+        The idealized-model run to assimilate, on ``time``: ``nino3``, ``nino4`` (degC), ``h_w``
+        (m of thermocline) (:data:`OBSERVED_VARIABLES`), plus its other outputs. In the default
+        experiment this is the run that drives the truth (its sparse output), so posterior
+        series can be scored against the truth month by month; it is independent of the
+        operational model.
     truth_driver : xarray.Dataset
         The idealized run that drives the truth (on ``time``): the truth's exact indices.
     operational_driver : xarray.Dataset
@@ -715,10 +718,13 @@ def _default_cache_dir() -> Path:
 
 def make_twin_experiment(years: int = 200, seed: int = 0, *, cache_dir: str | os.PathLike | None = None,
                          use_cache: bool = True, start_year: int = 1850) -> TwinExperiment:
-    """The default twin experiment: simulate two independent idealized runs and build the fields.
+    """The default twin experiment: one idealized run drives the truth and is assimilated.
 
-    The truth driver and the assimilated run are ``MultiscaleENSO().simulate(years, members=1,
-    seed=s)`` with seeds drawn from streams 1 and 2 of ``SeedSequence([seed, stream])``. Results
+    The run is ``MultiscaleENSO().simulate(years, members=1, seed=s)`` with ``s`` drawn from
+    stream 1 of ``SeedSequence([seed, stream])``; its indices ``nino3``, ``nino4``, ``h_w`` are
+    the sparse observations, and the truth fields it drives (with their own patterns, nonlinear
+    term and noise, never seen by the bridge) are what the bridged fields are scored against.
+    The operational model is independent of it. Results
     are cached under ``cache_dir`` (default ``$BAYESBRIDGE_CACHE_DIR`` or
     ``~/.cache/bayesbridge``) in ``twin-v<version>-y<years>-s<seed>-start<year>/``; the cache is
     read only when complete (``metadata.json`` is written last) and each file is written
@@ -752,7 +758,8 @@ def make_twin_experiment(years: int = 200, seed: int = 0, *, cache_dir: str | os
         s = int(np.random.SeedSequence([seed, _STREAMS[stream]]).generate_state(1)[0])
         return MultiscaleENSO().simulate(years=years, members=1, seed=s).isel(member=0, drop=True)
 
-    twin = twin_from_drivers(run("truth_driver"), run("observations"), seed, start_year=start_year)
+    driver = run("truth_driver")
+    twin = twin_from_drivers(driver, driver, seed, start_year=start_year)
     twin.metadata["idealized_model"] = "bayesbridge.idealized.MultiscaleENSO() defaults"
     if use_cache:
         twin.save(path)
