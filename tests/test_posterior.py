@@ -1,0 +1,307 @@
+"""Posterior: chunked decoded summaries against brute force, index draws against
+regions.box_index, particle resampling, memory that does not grow with members, netCDF and
+ArviZ outputs."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+
+from bayesbridge.bench.core import PeakRSS
+from bayesbridge.diagnostics import arviz_compat
+from bayesbridge.errors import (
+    InputTypeError,
+    InputValueError,
+    ParameterError,
+    ShapeMismatchError,
+    VariableNotFoundError,
+)
+from bayesbridge.infer.result import AssimilationResult, StepDiagnostics
+from bayesbridge.posterior import Posterior
+from bayesbridge.regions import box_index
+
+
+class LinearCodec:
+    """Hand-made codec: x = B z + c on the ocean points of a small grid (test double)."""
+
+    def __init__(self, lat, lon, variables=("tos", "zos"), latent_dim=6, seed=0, land=True):
+        rng = np.random.default_rng(seed)
+        self.lat = np.asarray(lat, float)
+        self.lon = np.asarray(lon, float)
+        tuples = []
+        for v in variables:
+            for la in self.lat:
+                for lo in self.lon:
+                    if land and lo >= self.lon[-2] and la > 0:  # a land corner
+                        continue
+                    tuples.append((v, la, lo))
+        self.points = pd.MultiIndex.from_tuples(tuples, names=["variable", "lat", "lon"])
+        n = len(tuples)
+        q, _ = np.linalg.qr(rng.normal(size=(n, latent_dim)))
+        self.B = torch.as_tensor(q * 3.0)
+        self.c = torch.as_tensor(rng.normal(scale=0.1, size=n))
+        self.latent_dim = latent_dim
+        self.residual_std = torch.full((n,), 0.2)
+
+    def decode_tensor(self, z: torch.Tensor) -> torch.Tensor:
+        return z @ self.B.to(z.dtype).T + self.c.to(z.dtype)
+
+
+GRID_LAT = np.arange(-10.0, 10.1, 2.0)
+GRID_LON = np.arange(120.0, 281.0, 10.0)
+
+
+def make_result(T=24, M=30, d=6, batch=(), seed=1, smoothed=True, weights=False):
+    g = torch.Generator().manual_seed(seed)
+    ens = torch.randn(*batch, T, M, d, generator=g, dtype=torch.float64).cumsum(-3) * 0.3
+    lw = None
+    if weights:
+        lw = torch.log_softmax(torch.randn(*batch, T, M, generator=g, dtype=torch.float64), -1)
+    return AssimilationResult(
+        method="enks" if smoothed else "pf",
+        filtered_mean=ens.mean(-2),
+        log_evidence=torch.full(batch, -12.5, dtype=torch.float64),
+        filtered_ensemble=None if smoothed else ens,
+        smoothed_ensemble=ens if smoothed else None,
+        log_weights=lw,
+        diagnostics=StepDiagnostics(innovation=torch.zeros(*batch, T, 2), spread=torch.ones(*batch, T)),
+        hyperparameters={"obs_scale": torch.rand(M, generator=g, dtype=torch.float64) + 0.1},
+    )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Intra-op threads spin badly on an oversubscribed 2-core CI machine (15x slower here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return LinearCodec(GRID_LAT, GRID_LON)
+
+
+def test_chunked_summaries_equal_brute_force(codec):
+    res = make_result(T=17, M=25)
+    post = Posterior(res, codec, chunk_mb=0.05)  # several blocks
+    assert post._steps_per_block() < 17
+    ds = post.summary()
+    x = codec.decode_tensor(res.smoothed_ensemble.to(torch.float32)).to(torch.float32)  # (T, M, P)
+    q = torch.quantile(x, torch.tensor([0.05, 0.5, 0.95]), dim=1).numpy()
+    mean = x.double().mean(1).numpy()
+    std = x.double().std(1).numpy()
+    pts = codec.points
+    for v in ("tos", "zos"):
+        sel = np.flatnonzero(pts.get_level_values("variable") == v)
+        lat = np.asarray(pts.get_level_values("lat"))[sel]
+        lon = np.asarray(pts.get_level_values("lon"))[sel]
+        got = {s: ds[f"{v}_{s}"].sel(lat=xr.DataArray(lat, dims="p"), lon=xr.DataArray(lon, dims="p")).values
+               for s in ("mean", "std", "q05", "q50", "q95")}
+        np.testing.assert_allclose(got["mean"], mean[:, sel], atol=1e-5)
+        np.testing.assert_allclose(got["std"], std[:, sel], atol=1e-5)
+        for k, s in enumerate(("q05", "q50", "q95")):
+            np.testing.assert_array_equal(got[s], q[k][:, sel])
+        assert ds[f"{v}_mean"].dtype == np.float32
+        # land corner is NaN, ocean is finite
+        assert np.isnan(ds[f"{v}_mean"].sel(lat=10.0, lon=GRID_LON[-1])).all()
+        assert int(ds[f"{v}_mean"].isel(time=0).notnull().sum()) == sel.size
+
+
+def test_index_draws_match_box_index_of_sampled_fields(codec):
+    res = make_result(T=12, M=8)
+    post = Posterior(res, codec, representation_std="codec", seed=3, chunk_mb=0.02)
+    assert post.boxes == ("nino12", "nino3", "nino34", "nino4", "h_w")
+    fields = post.sample_fields(n_draws=None)  # all draws, same seeded noise as the summaries
+    for box in post.boxes:
+        var = "zos" if box == "h_w" else "tos"
+        oracle = box_index(fields[var], box).transpose("draw", "time").values
+        np.testing.assert_allclose(post.index_draws(box).values, oracle, atol=1e-5)
+        ds = post.summary()
+        np.testing.assert_allclose(ds[f"{box}_mean"].values, oracle.mean(0), atol=1e-5)
+        np.testing.assert_allclose(ds[f"{box}_q95"].values, np.quantile(oracle, 0.95, axis=0), atol=1e-5)
+    # the noise is really there: fields differ from the noiseless decode by ~0.2
+    clean = Posterior(res, codec).sample_fields(n_draws=None)
+    diff = (fields["tos"] - clean["tos"]).values
+    assert 0.17 < np.nanstd(diff) < 0.23
+    # and the summaries used the same noisy draws
+    np.testing.assert_allclose(post.summary()["tos_mean"].values, fields["tos"].mean("draw").values, atol=1e-5)
+
+
+def test_sample_fields_subset_and_time_selection(codec):
+    res = make_result(T=10, M=12)
+    time = xr.date_range("2000-01-01", periods=10, freq="MS", calendar="noleap", use_cftime=True)
+    post = Posterior(res, codec, time=time)
+    a = post.sample_fields(n_draws=4, seed=5, time=slice(2, 6))
+    assert a["tos"].shape == (4, 4, GRID_LAT.size, GRID_LON.size)
+    assert a["tos"].dtype == np.float32
+    b = post.sample_fields(n_draws=None, time=slice("2000-03-01", "2000-06-01"))
+    np.testing.assert_array_equal(a["tos"].values, b["tos"].sel(draw=a["draw"]).values)
+    with pytest.raises(ParameterError, match="n_draws"):
+        post.sample_fields(n_draws=0)
+
+
+def test_batched_results_are_pooled(codec):
+    res = make_result(T=6, M=5, batch=(3,))
+    post = Posterior(res, codec)
+    assert post.n_draws == 15
+    z = post.latent_draws()
+    torch.testing.assert_close(z[:, 5:10], res.smoothed_ensemble[1])  # draw = b * M + m
+
+
+def test_particle_weights_respected_by_resampling(codec):
+    T, M, d = 3, 400, 6
+    ens = torch.zeros(T, M, d, dtype=torch.float64)
+    ens[..., 0] = torch.arange(M, dtype=torch.float64)  # member identity in coordinate 0
+    lw = torch.full((T, M), -1e9, dtype=torch.float64)
+    lw[:, 7], lw[:, 11] = np.log(0.25), np.log(0.75)
+    res = AssimilationResult(method="pf", filtered_mean=ens.mean(1), log_evidence=torch.tensor(-3.0),
+                             filtered_ensemble=ens, log_weights=lw)
+    post = Posterior(res, codec, seed=2)
+    assert post.source == "filtered"
+    ids = post.latent_draws()[..., 0]
+    assert set(ids.unique().tolist()) == {7.0, 11.0}
+    frac = (ids == 11).double().mean(1)
+    torch.testing.assert_close(frac, torch.full((T,), 0.75, dtype=torch.float64), atol=1.0 / M, rtol=0)
+    # uniform weights: systematic resampling keeps every member exactly once, in order
+    res_u = AssimilationResult(method="pf", filtered_mean=ens.mean(1), log_evidence=torch.tensor(-3.0),
+                               filtered_ensemble=ens, log_weights=torch.full((T, M), -np.log(M), dtype=torch.float64))
+    np.testing.assert_array_equal(Posterior(res_u, codec).latent_draws()[..., 0].numpy(),
+                                  np.broadcast_to(np.arange(M), (T, M)))
+
+
+def test_gaussian_source_matches_moments(codec):
+    T, d = 4, 6
+    g = torch.Generator().manual_seed(0)
+    mean = torch.randn(T, d, generator=g, dtype=torch.float64)
+    a = torch.randn(T, d, d, generator=g, dtype=torch.float64)
+    cov = a @ a.transpose(-1, -2) * 0.1 + torch.eye(d, dtype=torch.float64) * 0.05
+    res = AssimilationResult(method="kalman", filtered_mean=mean, filtered_cov=cov,
+                             smoothed_mean=mean, smoothed_cov=cov, log_evidence=torch.tensor(-1.0))
+    post = Posterior(res, codec, gaussian_draws=4000)
+    assert post.source == "gaussian"
+    z = post.latent_draws()
+    torch.testing.assert_close(z.mean(1), mean, atol=0.05, rtol=0)
+    emp = torch.einsum("tmi,tmj->tij", z - z.mean(1, keepdim=True), z - z.mean(1, keepdim=True)) / 3999
+    torch.testing.assert_close(emp, cov, atol=0.06, rtol=0)
+
+
+def test_netcdf_roundtrip_with_cf_attributes(codec, tmp_path):
+    res = make_result(T=8, M=10)
+    time = xr.date_range("2001-01-01", periods=8, freq="MS", calendar="noleap", use_cftime=True)
+    obs = {"nino3": np.linspace(-1, 1, 8), "nino4": np.linspace(1, -1, 8)}
+    post = Posterior(res, codec, time=time, observations=obs, assimilated=["nino3"])
+    path = post.to_netcdf(tmp_path / "posterior.nc")
+    with xr.open_dataset(path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=True)) as ds:
+        for v in ("tos", "zos"):
+            for s in ("mean", "std", "q05", "q50", "q95"):
+                var = ds[f"{v}_{s}"]
+                assert var.dims == ("time", "lat", "lon") and var.dtype == np.float32
+                assert {"units", "long_name", "cell_methods"} <= set(var.attrs)
+        assert ds["tos_mean"].attrs["units"] == "degC" and ds["zos_std"].attrs["units"] == "m"
+        for box in ("nino3", "nino34", "nino4", "h_w"):
+            for s in ("mean", "q05", "q95"):
+                assert ds[f"{box}_{s}"].dims == ("time",)
+                assert "cell_methods" in ds[f"{box}_{s}"].attrs
+        assert "withheld" in ds["nino4_obs"].attrs["long_name"]
+        assert ds.attrs["Conventions"] == "CF-1.8"
+        np.testing.assert_allclose(ds["nino3_obs"].values, obs["nino3"], atol=1e-6)
+        assert ds["time"].values[0].year == 2001
+    # no h_w without a thermocline variable
+    tos_only = LinearCodec(GRID_LAT, GRID_LON, variables=("tos",))
+    assert "h_w" not in Posterior(make_result(T=4, M=3), tos_only).boxes
+
+
+def test_inference_data_groups_dims(codec):
+    res = make_result(T=9, M=20, weights=True, smoothed=False)
+    res.hyperparameters["inflation"] = torch.tensor(1.05, dtype=torch.float64)
+    res.hyperparameters["obs_scale"] = torch.rand(10, dtype=torch.float64)  # fewer draws: thinned
+    post = Posterior(res, codec, observations={"nino3": np.zeros(9)})
+    idata = post.to_inference_data()
+    assert set(arviz_compat.groups(idata)) >= {"posterior", "posterior_predictive", "observed_data", "sample_stats"}
+    p = arviz_compat.group_dataset(idata, "posterior")
+    assert p["z"].dims == ("chain", "draw", "time", "latent")
+    assert p["z"].shape == (1, 10, 9, 6)
+    assert p["inflation"].shape == (1, 10)
+    pp = arviz_compat.group_dataset(idata, "posterior_predictive")
+    assert pp["nino3"].dims == ("chain", "draw", "time") and pp["nino3"].shape == (1, 20, 9)
+    np.testing.assert_allclose(pp["nino3"].values[0], post.index_draws("nino3").values)
+    ss = arviz_compat.group_dataset(idata, "sample_stats")
+    np.testing.assert_allclose(ss["log_evidence"].values, -12.5)
+    # ESS from the log weights: 1 / sum w^2
+    w = torch.softmax(res.log_weights, -1)
+    np.testing.assert_allclose(ss["ess"].values[0, 0], (1.0 / (w**2).sum(-1)).numpy())
+    assert ss["log_weight"].dims == ("chain", "draw", "time")
+    od = arviz_compat.group_dataset(idata, "observed_data")
+    assert od["nino3"].dims == ("time",)
+
+
+def test_bad_input(codec):
+    res = make_result(T=5, M=4)
+    with pytest.raises(InputTypeError, match="AssimilationResult"):
+        Posterior({"filtered_mean": 1}, codec)
+    with pytest.raises(ShapeMismatchError, match="time"):
+        Posterior(res, codec, time=np.arange(3))
+    with pytest.raises(ParameterError, match="source"):
+        Posterior(res, codec, source="nope")
+    with pytest.raises(InputValueError, match="filtered_ensemble"):
+        Posterior(res, codec, source="filtered")
+    with pytest.raises(ShapeMismatchError, match="representation_std"):
+        Posterior(res, codec, representation_std=np.ones(3))
+    tos_only = LinearCodec(GRID_LAT, GRID_LON, variables=("tos",))
+    with pytest.raises(VariableNotFoundError, match="available"):
+        Posterior(res, tos_only).index_draws("h_w")
+    with pytest.raises(VariableNotFoundError, match="zos"):
+        Posterior(res, tos_only, boxes=["h_w"])
+    with pytest.raises(VariableNotFoundError, match="assimilated"):
+        Posterior(res, codec, observations={"nino3": np.zeros(5)}, assimilated=["nino4"])
+
+
+def _peak_growth(codec, T, M, d, chunk_mb):
+    res = make_result(T=T, M=M, d=d, seed=4)
+    gc.collect()
+    with PeakRSS() as mem:
+        post = Posterior(res, codec, chunk_mb=chunk_mb, representation_std=0.1)
+        post.summary()
+    out = mem.peak_mb
+    del post
+    gc.collect()
+    return out
+
+
+def test_memory_flat_in_members():
+    """Peak RSS growth must not scale with members x time: 8x members adds a small fraction of
+    what the all-in-memory decoded array (T * M * P float32) would. The only output that grows
+    with members is the (box, time, draw) index array, ~5 MB here."""
+    codec = LinearCodec(GRID_LAT, np.arange(120.0, 281.0, 10.0), latent_dim=16)  # 2 x ~180 points
+    T = 360
+    _peak_growth(codec, T, 20, 16, 8.0)  # warm-up: allocator, torch kernels
+    small = _peak_growth(codec, T, 50, 16, 8.0)
+    large = _peak_growth(codec, T, 400, 16, 8.0)
+    full_mb = T * 400 * codec.points.size * 4 / 2**20  # ~ 195 MB
+    assert large - small < 0.1 * full_mb, (small, large, full_mb)
+    assert large < 0.15 * full_mb, (large, full_mb)
+
+
+@pytest.mark.slow
+def test_memory_full_size_under_2gb():
+    """2,400 months x 200 members on the default 21 x 81 grid, two variables, latent 24."""
+    lat = np.arange(-20.0, 20.1, 2.0)
+    lon = np.arange(120.0, 280.1, 2.0)
+    big = LinearCodec(lat, lon, latent_dim=24)
+    assert 3000 <= big.points.size / 2 <= 3500
+    res = make_result(T=2400, M=200, d=24, seed=5)
+    gc.collect()
+    with PeakRSS() as mem:
+        post = Posterior(res, big, representation_std=0.1)
+        ds = post.summary()
+    print(f"posterior summary peak RSS growth: {mem.peak_mb:.0f} MB")
+    assert mem.peak_mb < 2048
+    assert ds["tos_q95"].shape == (2400, 21, 81)
+    assert bool(ds["tos_std"].isel(time=-1).notnull().any())
