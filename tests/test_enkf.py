@@ -194,6 +194,11 @@ def test_uses_observation_operator_member_by_member():
 def test_inflation_rtps_and_taper():
     model, _, y = problem(8, 3, T=40, seed=13)
     base = assimilate(model, y, "etkf", members=30, seed=1)
+    lean = assimilate(model, y, "etkf", members=30, seed=1, store_ensemble=False)
+    assert lean.filtered_ensemble is None
+    torch.testing.assert_close(lean.filtered_mean, base.filtered_mean)
+    torch.testing.assert_close(lean.diagnostics.spread, base.diagnostics.spread)
+    torch.testing.assert_close(base.diagnostics.spread, base.filtered_ensemble.var(-2).mean(-1).sqrt())
     infl = assimilate(model, y, "etkf", members=30, seed=1, inflation=1.2)
     rtps = assimilate(model, y, "etkf", members=30, seed=1, rtps=0.7)
     assert float(infl.diagnostics.spread.mean()) > 1.02 * float(base.diagnostics.spread.mean())

@@ -60,6 +60,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+import numpy as np
 import torch
 
 from bayesbridge.errors import InputTypeError, ParameterError, ShapeMismatchError
@@ -67,7 +68,7 @@ from bayesbridge.infer.divergence import check_finite, check_innovations
 from bayesbridge.infer.kalman import _InnovationLog, _psd_sqrt
 from bayesbridge.infer.result import AssimilationResult, StepDiagnostics
 
-__all__ = ["EnKFConfig", "Variant", "Inversion", "run", "gaspari_cohn", "MIN_MEMBERS"]
+__all__ = ["EnKFConfig", "Variant", "Inversion", "Sampling", "Smoother", "run", "gaspari_cohn", "generator_noise", "MIN_MEMBERS"]
 
 Variant = Literal["enkf", "etkf", "enks"]
 Inversion = Literal["eigh", "tikhonov"]
@@ -244,7 +245,8 @@ def run(
         Validated observations (float64, NaN = missing).
     config : EnKFConfig
     generator : torch.Generator
-        Source of all standard normals (initial ensemble, model error, observation perturbations).
+        Source of all randomness (initial ensemble, model error, observation perturbations),
+        through :func:`generator_noise`.
     noise : callable, optional
         ``noise(kind, step, shape) -> Tensor`` of standard normals replacing the generator, with
         ``kind`` in ``"initial"`` (shape ``(*batch, N, d)``), ``"model"`` (``(*batch, N, d)``)
@@ -280,38 +282,36 @@ def run(
             f"taper: expected shape ({d}, {m}) = (latent_dim, obs_dim), got {tuple(taper.shape)}."
         )
     if noise is None:
-        def noise(kind, step, shape):
-            return torch.randn(shape, dtype=f64, generator=generator)
+        noise = generator_noise(generator)
 
     smooth = variant == "enks" and config.smoother == "transform"
     rts = variant == "enks" and config.smoother == "rts"
-    if rts:
-        fc_all = torch.empty(*batch, T, N, d, dtype=f64)
-        an_all = torch.empty(*batch, T, N, d, dtype=f64)
+    fc_all = torch.empty(*batch, T, N, d, dtype=f64) if rts else None
     E = m0 + _draw(noise, "initial", 0, (*batch, N, d), config.sampling, None) @ _psd_sqrt(P0).mT
-    ens_all = torch.empty(*batch, T, N, d, dtype=f64) if config.store_ensemble else None
+    ens_all = torch.empty(*batch, T, N, d, dtype=f64) if (config.store_ensemble or rts) else None
     smo_all = torch.empty(*batch, N, T, d, dtype=f64) if smooth else None  # member-major for the lag update
     mean_all = torch.empty(*batch, T, d, dtype=f64)
     log = _InnovationLog(batch, T, m)
-    spread = torch.empty(*batch, T, dtype=f64)
+    spread = None if ens_all is not None else torch.empty(*batch, T, dtype=f64)
     nm1 = float(N - 1)
     infl = config.inflation
-    q_prev, L_Q = None, None
+    q_prev, L_Q, q_diag = None, None, None
     any_missing = bool(torch.isnan(y).any())
     for t in range(T):
-        # forecast
+        # --- forecast: E = f(E) + L_Q eps (elementwise when Q is diagonal) ---
         Q = model.transition_cov(t)
         if Q is not q_prev:
             L_Q, q_prev = _psd_sqrt(torch.as_tensor(Q, dtype=f64)), Q
+            q_diag = L_Q.diagonal() if bool((L_Q == torch.diag_embed(L_Q.diagonal())).all()) else None
         F = model.transition_mean(E, t)
-        E = F + _draw(noise, "model", t, (*batch, N, d), config.sampling, F) @ L_Q.mT
-        if config.check_divergence:
-            check_finite(E, t, variant, "forecast ensemble")
+        eps = _draw(noise, "model", t, (*batch, N, d), config.sampling, F)
+        E = torch.addcmul(F, eps, q_diag) if q_diag is not None else F + eps @ L_Q.mT
         xbar = E.mean(-2, keepdim=True)
-        X = E - xbar
+        if config.check_divergence:  # a NaN/inf member makes the mean non-finite
+            check_finite(xbar, t, variant, "forecast ensemble")
         if infl != 1.0:
-            X = X * infl
-            E = xbar + X
+            E = torch.lerp(xbar, E, infl)  # xbar + infl (E - xbar)
+        X = E - xbar
         if rts:
             fc_all[..., t, :, :] = E
         y_t = y[..., t, :]
@@ -319,9 +319,8 @@ def run(
             mask = ~torch.isnan(y_t)
             if not bool(mask.any()):
                 # nothing observed in any run: the analysis is the forecast
-                _store(t, E, xbar.squeeze(-2), X, ens_all, smo_all, mean_all, spread)
-                if rts:
-                    an_all[..., t, :, :] = E
+                log.skip(t)
+                _store(t, E, xbar.squeeze(-2), ens_all, smo_all, mean_all, spread)
                 continue
             mf = mask.to(f64)
         else:
@@ -334,23 +333,24 @@ def run(
             Y = Y * mf.unsqueeze(-2)
             dvec = torch.where(mask, dvec, torch.zeros_like(dvec))
         L_eff = _obs_factor(R, mask, L_R)
+        R_eff = L_eff @ L_eff.mT
         # --- log-evidence, Gaussian innovation form: S = Y^T Y / (N-1) + R (masked) ---
-        S = Y.mT @ Y / nm1 + (L_eff @ L_eff.mT)
-        L_S = torch.linalg.cholesky(0.5 * (S + S.mT))
+        YtY = Y.mT @ Y
+        S = YtY / nm1 + R_eff
+        L_S = torch.linalg.cholesky(S)
         log.add(t, dvec, S, L_S, mask)
-        # --- analysis ---
+        # --- analysis, as one fused update E_a = E + left @ right ---
         if variant == "enkf":
             D = noise("obs", t, (*batch, N, m)) @ L_eff.mT
             D = D - D.mean(-2, keepdim=True)
             if mf is not None:
                 D = D * mf.unsqueeze(-2)
-            G = Y - D
-            C = Y.mT @ Y + nm1 * (L_eff @ L_eff.mT)
-            Pxg = X.mT @ Y  # (*b, d, m)
+            Pxy = X.mT @ Y  # (*b, d, m)
             if taper is not None:
-                Pxg = Pxg * taper
-            K = Pxg @ _sym_inverse(C, config)  # (*b, d, m)
-            Xa = X - G @ K.mT
+                Pxy = Pxy * taper
+            K = Pxy @ _sym_inverse(YtY + nm1 * R_eff, config)  # (*b, d, m)
+            left = (dvec.unsqueeze(-2) + D) - Y  # member innovations y + D_i - h(E_i)
+            right = K.mT
             mean_a = xbar.squeeze(-2) + (dvec.unsqueeze(-2) @ K.mT).squeeze(-2)
         else:
             Yt = torch.linalg.solve_triangular(L_eff, Y.mT, upper=False)  # (*b, m, N) = Ytilde^T
@@ -358,49 +358,68 @@ def run(
             lam, V = torch.linalg.eigh(Yt @ Yt.mT)
             lam = lam.clamp_min(0.0)
             Z = V.mT @ Yt  # (*b, m, N)
-            s = torch.sqrt(1.0 + lam / nm1)
-            c = -1.0 / (nm1 * s * (1.0 + s))  # (*b, m)
+            sq = torch.sqrt(1.0 + lam / nm1)
+            c = -1.0 / (nm1 * sq * (1.0 + sq))  # (*b, m)
             wbar = Z.mT @ ((V.mT @ dt) / (nm1 + lam).unsqueeze(-1))  # (*b, N, 1)
-            ZX = Z @ X  # (*b, m, d)
-            Xa = X + Z.mT @ (c.unsqueeze(-1) * ZX)
-            mean_a = xbar.squeeze(-2) + (wbar.mT @ X).squeeze(-2)
+            # E_a = E + 1 (wbar^T X) + Z^T diag(c) Z X
+            left = torch.cat([torch.ones_like(wbar), Z.mT], -1)  # (*b, N, m+1)
+            right = torch.cat([wbar.mT, c.unsqueeze(-1) * Z], -2) @ X  # (*b, m+1, d)
+            mean_a = xbar.squeeze(-2) + right[..., 0, :]
             if smooth and t > 0:
                 # E_s <- T_t E_s for the past `lag` smoothed ensembles. Z and wbar sum to zero over
                 # members, so T_t E_s = E_s + 1 (wbar^T E_s) + Z^T diag(c) Z E_s without centring.
                 lo = 0 if config.lag is None else max(0, t - config.lag)
                 if lo < t:
                     past = smo_all[..., lo:t, :].flatten(-2)  # view (*b, N, L*d)
-                    left = torch.cat([torch.ones_like(wbar), Z.mT * c.unsqueeze(-2)], -1)  # (*b, N, m+1)
-                    right = torch.cat([wbar.mT, Z], -2)  # (*b, m+1, N)
-                    past.add_(left @ (right @ past))
+                    tl = torch.cat([torch.ones_like(wbar), Z.mT * c.unsqueeze(-2)], -1)  # (*b, N, m+1)
+                    tr = torch.cat([wbar.mT, Z], -2)  # (*b, m+1, N)
+                    past.add_(tl @ (tr @ past))
+        E = _add_matmul(E, left, right)
         if config.rtps > 0.0:
-            sf = X.pow(2).sum(-2).div(nm1).sqrt()
-            sa = Xa.pow(2).sum(-2).div(nm1).sqrt()
+            Xa = E - mean_a.unsqueeze(-2)
+            sf = X.square().sum(-2).div(nm1).sqrt()
+            sa = Xa.square().sum(-2).div(nm1).sqrt()
             factor = config.rtps * sf / sa.clamp_min(1e-300) + (1.0 - config.rtps)
             Xa = Xa * factor.unsqueeze(-2)
-        E = mean_a.unsqueeze(-2) + Xa
-        if config.check_divergence:
-            check_finite(E, t, variant, "analysis ensemble")
-        _store(t, E, mean_a, Xa, ens_all, smo_all, mean_all, spread)
-        if rts:
-            an_all[..., t, :, :] = E
+            E = mean_a.unsqueeze(-2) + Xa
+        if config.check_divergence:  # non-finite anomalies surface in the next forecast mean
+            check_finite(mean_a, t, variant, "analysis mean")
+        _store(t, E, mean_a, ens_all, smo_all, mean_all, spread)
     if config.check_divergence:
         check_innovations(log.nis, log.dof, variant)
+    if spread is None:
+        spread = ens_all.var(-2).mean(-1).sqrt()
     result = AssimilationResult(
         method=variant,
         filtered_mean=mean_all,
         log_evidence=log.log_ev,
-        filtered_ensemble=ens_all,
+        filtered_ensemble=ens_all if config.store_ensemble else None,
         diagnostics=StepDiagnostics(innovation=log.innov, spread=spread, innovation_var=log.innov_var),
         config=config,
     )
     if rts:
-        result.smoothed_ensemble = _ensemble_rts(an_all, fc_all, config)
+        result.smoothed_ensemble = _ensemble_rts(ens_all, fc_all, config)
         result.smoothed_mean = result.smoothed_ensemble.mean(-2)
     if smooth:
         result.smoothed_ensemble = smo_all.transpose(-3, -2).contiguous()
         result.smoothed_mean = smo_all.mean(-3)
     return result
+
+
+def generator_noise(generator: torch.Generator) -> Noise:
+    """The default noise source: standard normals from a NumPy generator seeded by ``generator``.
+
+    One 63-bit seed is drawn from the torch generator; NumPy's PCG64 + ziggurat sampler is then
+    about ten times faster than ``torch.randn`` for float64 on CPU, which matters because
+    drawing the model error is the largest single cost of a batched cycle.
+    """
+    seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator))
+    rng = np.random.default_rng(seed)
+
+    def noise(kind: str, step: int, shape: tuple) -> torch.Tensor:
+        return torch.from_numpy(rng.standard_normal(shape))
+
+    return noise
 
 
 def _ensemble_rts(an_all: torch.Tensor, fc_all: torch.Tensor, config: EnKFConfig) -> torch.Tensor:
@@ -452,12 +471,23 @@ def _draw(
     return eps * math.sqrt(n / (n - 1))
 
 
-def _store(t, E, mean_a, Xa, ens_all, smo_all, mean_all, spread) -> None:
+def _add_matmul(E: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """``E + left @ right`` in one fused (batched) BLAS call; shapes ``(*b, N, d)``, ``(*b, N, k)``, ``(*b, k, d)``."""
+    if E.ndim == 2:
+        return torch.addmm(E, left, right)
+    shape = E.shape
+    out = torch.baddbmm(E.reshape(-1, *shape[-2:]), left.reshape(-1, *left.shape[-2:]),
+                        right.reshape(-1, *right.shape[-2:]))
+    return out.reshape(shape)
+
+
+def _store(t, E, mean_a, ens_all, smo_all, mean_all, spread) -> None:
     """Write the analysis of step ``t`` into the preallocated outputs."""
     mean_all[..., t, :] = mean_a
-    n = Xa.shape[-2]
-    spread[..., t] = (Xa.pow(2).sum(-2) / (n - 1)).mean(-1).sqrt()
     if ens_all is not None:
         ens_all[..., t, :, :] = E
+    else:  # sqrt(tr(P_a) / d), without torch.var's slower two-pass kernel
+        n, d = E.shape[-2], E.shape[-1]
+        spread[..., t] = torch.linalg.vector_norm(E - mean_a.unsqueeze(-2), dim=(-2, -1)) / math.sqrt((n - 1) * d)
     if smo_all is not None:
         smo_all[..., t, :] = E

@@ -160,28 +160,33 @@ class _InnovationLog:
     """
 
     def __init__(self, batch: tuple, T: int, m: int) -> None:
-        self.m = m
-        self.log_ev = torch.zeros(batch, dtype=torch.float64)
         self.innov = torch.full((*batch, T, m), float("nan"), dtype=torch.float64)
         self.innov_var = torch.full_like(self.innov, float("nan"))
         self.nis = torch.zeros(*batch, T, dtype=torch.float64)
-        self.dof = torch.zeros(*batch, T, dtype=torch.float64)
+        self.dof = torch.full((*batch, T), float(m), dtype=torch.float64)
+        self.half_logdet = torch.zeros(*batch, T, dtype=torch.float64)
 
     def add(self, t: int, v: torch.Tensor, S: torch.Tensor, L: torch.Tensor, mask: torch.Tensor | None) -> None:
         """Record step ``t``: innovation ``v (*b, m)`` (0 where missing), ``S``, its Cholesky ``L``."""
-        w = torch.linalg.solve_triangular(L, v.unsqueeze(-1), upper=False).squeeze(-1)
-        n_obs = torch.full(v.shape[:-1], float(self.m), dtype=torch.float64) if mask is None else mask.sum(-1).to(torch.float64)
-        quad = w.pow(2).sum(-1)
-        self.log_ev = self.log_ev - 0.5 * (n_obs * _LOG_2PI + 2.0 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1) + quad)
-        self.nis[..., t] = quad
-        self.dof[..., t] = n_obs
-        s_diag = S.diagonal(dim1=-2, dim2=-1)
+        w = torch.linalg.solve_triangular(L, v.unsqueeze(-1), upper=False)
+        self.nis[..., t] = w.square().sum((-2, -1))
+        self.half_logdet[..., t] = L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
         if mask is None:
             self.innov[..., t, :] = v
-            self.innov_var[..., t, :] = s_diag
+            self.innov_var[..., t, :] = S.diagonal(dim1=-2, dim2=-1)
         else:
+            self.dof[..., t] = mask.sum(-1)
             self.innov[..., t, :] = torch.where(mask, v, float("nan"))
-            self.innov_var[..., t, :] = torch.where(mask, s_diag, float("nan"))
+            self.innov_var[..., t, :] = torch.where(mask, S.diagonal(dim1=-2, dim2=-1), float("nan"))
+
+    def skip(self, t: int) -> None:
+        """Step ``t`` had no observation in any run."""
+        self.dof[..., t] = 0.0
+
+    @property
+    def log_ev(self) -> torch.Tensor:
+        """``sum_t log N(v_t; 0, S_t)`` over observed components, ``(*batch,)``."""
+        return -0.5 * (self.dof * _LOG_2PI + 2.0 * self.half_logdet + self.nis).sum(-1)
 
 
 def run(
