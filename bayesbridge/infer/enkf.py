@@ -300,7 +300,7 @@ def run(
     for t in range(T):
         # --- forecast: E = f(E) + L_Q eps (elementwise when Q is diagonal) ---
         Q = model.transition_cov(t)
-        if Q is not q_prev:
+        if q_prev is None or (Q is not q_prev and not torch.equal(Q, q_prev)):
             L_Q, q_prev = _psd_sqrt(torch.as_tensor(Q, dtype=f64)), Q
             q_diag = L_Q.diagonal() if bool((L_Q == torch.diag_embed(L_Q.diagonal())).all()) else None
         F = model.transition_mean(E, t)
