@@ -306,3 +306,38 @@ def test_memory_full_size_under_2gb():
     assert mem.peak_mb < 2048
     assert ds["tos_q95"].shape == (2400, 21, 81)
     assert bool(ds["tos_std"].isel(time=-1).notnull().any())
+
+
+def test_posterior_figures(codec, tmp_path):
+    from bayesbridge.diagnostics.uq import rank_histogram
+    from bayesbridge.posterior_plots import (
+        plot_field_summary,
+        plot_index_band,
+        plot_rank_histogram,
+        plot_std_map,
+    )
+
+    res = make_result(T=14, M=12)
+    time = xr.date_range("2000-01-01", periods=14, freq="MS", calendar="noleap", use_cftime=True)
+    post = Posterior(res, codec, time=time, observations={"nino34": np.linspace(-1, 1, 14)})
+    ds = post.summary()
+    fig = plot_std_map(post, "zos")
+    mesh = fig.axes[0].collections[0]
+    np.testing.assert_allclose(np.ma.filled(mesh.get_array(), np.nan).reshape(GRID_LAT.size, GRID_LON.size),
+                               ds["zos_std"].mean("time").values, rtol=1e-6)
+    fig.savefig(tmp_path / "std.png")
+    truth = np.zeros(14)
+    fig = plot_index_band(ds, "nino34", truth=truth)
+    ax = fig.axes[0]
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), ds["nino34_mean"].values)
+    assert ax.get_xlim()[0] < 2000.1 and ax.get_xlim()[1] > 2001.0  # cftime -> decimal years
+    assert {t.get_text() for t in ax.get_legend().get_texts()} >= {"90 % band", "truth", "observed (assimilated)"}
+    fig.savefig(tmp_path / "band.png")
+    plot_field_summary(post, "tos", time=3).savefig(tmp_path / "summary.png")
+    ens = post.index_draws("nino34")
+    fig = plot_rank_histogram(rank_histogram(ens, ens.isel(draw=0, drop=True) * 0.0))
+    assert len(fig.axes[0].patches) == post.n_draws + 1
+    fig.savefig(tmp_path / "rank.png")
+    assert all((tmp_path / f).stat().st_size > 5000 for f in ("std.png", "band.png", "summary.png", "rank.png"))
+    with pytest.raises(VariableNotFoundError, match="tos_mean"):
+        plot_index_band(ds, "nino99")
