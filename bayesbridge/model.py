@@ -492,11 +492,13 @@ class StateSpaceModel:
         self._affine_cache[n_steps] = out
         return out
 
-    def pyro_model(self, observations) -> None:
+    def pyro_model(self, observations=None, n_steps: int | None = None) -> None:
         """The Pyro program of this model conditioned on ``observations`` ``(*batch, T, m)``.
 
-        See :func:`bayesbridge.model_pyro.state_space_program`.
+        ``observations=None`` with ``n_steps`` samples observations (prior predictive, or
+        posterior predictive with :class:`pyro.infer.Predictive`). See
+        :func:`bayesbridge.model_pyro.state_space_program`.
         """
         from bayesbridge.model_pyro import state_space_program
 
-        return state_space_program(self, observations)
+        return state_space_program(self, observations, n_steps=n_steps)

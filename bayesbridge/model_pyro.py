@@ -21,6 +21,8 @@ unit noise, which makes its factor the constant :math:`N(0; 0, 1)`; that constan
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pyro
@@ -30,7 +32,14 @@ import torch
 from bayesbridge.errors import ParameterError, ShapeMismatchError
 from bayesbridge.model import LinearGaussianModel, LinearTransition, StateSpaceModel, as_tensor
 
-__all__ = ["AffineStructure", "gaussian_hmm", "state_space_program", "as_state_space_model"]
+__all__ = [
+    "AffineStructure",
+    "MaskedHMM",
+    "gaussian_hmm",
+    "state_space_program",
+    "as_state_space_model",
+    "isolated_pyro",
+]
 
 
 @dataclass(frozen=True)
@@ -236,3 +245,17 @@ def as_state_space_model(model) -> StateSpaceModel:
     return StateSpaceModel(
         _ProtocolTransition(model), model.observe, R.diagonal().sqrt(), initial_mean=m0, initial_cov=P0
     )
+
+
+@contextmanager
+def isolated_pyro(generator: torch.Generator) -> Iterator[None]:
+    """Run Pyro inference reproducibly without touching global state.
+
+    Pyro draws from torch's global generator and keeps parameters in a global store; inside this
+    context the global RNG state is forked (restored on exit) and seeded from ``generator``, and
+    a fresh parameter store is used (the previous one is restored on exit).
+    """
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]), pyro.get_param_store().scope():
+        torch.manual_seed(seed)
+        yield
