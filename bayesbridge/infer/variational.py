@@ -34,7 +34,12 @@ from bayesbridge.errors import ParameterError
 from bayesbridge.infer.divergence import check_finite
 from bayesbridge.infer.result import AssimilationResult
 from bayesbridge.model import LinearGaussianModel
-from bayesbridge.model_pyro import as_state_space_model, gaussian_hmm, isolated_pyro, state_space_program
+from bayesbridge.model_pyro import (
+    as_state_space_model,
+    gaussian_hmm,
+    isolated_pyro,
+    state_space_program,
+)
 
 __all__ = ["SVIConfig", "run", "fit_svi", "SVIFit"]
 
