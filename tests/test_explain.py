@@ -310,3 +310,22 @@ def test_figures(steady):
     fig3 = ep.plot_regime_composites(comp)
     titles = [a.get_title() for a in fig3.axes if a.get_label() != "<colorbar>"]
     assert any("n = 30" in t for t in titles) and any("minus" in t for t in titles)
+
+
+def test_batched_results_keep_runs_and_pool_composites():
+    model, res, u, delta = _hand_result(T=120)
+    both = AssimilationResult("kalman", torch.stack([res.filtered_mean, 2 * res.filtered_mean]), torch.zeros(2))
+    inc = ex.latent_increments(model, both, n_modes=1)
+    assert inc.increments.dims == ("run", "time", "latent")
+    np.testing.assert_allclose(inc.increments.isel(run=1).values, 2 * delta, atol=1e-12)
+    assert abs(inc.directions.sel(mode=1).values @ u) > 0.999
+    codec = LinearCodec(5)
+    time = pd.date_range("1950-01-01", periods=120, freq="MS")
+    ds = ex.decoded_increments(model, both, codec, time=time)
+    assert ds["tos"].dims == ("run", "time", "lat", "lon")
+    lab = ex.walker_regimes(xr.DataArray(np.arange(120.0) % 4, dims="time", coords={"time": time}), 1.5)
+    comp = ex.regime_composites(ds, lab, order=["high_I", "low_I"])
+    hi = np.arange(120) % 4 > 1.5
+    expect = 1.5 * (delta[hi] @ codec.W).mean(0)  # mean over the two runs (1x and 2x)
+    np.testing.assert_allclose(_at_points(comp.composites.sel(regime="high_I"), codec), expect, atol=1e-5)
+    assert comp.counts.sel(regime="high_I") == hi.sum()

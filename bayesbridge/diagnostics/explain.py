@@ -363,15 +363,18 @@ def forecast_ensemble(model, result: AssimilationResult, *, generator: torch.Gen
     return out
 
 
-def _kalman_latent_gains(model, result: AssimilationResult):
-    """Exact latent gains ``(B, T, d, m)`` and forecast means ``(B, T, d)`` of a Kalman result."""
+def _kalman_forecast(model, result: AssimilationResult) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forecast means ``(B, T, d)`` and covariances ``(B, T, d, d)`` behind a Kalman result.
+
+    :math:`m^f_t = f_t(m_{t-1})`, :math:`P^f_t = F_t P_{t-1} F_t^T + Q_t` with
+    :math:`F_t = \\partial f_t / \\partial z` at :math:`m_{t-1}` (``m_0, P_0`` at the first step).
+    """
     mean = result.filtered_mean.to(_F64)
     cov = result.filtered_cov.to(_F64)
     *batch, T, d = mean.shape
     B = int(np.prod(batch)) if batch else 1
     mean, cov = mean.reshape(B, T, d), cov.reshape(B, T, d, d)
     m0, P0 = (torch.as_tensor(v, dtype=_F64) for v in model.initial())
-    R = torch.as_tensor(model.obs_cov(), dtype=_F64)
     eye = torch.eye(d, dtype=_F64).expand(B, d, d)
     mf = torch.empty(B, T, d, dtype=_F64)
     Pf = torch.empty(B, T, d, d, dtype=_F64)
@@ -382,11 +385,7 @@ def _kalman_latent_gains(model, result: AssimilationResult):
         with torch.no_grad():
             mf[:, t] = model.transition_mean(m_prev, t).to(_F64)
         Pf[:, t] = F @ P_prev @ F.mT + torch.as_tensor(model.transition_cov(t), dtype=_F64)
-    Ht = _jvp(model.observe, mf.reshape(B * T, d), torch.eye(d, dtype=_F64).expand(B * T, d, d)).reshape(B, T, d, -1)
-    H = Ht.mT  # (B, T, m, d)
-    PHt = Pf @ H.mT
-    S = H @ PHt + R
-    return PHt, S, mf
+    return mf, Pf
 
 
 def gain_maps(
@@ -474,14 +473,16 @@ def gain_maps(
     members = None
     if method == "kalman":
         _check_result(result, "kalman")
-        PHt, S, mf = _kalman_latent_gains(model, result)
-        Kz = _masked_solve(PHt, S, mask)  # (B, T, d, m)
-        chunk = max(1, _CHUNK_ELEMENTS // max(1, B * m * n))
+        mf, Pf = _kalman_forecast(model, result)
+        chunk = max(1, _CHUNK_ELEMENTS // max(1, B * max(m, d) * n))
         for t0 in range(0, T, chunk):
             sl = slice(t0, min(T, t0 + chunk))
-            kz = Kz[:, sl]
-            tc = kz.shape[1]
-            kx = _jvp(lambda z: _decode(codec, z, n), mf[:, sl].reshape(B * tc, d), kz.mT.reshape(B * tc, m, d))
+            z = mf[:, sl].reshape(-1, d)
+            tc = z.shape[0] // B
+            H = _jvp(model.observe, z, torch.eye(d, dtype=_F64).expand(z.shape[0], d, d)).mT.reshape(B, tc, m, d)
+            PHt = Pf[:, sl] @ H.mT
+            kz = _masked_solve(PHt, H @ PHt + R, mask[:, sl])  # (B, tc, d, m)
+            kx = _jvp(lambda u: _decode(codec, u, n), z, kz.mT.reshape(B * tc, m, d))
             _accumulate(sum_x, sum_z, count, kx.reshape(B, tc, m, n).mT, kz, mask[:, sl], groups[sl])
     else:
         if forecast is None:
