@@ -162,6 +162,8 @@ class Posterior:
         Full grid coordinates (default from ``codec.stacker``, else the points' unique values).
     units : mapping of str to str, optional
         Units per variable (default from the codec, else :data:`DEFAULT_UNITS`).
+    progress : bool
+        Show a progress bar (tqdm) while the summaries are decoded.
 
     Attributes
     ----------
@@ -190,6 +192,7 @@ class Posterior:
         lat=None,
         lon=None,
         units: Mapping[str, str] | None = None,
+        progress: bool = False,
     ) -> None:
         if not isinstance(result, AssimilationResult):
             raise InputTypeError(
@@ -214,6 +217,7 @@ class Posterior:
         self.codec = codec
         self.seed = int(seed)
         self.chunk_mb = float(chunk_mb)
+        self.progress = bool(progress)
         self._setup_draws(result, source, int(gaussian_draws))
         self.time = self._time_index(time)
         self._setup_grid(codec, lat, lon, units)
@@ -523,7 +527,10 @@ class Posterior:
         q = torch.tensor(QUANTILES, dtype=torch.float32)
         W = self._W.to(torch.float64)
         tb = self._steps_per_block()
-        for t0 in range(0, T, tb):
+        from tqdm.auto import tqdm
+
+        for t0 in tqdm(range(0, T, tb), desc="decoding posterior", unit="block",
+                       disable=not self.progress, leave=False):
             steps = np.arange(t0, min(T, t0 + tb))
             x = self._decode_steps(steps)  # (k, draw, P)
             xd = x.to(torch.float64)
