@@ -7,14 +7,16 @@ linearisation): with forecast anomalies ``X = E - mean(E)``, ``Y = HE - mean(HE)
 innovation ``d = y - mean(HE)``,
 
 * ``"enkf"`` -- stochastic EnKF with perturbed observations (Burgers, van Leeuwen & Evensen
-  1998; Evensen 2003). Member ``i`` sees ``y + D_i`` with ``D_i ~ N(0, R)`` (centred over members).
-  With ``G = Y - D`` the gain uses ensemble estimates of the innovation covariance of the
-  perturbed observations, :math:`K = (X^T G)(G^T G)^{-1}`, and ``E_a = E + (d + D - Y) K^T``.
-  The inversion of ``G^T G`` is eigenvalue-truncated (``inversion="eigh"``, relative tolerance
-  ``truncation``) or Tikhonov-regularised (``inversion="tikhonov"``, ridge ``ridge`` times the
-  mean diagonal). An optional taper ``rho (d, m)`` localises the gain by a Schur product with
-  the state-observation covariance, :math:`K = (\\rho \\circ X^T G)(G^T G)^{-1}` (Houtekamer &
-  Mitchell 2001); build it e.g. with :func:`gaspari_cohn`.
+  1998; Evensen 2003). Member ``i`` sees ``y + D_i`` with ``D_i ~ N(0, R)`` (centred over members);
+  the gain is :math:`K = X^T Y (Y^T Y + (N-1) R)^{-1}` and ``E_a = E + (d + D - Y) K^T``, as in
+  DAPPER's ``EnKF('PertObs')``. (Using the ensemble estimate of the perturbed-observation
+  covariance, ``(Y - D)^T (Y - D)``, in place of ``(N-1) R`` was tried and gave a 30 % larger
+  error of the mean against the exact filter at 2,000 members, latent 32.) The inversion is
+  eigenvalue-truncated (``inversion="eigh"``, relative tolerance ``truncation``) or
+  Tikhonov-regularised (``inversion="tikhonov"``, ridge ``ridge`` times the mean diagonal). An
+  optional taper ``rho (d, m)`` localises the gain by a Schur product with the state-observation
+  covariance, :math:`K = (\\rho \\circ X^T Y)(Y^T Y + (N-1) R)^{-1}` (Houtekamer & Mitchell 2001);
+  build it e.g. with :func:`gaspari_cohn`.
 * ``"etkf"`` -- ensemble transform Kalman filter with the symmetric square root (Bishop, Etherton &
   Majumdar 2001; Hunt, Kostelich & Szunyogh 2007). With :math:`\\tilde Y = Y L^{-T}`,
   :math:`R = L L^T`, :math:`\\bar w = [(N-1) I + \\tilde Y \\tilde Y^T]^{-1} \\tilde Y L^{-1} d` and
@@ -26,8 +28,11 @@ innovation ``d = y - mean(HE)``,
 * ``"enks"`` -- ensemble Kalman smoother (Evensen & van Leeuwen 2000) on top of the ETKF: every
   analysis is a linear transform of the forecast ensemble, ``E_a = T_t E_f`` with
   ``T_t = 11^T/N + 1 w^T (I - 11^T/N) + W (I - 11^T/N)``, and the same transform is applied to
-  the smoothed ensembles of the previous ``lag`` steps (all steps when ``lag=None``). In the
-  linear-Gaussian case it converges to the RTS smoother as members grow.
+  the smoothed ensembles of the previous ``lag`` steps (all steps when ``lag=None``)
+  (``smoother="transform"``). The default ``smoother="rts"`` is the ensemble RTS smoother
+  (Raanes 2016), equivalent in the linear case but using only consecutive ensembles, so that
+  spurious long-range sample correlations do not add noise; with second-order exact sampling it
+  reproduces the RTS smoothed means exactly for linear-Gaussian models.
 
 Multiplicative inflation ``inflation >= 1`` scales the forecast anomalies before the analysis
 (Anderson & Anderson 1999); relaxation to prior spread (RTPS, Whitaker & Hamill 2012) scales each
