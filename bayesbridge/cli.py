@@ -90,6 +90,47 @@ def observations(
         console.print(f"wrote {json_out}")
 
 
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/demo"),
+    quick: Annotated[bool, typer.Option("--quick", help="Small experiment (under two minutes on two cores).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the twin experiment and of the assimilation.")] = 0,
+) -> None:
+    """Run the twin experiment end to end and write posterior.nc, inference_data.nc,
+    metrics.json, report.md and figures/ into OUT."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bayesbridge.demo import DemoConfig, run_demo
+
+    steps = ("twin", "read", "fit", "assimilate", "decode", "evaluate", "explain", "write")
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("demo", total=len(steps))
+
+        def advance(step: str) -> None:
+            done = steps.index(step) if step in steps else 0
+            bar.update(task, completed=done, description=f"demo: {step}")
+
+        result = run_demo(out, DemoConfig(quick=quick, seed=seed), progress=advance)
+        bar.update(task, completed=len(steps), description="demo: done")
+    m = result.metrics
+    table = Table(title="Twin experiment: truth / operational / bridged")
+    for col in ("statistic", "truth", "operational", "bridged"):
+        table.add_column(col, justify="right" if col != "statistic" else "left")
+    from bayesbridge.demo import STATS
+
+    for stat in STATS:
+        table.add_row(stat, *(f"{m[f'twin.{stat}.{s}']:.3f}" for s in ("truth", "operational", "bridged")))
+    for stat in ("std", "skew"):
+        table.add_row(f"map RMSE {stat}", "", f"{m[f'twin.map_rmse.{stat}.operational']:.3f}",
+                      f"{m[f'twin.map_rmse.{stat}.bridged']:.3f}")
+    console.print(table)
+    console.print(
+        f"Nino 3.4 posterior: CRPS {m['twin.uq.crps']:.3f}, 90 % coverage {m['twin.uq.coverage90']:.2f}, "
+        f"spread/skill {m['twin.uq.spread_skill']:.2f}"
+    )
+    console.print(f"wrote {out}/posterior.nc, inference_data.nc, metrics.json, report.md, figures/")
+
+
 def _mount_subcommands() -> None:
     from bayesbridge.idealized.commands import app as idealized_app
 

@@ -139,6 +139,13 @@ class Posterior:
         in ``posterior.nc`` as ``<box>_obs``.
     assimilated : sequence of str, optional
         Names of the observations that were assimilated (default: all of ``observations``).
+    representation_residuals : array ``(n_samples, n_points)``, optional
+        Residual series of the codec on its training data, ``x_t - decode(encode(x_t))``, in
+        time order. Each draw adds the residual series circularly shifted by its own random
+        offset, :math:`r_{(t + o_i) \bmod n}`: spatially and temporally coherent representation
+        error with exactly the codec's residual covariance (box means included), unlike
+        independent per-point noise, whose box means nearly vanish. Mutually exclusive with
+        ``representation_std``.
     representation_std : None, "codec", float, array ``(n_points,)`` or Dataset, optional
         Per-point standard deviation of the decoder's representation error, added as Gaussian
         noise to every decoded draw. ``"codec"`` takes ``codec.residual_std`` (VAE); a Dataset
@@ -183,6 +190,7 @@ class Posterior:
         observations=None,
         assimilated: Sequence[str] | None = None,
         representation_std=None,
+        representation_residuals=None,
         source: Source = "auto",
         seed: int = 0,
         boxes: Sequence[str] | None = None,
@@ -222,6 +230,11 @@ class Posterior:
         self.time = self._time_index(time)
         self._setup_grid(codec, lat, lon, units)
         self._rep_std = self._representation_std(representation_std)
+        self._rep_bank, self._rep_offsets = self._representation_bank(representation_residuals)
+        if self._rep_std is not None and self._rep_bank is not None:
+            raise InputValueError(
+                "representation_std, representation_residuals: give one representation-error model, not both."
+            )
         self.observations = self._observations(observations)
         self.assimilated = self._assimilated(assimilated)
         self._setup_boxes(boxes, area)
@@ -336,6 +349,21 @@ class Posterior:
         mask = np.zeros((self.lat.size, self.lon.size), bool)
         mask[self._var_ij[variable]] = True
         return xr.DataArray(mask, dims=("lat", "lon"), coords={"lat": self.lat, "lon": self.lon})
+
+    def _representation_bank(self, residuals) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if residuals is None:
+            return None, None
+        bank = torch.as_tensor(np.asarray(residuals, dtype=np.float32))
+        if bank.ndim != 2 or bank.shape[1] != self.n_points or bank.shape[0] < 2:
+            raise ShapeMismatchError(
+                f"representation_residuals: expected shape (n_samples >= 2, {self.n_points}) (one "
+                f"column per codec point), got {tuple(bank.shape)}."
+            )
+        if not bool(torch.isfinite(bank).all()):
+            raise InputValueError("representation_residuals: expected finite values (ocean points only).")
+        g = torch.Generator().manual_seed(_seed_for(self.seed, 4, 0))
+        offsets = torch.randint(bank.shape[0], (self.n_draws,), generator=g)
+        return bank, offsets
 
     def _representation_std(self, rep) -> torch.Tensor | None:
         if rep is None:
@@ -511,6 +539,10 @@ class Posterior:
             for k, t in enumerate(steps):
                 g = torch.Generator().manual_seed(_seed_for(self.seed, 3, int(t)))
                 x[k] += torch.randn(self.n_draws, self.n_points, generator=g) * self._rep_std
+        if self._rep_bank is not None:
+            n = self._rep_bank.shape[0]
+            for k, t in enumerate(steps):
+                x[k] += self._rep_bank[(self._rep_offsets + int(t)) % n]
         return x
 
     def _steps_per_block(self) -> int:
@@ -595,7 +627,7 @@ class Posterior:
             "source": f"bayesbridge {self.result.method} assimilation ({self.source} draws)",
             "n_draws": int(self.n_draws),
             "seed": int(self.seed),
-            "representation_noise": int(self._rep_std is not None),
+            "representation_noise": int(self._rep_std is not None or self._rep_bank is not None),
             "quantile_method": "linear interpolation between order statistics (torch.quantile)",
             "std_ddof": 1,
             "assimilated": ",".join(self.assimilated),

@@ -1,0 +1,413 @@
+"""The bridge: operational fields -> latent space -> assimilate idealized/observed indices -> fields.
+
+:class:`Bridge` chains the pieces of the data flow in DESIGN section 2:
+
+1. ``fit(fields)`` compresses the operational model's anomaly fields with a codec
+   (:class:`~bayesbridge.latent.EOFCodec`, :class:`~bayesbridge.latent.Autoencoder`,
+   :class:`~bayesbridge.latent.VAE`), learns latent dynamics (:class:`~bayesbridge.latent.LinearInverseModel`,
+   optionally seasonal, or :class:`~bayesbridge.latent.NeuralDynamics`) and measures the
+   codec's representation error per grid point and per index box;
+2. ``assimilate(observations)`` builds the state-space model (:class:`~bayesbridge.model.StateSpaceModel`)
+   whose observation operator is the box average of the decoded field in the units of the
+   observation, and runs an inference engine (:func:`bayesbridge.infer.assimilate`);
+3. the result is a :class:`~bayesbridge.posterior.Posterior`: whole-trajectory draws decoded
+   lazily to field summaries and index series, plus the decoder's representation error.
+
+Observation error. The error of an assimilated index ``k`` is
+
+.. math:: s_k^2 = \\epsilon_k^2 + \\operatorname{Var}_t\\big[B_k x_t - B_k \\operatorname{dec}(\\operatorname{enc}(x_t))\\big],
+
+a floor :math:`\\epsilon_k` (0.15 degC for Nino indices, the representation error found in the
+prototype of Behnoudfar et al. 2026) plus the codec's own structural error on that box, measured
+on the operational training data (never on a truth).
+
+The thermocline index ``h_w`` (m of 20 degC isotherm depth) is observed through the sea-surface
+height ``zos`` of the operational model: ``h_w = thermocline_per_zos * B_hw zos`` with the
+reduced-gravity ratio :math:`\\rho / \\Delta\\rho \\approx 150` (Jin 1997).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from bayesbridge.errors import (
+    InputTypeError,
+    NotFittedError,
+    ParameterError,
+    TimeAxisError,
+    VariableNotFoundError,
+)
+from bayesbridge.infer import METHODS, AssimilationResult, assimilate
+from bayesbridge.regions import STANDARD_BOXES, get_region
+
+__all__ = ["BridgeConfig", "Bridge", "BridgeResult", "OBSERVABLES", "observations_from"]
+
+CodecKind = Literal["eof", "autoencoder", "vae"]
+DynamicsKind = Literal["linear", "seasonal", "neural"]
+
+OBSERVABLES: tuple[str, ...] = STANDARD_BOXES
+"""Index names that can be assimilated (``nino12``, ``nino3``, ``nino34``, ``nino4``, ``h_w``)."""
+
+_DEFAULT_FLOOR = {"nino12": 0.15, "nino3": 0.15, "nino34": 0.15, "nino4": 0.15, "h_w": 2.0}
+
+
+def _choice(value: str, options: tuple[str, ...], name: str) -> None:
+    if value not in options:
+        raise ParameterError(f"{name}: expected one of {', '.join(options)}, got {value!r}.")
+
+
+@dataclass
+class BridgeConfig:
+    """Configuration of a :class:`Bridge`.
+
+    Parameters
+    ----------
+    codec : {"eof", "autoencoder", "vae"}
+        Latent compression of the operational fields.
+    latent_dim : int
+        Latent size ``d``.
+    dynamics : {"linear", "seasonal", "neural"}
+        Latent transition: a linear inverse model (``seasonal``: one per calendar month) or a
+        neural residual transition.
+    method : {"enks", "enkf", "etkf", "pf", "kalman", "svi"}
+        Inference engine (see :mod:`bayesbridge.infer`). Reanalysis output wants a smoother.
+    members : int
+        Ensemble members / particles / posterior draws.
+    obs_error_floor : mapping of str to float
+        Floor ``epsilon_k`` of the observation error per index (observation units).
+    thermocline_per_zos : float
+        Metres of thermocline depth per metre of sea-surface height (``h_w`` observation).
+    representation_error : bool
+        Add the codec's per-point residual to decoded draws (DESIGN section 6).
+    inflation : float
+        Multiplicative inflation of ensemble engines.
+    codec_options, dynamics_options, method_options : dict
+        Extra arguments of the codec, dynamics and engine.
+    progress : bool
+        Progress bars for training steps.
+    """
+
+    codec: CodecKind = "eof"
+    latent_dim: int = 20
+    dynamics: DynamicsKind = "seasonal"
+    method: str = "enks"
+    members: int = 100
+    obs_error_floor: Mapping[str, float] = field(default_factory=lambda: dict(_DEFAULT_FLOOR))
+    thermocline_per_zos: float = 150.0
+    representation_error: bool = True
+    inflation: float = 1.0
+    codec_options: dict = field(default_factory=dict)
+    dynamics_options: dict = field(default_factory=dict)
+    method_options: dict = field(default_factory=dict)
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        _choice(self.codec, get_args(CodecKind), "codec")
+        _choice(self.dynamics, get_args(DynamicsKind), "dynamics")
+        _choice(self.method, METHODS, "method")
+        if not (isinstance(self.latent_dim, int) and self.latent_dim >= 1):
+            raise ParameterError(f"latent_dim: expected a positive integer, got {self.latent_dim!r}.")
+        if not (isinstance(self.members, int) and self.members >= 2):
+            raise ParameterError(f"members: expected an integer >= 2, got {self.members!r}.")
+        if self.thermocline_per_zos <= 0:
+            raise ParameterError(f"thermocline_per_zos: expected > 0, got {self.thermocline_per_zos}.")
+        if self.inflation < 1.0:
+            raise ParameterError(f"inflation: expected >= 1, got {self.inflation}.")
+        floors = dict(_DEFAULT_FLOOR)
+        floors.update(self.obs_error_floor)
+        bad = {k: v for k, v in floors.items() if not v > 0}
+        if bad:
+            raise ParameterError(f"obs_error_floor: expected positive values, got {bad}.")
+        self.obs_error_floor = floors
+
+
+@dataclass
+class BridgeResult:
+    """What :meth:`Bridge.assimilate` returns.
+
+    Attributes
+    ----------
+    posterior : Posterior
+        Decoded field summaries, index series and draws.
+    result : AssimilationResult
+        The engine's latent output.
+    model : StateSpaceModel
+        The state-space model that was assimilated into.
+    observations : xarray.Dataset
+        The assimilated indices on ``time``.
+    obs_error : pandas.Series
+        Observation-error standard deviation used per index.
+    """
+
+    posterior: object
+    result: AssimilationResult
+    model: object
+    observations: xr.Dataset
+    obs_error: pd.Series
+
+
+def observations_from(obj, variables: Sequence[str] | None = None) -> xr.Dataset:
+    """Index observations as a Dataset on ``time`` with the requested variables (NaN = missing).
+
+    Accepts a Dataset, a DataArray (named) or a pandas DataFrame with a ``time`` column or index.
+    """
+    if isinstance(obj, pd.DataFrame):
+        frame = obj.set_index("time") if "time" in obj.columns else obj
+        frame.index.name = "time"
+        ds = xr.Dataset.from_dataframe(frame)
+    elif isinstance(obj, xr.DataArray):
+        ds = obj.to_dataset(name=obj.name or "y")
+    elif isinstance(obj, xr.Dataset):
+        ds = obj
+    else:
+        raise InputTypeError(
+            f"observations: expected an xarray Dataset or a pandas DataFrame with a time column, "
+            f"got {type(obj).__name__}."
+        )
+    if "time" not in ds.dims:
+        raise TimeAxisError(f"observations: no time dimension (dims: {dict(ds.sizes)}).")
+    names = list(variables) if variables is not None else [v for v in ds.data_vars if v in OBSERVABLES]
+    unknown = [v for v in names if v not in OBSERVABLES]
+    if unknown:
+        raise VariableNotFoundError(
+            f"variables: {unknown} cannot be assimilated; known indices are {', '.join(OBSERVABLES)}."
+        )
+    missing = [v for v in names if v not in ds.data_vars]
+    if missing:
+        raise VariableNotFoundError(
+            f"variables: {missing} not in the observations, which contain {', '.join(map(str, ds.data_vars))}."
+        )
+    if not names:
+        raise VariableNotFoundError(
+            f"observations: none of the known indices ({', '.join(OBSERVABLES)}) is present; the "
+            f"data has {', '.join(map(str, ds.data_vars)) or 'no variables'}."
+        )
+    out = ds[names]
+    if "member" in out.dims:
+        if out.sizes["member"] != 1:
+            raise InputTypeError(
+                "observations: several members given; assimilate one series at a time or loop over members."
+            )
+        out = out.isel(member=0, drop=True)
+    _check_monthly(out["time"])
+    return out.astype("float64")
+
+
+def _check_monthly(time: xr.DataArray) -> None:
+    years = np.asarray(time.dt.year.values)
+    months = np.asarray(time.dt.month.values)
+    key = years * 12 + months - 1
+    if key.size > 1 and np.any(np.diff(key) != 1):
+        bad = int(np.argmax(np.diff(key) != 1))
+        raise TimeAxisError(
+            f"observations: expected consecutive monthly values; the step after "
+            f"{years[bad]}-{months[bad]:02d} goes to {years[bad + 1]}-{months[bad + 1]:02d}. "
+            f"Resample to monthly means and fill gaps with NaN (missing values are allowed)."
+        )
+
+
+class Bridge:
+    """Latent-space data assimilation that bridges an idealized and an operational model.
+
+    Examples
+    --------
+    >>> bridge = Bridge(BridgeConfig(latent_dim=16)).fit(operational_anomalies)   # doctest: +SKIP
+    >>> out = bridge.assimilate(idealized[["nino3", "nino4", "h_w"]], seed=1)       # doctest: +SKIP
+    >>> out.posterior.summary()["tos_mean"]                                         # doctest: +SKIP
+    """
+
+    def __init__(self, config: BridgeConfig | None = None, **options) -> None:
+        if config is not None and options:
+            raise InputTypeError("Bridge: pass either a BridgeConfig or keyword options, not both.")
+        self.config = config if config is not None else BridgeConfig(**options)
+        self.codec = None
+        self.dynamics = None
+        self.fields: xr.Dataset | None = None
+
+    # ------------------------------------------------------------------ fitting
+    def _make_codec(self, seed: int):
+        from bayesbridge.latent import VAE, Autoencoder, EOFCodec
+
+        cfg = self.config
+        opts = dict(cfg.codec_options)
+        if cfg.codec == "eof":
+            return EOFCodec(latent_dim=cfg.latent_dim, **opts)
+        opts.setdefault("seed", seed)
+        opts.setdefault("progress", cfg.progress)
+        cls = Autoencoder if cfg.codec == "autoencoder" else VAE
+        return cls(latent_dim=cfg.latent_dim, **opts)
+
+    def _make_dynamics(self, seed: int):
+        from bayesbridge.latent import LinearInverseModel, NeuralDynamics
+
+        cfg = self.config
+        opts = dict(cfg.dynamics_options)
+        if cfg.dynamics == "neural":
+            opts.setdefault("seed", seed)
+            opts.setdefault("progress", cfg.progress)
+            return NeuralDynamics(**opts)
+        return LinearInverseModel(seasonal=cfg.dynamics == "seasonal", **opts)
+
+    def fit(self, fields: xr.Dataset, *, seed: int = 0) -> Bridge:
+        """Fit codec and latent dynamics on operational anomaly fields ``(time, lat, lon)``.
+
+        Also measures the codec residual per grid point (representation error) and per index
+        box (structural observation error).
+        """
+        if not isinstance(fields, xr.Dataset):
+            raise InputTypeError(
+                f"fields: expected an xarray Dataset of anomalies on (time, lat, lon), got {type(fields).__name__}; "
+                f"use bayesbridge.io.open_operational."
+            )
+        fields = fields.load()
+        codec = self._make_codec(seed).fit(fields)
+        z = codec.encode(fields)
+        dynamics = self._make_dynamics(seed).fit(z)
+        recon = codec.decode(z)
+        residual = xr.Dataset({v: fields[v] - recon[v] for v in codec.variables})
+        self.codec, self.dynamics, self.fields = codec, dynamics, fields
+        self.latent_train = z
+        self.residual_std = residual.std("time")
+        self.residual_points = self._stack_points(residual)
+        self.box_residual_std = self._box_residual_std(residual)
+        return self
+
+    def _box_residual_std(self, residual: xr.Dataset) -> dict[str, float]:
+        from bayesbridge.regions import box_index
+
+        out = {}
+        for name in OBSERVABLES:
+            reg = get_region(name)
+            if reg.variable not in residual:
+                continue
+            try:
+                series = box_index(residual[reg.variable], reg)
+            except Exception:  # box outside the grid: that index cannot be observed
+                continue
+            scale = self.config.thermocline_per_zos if name == "h_w" else 1.0
+            out[name] = float(series.std()) * scale
+        return out
+
+    def _require(self) -> None:
+        if self.codec is None:
+            raise NotFittedError("Bridge: call .fit(operational_fields) before assimilating.")
+
+    @property
+    def observables(self) -> tuple[str, ...]:
+        """Indices this bridge can observe (boxes covered by the codec's variables and grid)."""
+        self._require()
+        return tuple(self.box_residual_std)
+
+    def _stack_points(self, ds: xr.Dataset) -> np.ndarray:
+        """``(time, n_points)`` values of ``ds`` at the codec's points, in its order."""
+        points = self.codec.points
+        out = np.empty((ds.sizes["time"], len(points)), dtype=np.float32)
+        names = np.asarray(points.get_level_values(0))
+        for var in self.codec.variables:
+            sel = names == var
+            lat = xr.DataArray(np.asarray(points.get_level_values(1))[sel], dims="point")
+            lon = xr.DataArray(np.asarray(points.get_level_values(2))[sel], dims="point")
+            out[:, sel] = ds[var].sel(lat=lat, lon=lon).transpose("time", "point").values
+        return np.nan_to_num(out)
+
+    # ------------------------------------------------------------------ assimilation
+    def state_space_model(self, names: Sequence[str], start_month: int):
+        """The :class:`~bayesbridge.model.StateSpaceModel` observing ``names`` (run starting in ``start_month``)."""
+        from bayesbridge.model import BoxObservation, StateSpaceModel
+
+        self._require()
+        cannot = [n for n in names if n not in self.box_residual_std]
+        if cannot:
+            raise VariableNotFoundError(
+                f"variables: {cannot} cannot be observed by this operational model (needs variable "
+                f"{', '.join(get_region(n).variable for n in cannot)}); observable: {', '.join(self.observables)}."
+            )
+        boxes = BoxObservation(self.codec, tuple(names))
+        scale = torch.tensor(
+            [self.config.thermocline_per_zos if n == "h_w" else 1.0 for n in names], dtype=torch.float64
+        )
+
+        def observe(z: torch.Tensor) -> torch.Tensor:
+            return boxes(z) * scale
+
+        floor = self.config.obs_error_floor
+        obs_error = np.array([np.hypot(floor[n], self.box_residual_std[n]) for n in names])
+        dynamics = copy.copy(self.dynamics)
+        if hasattr(dynamics, "start_month"):
+            dynamics.start_month = int(start_month)
+        z = torch.as_tensor(self.latent_train.values, dtype=torch.float64)
+        cov = torch.cov(z.T) if z.shape[1] > 1 else z.var().reshape(1, 1)
+        return StateSpaceModel(
+            dynamics,
+            observe,
+            obs_error,
+            initial_mean=torch.zeros(z.shape[1], dtype=torch.float64),
+            initial_cov=cov,
+            obs_names=tuple(names),
+        )
+
+    def assimilate(
+        self,
+        observations,
+        variables: Sequence[str] | None = None,
+        *,
+        seed: int = 0,
+        withheld=None,
+        boxes: Sequence[str] | None = None,
+    ) -> BridgeResult:
+        """Assimilate index observations and return the decoded posterior.
+
+        Parameters
+        ----------
+        observations : Dataset or DataFrame
+            Monthly index series on ``time`` (``nino3``, ``nino4``, ``nino34``, ``nino12``,
+            ``h_w``), NaN = missing.
+        variables : sequence of str, optional
+            Which indices to assimilate (default: every known index present).
+        seed : int
+            Seed of the engine and of the posterior's representation noise.
+        withheld : Dataset, optional
+            Further observed indices that are *not* assimilated, stored beside the posterior
+            for validation.
+        boxes : sequence of str, optional
+            Boxes whose posterior series are reported (default: all standard boxes available).
+        """
+        from bayesbridge.posterior import Posterior
+
+        self._require()
+        obs = observations_from(observations, variables)
+        names = list(obs.data_vars)
+        start_month = int(obs["time"].dt.month.values[0])
+        model = self.state_space_model(names, start_month)
+        y = np.stack([obs[n].values for n in names], axis=-1)
+        cfg = self.config
+        options = dict(cfg.method_options)
+        if cfg.method in ("enkf", "etkf", "enks"):
+            options.setdefault("inflation", cfg.inflation)
+        result = assimilate(model, y, method=cfg.method, members=cfg.members, seed=seed, **options)
+        observed = obs if withheld is None else xr.merge([obs, observations_from(withheld)])
+        posterior = Posterior(
+            result,
+            self.codec,
+            time=obs["time"].values,
+            observations=observed,
+            assimilated=names,
+            representation_residuals=self.residual_points if cfg.representation_error else None,
+            seed=seed,
+            boxes=boxes,
+        )
+        return BridgeResult(
+            posterior=posterior,
+            result=result,
+            model=model,
+            observations=obs,
+            obs_error=pd.Series(model.obs_scale.numpy(), index=names, name="obs_error"),
+        )

@@ -1,0 +1,148 @@
+"""The bridge end to end on a small twin experiment, and its bad-input errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from bayesbridge import errors, io, regions
+from bayesbridge.bridge import Bridge, BridgeConfig, observations_from
+from bayesbridge.datasets import make_twin_experiment
+from bayesbridge.demo import STATS, DemoConfig, field_statistics, run_demo
+
+
+@pytest.fixture(scope="module")
+def twin(tmp_path_factory):
+    return make_twin_experiment(years=16, seed=3, cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def fitted(twin):
+    ops = io.open_operational(twin.operational, region=None).load()
+    return Bridge(BridgeConfig(latent_dim=10, members=30)).fit(ops)
+
+
+def test_bridge_tracks_assimilated_and_withheld_indices(twin, fitted):
+    out = fitted.assimilate(twin.idealized_observations, ["nino3", "nino4", "h_w"], seed=2)
+    summary = out.posterior.summary()
+    truth = regions.indices(io.open_operational(twin.truth, region=None).load())
+    obs = twin.idealized_observations
+    # assimilated indices are followed closely; Nino 3.4 is never observed
+    assert np.corrcoef(summary["nino3_mean"], obs["nino3"])[0, 1] > 0.97
+    assert np.corrcoef(summary["nino34_mean"], truth["nino34"])[0, 1] > 0.9
+    # observation error = floor (+) codec structural error of that box
+    floor = fitted.config.obs_error_floor["nino3"]
+    assert out.obs_error["nino3"] == pytest.approx(np.hypot(floor, fitted.box_residual_std["nino3"]))
+    # the h_w operator is in metres of thermocline: 150 x the zos box mean
+    z = out.result.smoothed_mean[0:1]
+    hw = out.model.observe(z)[..., 2]
+    zos_box = regions.box_index(fitted.codec.decode(z.numpy())["zos"], "h_w")
+    assert float(hw.squeeze()) == pytest.approx(150.0 * float(zos_box.squeeze()), rel=1e-4)
+
+
+def test_representation_noise_has_codec_residual_box_variance(twin, fitted):
+    out = fitted.assimilate(twin.idealized_observations, ["nino3", "nino4"], seed=5)
+    post = out.posterior
+    draws = post.index_draws("nino12").values  # (draw, time)
+    # spread across draws = posterior latent spread (+) residual variance of that box
+    quiet = Bridge(BridgeConfig(latent_dim=10, members=30, representation_error=False))
+    quiet.codec, quiet.dynamics, quiet.latent_train = fitted.codec, fitted.dynamics, fitted.latent_train
+    quiet.residual_points, quiet.box_residual_std = fitted.residual_points, fitted.box_residual_std
+    base = quiet.assimilate(twin.idealized_observations, ["nino3", "nino4"], seed=5).posterior
+    extra = draws.var(0).mean() - base.index_draws("nino12").values.var(0).mean()
+    assert extra == pytest.approx(fitted.box_residual_std["nino12"] ** 2, rel=0.35)
+
+
+def test_observations_from_csv_frame_and_errors(twin):
+    frame = twin.idealized_observations[["nino3", "nino4"]].to_dataframe().reset_index()
+    ds = observations_from(frame)
+    assert list(ds.data_vars) == ["nino3", "nino4"]
+    with pytest.raises(errors.VariableNotFoundError, match="known indices are nino12, nino3"):
+        observations_from(twin.idealized_observations, ["nino3", "sst"])
+    gap = twin.idealized_observations.isel(time=[0, 1, 3])
+    with pytest.raises(errors.TimeAxisError, match="consecutive monthly"):
+        observations_from(gap, ["nino3"])
+
+
+def test_operational_without_thermocline_cannot_observe_h_w(twin):
+    ops = io.open_operational(twin.operational, variables="tos", region=None).load()
+    bridge = Bridge(latent_dim=6, members=10).fit(ops)
+    assert "h_w" not in bridge.observables
+    with pytest.raises(errors.VariableNotFoundError, match="needs variable zos"):
+        bridge.assimilate(twin.idealized_observations, ["nino3", "h_w"])
+
+
+def test_config_validation():
+    with pytest.raises(errors.ParameterError, match="expected one of eof, autoencoder, vae"):
+        BridgeConfig(codec="pca")
+    with pytest.raises(errors.ParameterError, match="method"):
+        BridgeConfig(method="3dvar")
+    with pytest.raises(errors.NotFittedError):
+        Bridge().assimilate(xr.Dataset())
+
+
+def test_field_statistics_against_scipy():
+    from scipy import stats
+
+    x = np.random.default_rng(0).gamma(2.0, size=(300, 3, 4))
+    x[:, 0, 0] = np.nan
+    da = xr.DataArray(x, dims=("time", "lat", "lon"), coords={"lat": [0.0, 1, 2], "lon": [0.0, 1, 2, 3]})
+    m = field_statistics(da)
+    np.testing.assert_allclose(m["skew"].values[1:], stats.skew(x[:, 1:], axis=0), rtol=1e-12)
+    np.testing.assert_allclose(m["std"].values[1:], x[:, 1:].std(0), rtol=1e-12)
+    assert np.isnan(m["skew"].values[0, 0])
+
+
+def test_demo_writes_contract_outputs(tmp_path):
+    cfg = DemoConfig(quick=True, years=12, members=20, latent_dim=8, stat_draws=4, cache_dir=str(tmp_path / "c"))
+    res = run_demo(tmp_path / "out", cfg)
+    out = tmp_path / "out"
+    metrics = json.loads((out / "metrics.json").read_text())
+    for stat in STATS:
+        for src in ("truth", "operational", "bridged"):
+            assert isinstance(metrics[f"twin.{stat}.{src}"], float)
+    for key in ("crps", "coverage90", "spread_skill"):
+        assert np.isfinite(metrics[f"twin.uq.{key}"])
+    for stat in ("std", "skew"):
+        assert metrics[f"twin.map_rmse.{stat}.operational"] > 0
+    assert any(k.startswith("timing.") for k in metrics)
+    # the truth statistics are those of the truth's own Nino 3 box
+    truth = regions.indices(io.open_operational(res.twin.truth, region=None).load())
+    from scipy import stats
+
+    assert metrics["twin.nino3_skew.truth"] == pytest.approx(stats.skew(truth["nino3"].values))
+    post = xr.open_dataset(out / "posterior.nc")
+    for var in ("tos", "zos"):
+        for s in ("mean", "std", "q05", "q50", "q95"):
+            assert post[f"{var}_{s}"].dims == ("time", "lat", "lon")
+            assert "units" in post[f"{var}_{s}"].attrs
+    for box in ("nino12", "nino3", "nino34", "nino4", "h_w"):
+        for s in ("mean", "q05", "q95"):
+            assert post[f"{box}_{s}"].dims == ("time",)
+    post.close()
+    assert (out / "inference_data.nc").exists() and (out / "report.md").exists()
+    assert len(list((out / "figures").glob("*.png"))) >= 5
+    assert not list(out.glob(".bayesbridge-staging-*"))
+
+
+def test_demo_failure_leaves_no_partial_output(tmp_path, monkeypatch):
+    import bayesbridge.report as report
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report, "write_report", boom)
+    cfg = DemoConfig(quick=True, years=10, members=10, latent_dim=6, stat_draws=2, cache_dir=str(tmp_path / "c"))
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_demo(tmp_path / "out", cfg)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_frame_with_time_index(twin):
+    frame = pd.DataFrame({"nino3": twin.idealized_observations["nino3"].values},
+                         index=pd.Index(twin.idealized_observations["time"].values, name="time"))
+    assert observations_from(frame).sizes["time"] == twin.idealized_observations.sizes["time"]
