@@ -20,23 +20,32 @@ except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0+unknown"
 
 _SUBMODULES = (
-    "datasets",
-    "diagnostics",
-    "errors",
-    "idealized",
-    "infer",
     "io",
+    "regions",
+    "datasets",
+    "idealized",
     "latent",
     "model",
-    "regions",
+    "infer",
+    "posterior",
+    "bridge",
+    "diagnostics",
+    "parallel",
+    "sensitivity",
+    "demo",
+    "errors",
 )
 
-__all__ = ["BayesBridgeError", "__version__", *_SUBMODULES]
+__all__ = ["BayesBridgeError", "Bridge", "BridgeConfig", "__version__", *_SUBMODULES]
 
 
 def __getattr__(name: str):
     # Subpackages load lazily: `import bayesbridge` stays fast for the CLI, and torch/pyro are
     # only imported by the pieces that need them.
+    if name in ("Bridge", "BridgeConfig"):
+        from bayesbridge import bridge
+
+        return getattr(bridge, name)
     if name in _SUBMODULES:
         module = import_module(f"bayesbridge.{name}")
         globals()[name] = module

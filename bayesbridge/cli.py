@@ -17,6 +17,7 @@ from rich.table import Table
 
 from bayesbridge import __version__
 from bayesbridge.errors import BayesBridgeError
+from bayesbridge.idealized.commands import app as idealized_app
 
 __all__ = ["app", "main"]
 
@@ -131,16 +132,7 @@ def demo(
     console.print(f"wrote {out}/posterior.nc, inference_data.nc, metrics.json, report.md, figures/")
 
 
-def _mount_subcommands() -> None:
-    from bayesbridge.idealized.commands import app as idealized_app
-
-    app.add_typer(idealized_app, name="idealized", help="Simulate and calibrate the idealized ENSO model.")
-
-
-try:
-    _mount_subcommands()
-except ImportError:  # pragma: no cover - the idealized package is optional while under construction
-    pass
+app.add_typer(idealized_app, name="idealized", help="Simulate and calibrate the idealized ENSO model.")
 
 
 def main() -> None:

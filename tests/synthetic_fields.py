@@ -17,11 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pytest
-import torch
 import xarray as xr
 
-__all__ = ["SyntheticFields", "make_synthetic_fields", "one_torch_thread", "TRUE_A"]
+__all__ = ["SyntheticFields", "make_synthetic_fields", "TRUE_A"]
 
 _R_OSC = np.exp(-1.0 / 18.0)
 _W_OSC = 2.0 * np.pi / 48.0
@@ -118,11 +116,3 @@ def make_synthetic_fields(
     return SyntheticFields(ds, s, TRUE_A.copy(), TRUE_Q.copy())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Module fixture (import it into a test module): small nets train faster on one torch
-    thread than on an oversubscribed shared machine; restores the thread count afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -15,12 +15,6 @@ from bayesbridge.model import LinearGaussianModel
 f64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def problem(d: int, m: int, T: int, seed: int = 0, rho: float = 0.8, batch=()):

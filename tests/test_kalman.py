@@ -21,13 +21,6 @@ from bayesbridge.model import LinearGaussianModel
 f64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small matrices: threads only add contention on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def random_model(d: int, m: int, seed: int, rho: float = 0.9) -> LinearGaussianModel:

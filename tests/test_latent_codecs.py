@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from synthetic_fields import make_synthetic_fields, one_torch_thread  # noqa: F401
+from synthetic_fields import make_synthetic_fields
 
 import bayesbridge.latent as bl
 from bayesbridge.errors import (

@@ -15,15 +15,6 @@ from bayesbridge.infer.particle import ParticleConfig, systematic_resample
 from bayesbridge.model import LinearGaussianModel, LinearTransition, StateSpaceModel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: one intra-op thread avoids OpenMP spin-waiting on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _problem(d=8, m=3, T=100, seed=1, obs_noise=0.5, missing=True):
     A, Q, H, R, m0, P0 = random_lg_problem(d=d, m=m, seed=seed, obs_noise=obs_noise)
     model = LinearGaussianModel(A, Q, H, R, m0, P0)

@@ -74,13 +74,6 @@ def make_result(T=24, M=30, d=6, batch=(), seed=1, smoothed=True, weights=False)
     )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Intra-op threads spin badly on an oversubscribed 2-core CI machine (15x slower here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,6 @@ TRUE_OBS = np.array([0.3, 0.6])
 TRUE_SIGMA = 1.5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _twin(seed: int, T: int = 150):
