@@ -190,22 +190,32 @@ class _Likelihood:
             self.R_gauss = R * (nu / (nu - 2.0) if nu > 2.0 else 1.0)
         else:
             self.R_gauss = R
+        m = R.shape[-1]
+        # fully observed steps (the common case): precomputed whitening, no per-step factorisation
+        self.whiten = torch.linalg.inv(torch.linalg.cholesky(R)).mT.contiguous()  # u = r @ whiten
+        self.const_full = float(torch.linalg.cholesky(R).diagonal().log().sum()) + 0.5 * m * _LOG2PI
 
-    def set_step(self, mask: torch.Tensor) -> None:
-        """mask (*batch, m)."""
-        self.mask = mask
+    def set_step(self, mask: torch.Tensor, full: bool) -> None:
+        """mask (*batch, m); ``full``: every component of every run observed."""
+        self.mask, self.full = mask, full
         self.n_obs = mask.sum(-1).to(self.R.dtype)
-        if self.kind == "gaussian":
+        if self.kind == "gaussian" and not full:
             self.chol = torch.linalg.cholesky(_masked_cov(self.R, mask))
 
     def __call__(self, y: torch.Tensor, hz: torch.Tensor) -> torch.Tensor:
         """y (*batch, m) (missing filled with 0), hz (*batch, N, m) -> (*batch, N)."""
-        resid = torch.where(self.mask.unsqueeze(-2), y.unsqueeze(-2) - hz, 0.0)
-        if self.kind == "gaussian":
-            return _gauss_logpdf(resid, self.chol.unsqueeze(-3), self.n_obs)
+        if self.full:
+            resid = y.unsqueeze(-2) - hz
+            if self.kind == "gaussian":
+                u = resid @ self.whiten
+                return -0.5 * (u * u).sum(-1) - self.const_full
+        else:
+            resid = torch.where(self.mask.unsqueeze(-2), y.unsqueeze(-2) - hz, 0.0)
+            if self.kind == "gaussian":
+                return _gauss_logpdf(resid, self.chol.unsqueeze(-3), self.n_obs)
         u = resid / self.scale
         per = self.const - torch.log(self.scale) - 0.5 * (self.df + 1) * torch.log1p(u**2 / self.df)
-        return torch.where(self.mask.unsqueeze(-2), per, 0.0).sum(-1)
+        return (per if self.full else torch.where(self.mask.unsqueeze(-2), per, 0.0)).sum(-1)
 
 
 def _obs_matrix(model, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -224,6 +234,15 @@ def _obs_matrix(model, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return torch.stack(rows, -2).detach().to(x.dtype), False
 
 
+def _noise_stream(generator: torch.Generator, T: int, shape: tuple, budget: int = 2**21):
+    """Standard normals ``shape`` for each of ``T`` steps, drawn in chunks of steps (fewer calls)."""
+    per_step = max(1, math.prod(shape))
+    chunk = max(1, min(T, budget // per_step))
+    for start in range(0, T, chunk):
+        block = torch.randn(min(chunk, T - start), *shape, dtype=torch.float64, generator=generator)
+        yield from block
+
+
 def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generator) -> AssimilationResult:
     """Particle filter (and backward-simulation smoother) on ``y`` ``(*batch, T, m)``.
 
@@ -238,15 +257,17 @@ def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generat
     batch, (T, m) = tuple(y.shape[:-2]), tuple(y.shape[-2:])
     N, d = config.members, int(model.latent_dim)
     dt = torch.float64
-    randn = lambda *shape: torch.randn(*shape, dtype=dt, generator=generator)  # noqa: E731
     m0, P0 = (v.to(dt) for v in model.initial())
     R = model.obs_cov().to(dt)
     lik = _Likelihood(R, config)
     mask_all = ~torch.isnan(y)
     y0 = torch.where(mask_all, y, 0.0)
+    full_steps = mask_all.movedim(-2, 0).reshape(T, -1).all(-1).tolist()
     log_n = math.log(N)
+    state_noise = _noise_stream(generator, T, (*batch, N, d))
+    obs_noise = _noise_stream(generator, T, (*batch, N, m, 1)) if config.proposal == "guided" else None
 
-    z = m0 + randn(*batch, N, d) @ _psd_sqrt(P0, "P0").mT
+    z = m0 + torch.randn(*batch, N, d, dtype=dt, generator=generator) @ _psd_sqrt(P0, "P0").mT
     logw = torch.full((*batch, N), -log_n, dtype=dt)
     particles = torch.empty(*batch, T, N, d, dtype=dt)
     logw_store = torch.empty(*batch, T, N, dtype=dt)
@@ -258,8 +279,7 @@ def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generat
 
     for t in range(T):
         if t > 0:  # resample the weights of step t-1 where the ESS is low
-            ess = 1.0 / torch.exp(torch.logsumexp(2.0 * logw, -1))
-            need = ess < config.ess_threshold * N
+            need = ess_store[..., t - 1] < config.ess_threshold * N
             if bool(need.any()):
                 idx = systematic_resample(logw, generator)
                 z_res = torch.gather(z, -2, idx.unsqueeze(-1).expand(*idx.shape, d))
@@ -267,13 +287,13 @@ def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generat
                 logw = torch.where(need[..., None], torch.full_like(logw, -log_n), logw)
         mu = model.transition_mean(z, t).to(dt)
         Q = model.transition_cov(t).to(dt)
-        if cache["Q"] is None or not torch.equal(cache["Q"], Q):
+        if cache["Q"] is None or (Q is not cache["Q"] and not torch.equal(cache["Q"], Q)):
             cache["Q"], cache["LQ"] = Q, _psd_sqrt(Q, "transition_cov")
         LQ = cache["LQ"]
         mask, yt = mask_all[..., t, :], y0[..., t, :]
-        lik.set_step(mask)
+        lik.set_step(mask, full_steps[t])
         if config.proposal == "bootstrap":
-            z = mu + randn(*batch, N, d) @ LQ.mT
+            z = mu + next(state_noise) @ LQ.mT
             hz = model.observe(z).to(dt)
             incr = lik(yt, hz)
             pred = hz
@@ -288,8 +308,8 @@ def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generat
             K = torch.cholesky_solve(Hm @ Q, LS).mT  # (*batch, 1 or N, d, m) = Q Hm^T S^-1
             hmu = model.observe(mu).to(dt)
             e = torch.where(mask.unsqueeze(-2), yt.unsqueeze(-2) - hmu, 0.0)
-            w = randn(*batch, N, d) @ LQ.mT
-            v = (LR @ randn(*batch, N, m, 1)).squeeze(-1)
+            w = next(state_noise) @ LQ.mT
+            v = (LR @ next(obs_noise)).squeeze(-1)
             innov_draw = e - (Hm @ w.unsqueeze(-1)).squeeze(-1) - v
             z = mu + w + (K @ innov_draw.unsqueeze(-1)).squeeze(-1)
             log_pred = _gauss_logpdf(e, LS, lik.n_obs)  # \hat p(y | z_{t-1})
@@ -306,26 +326,30 @@ def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generat
                 extra_var = (logw.exp().unsqueeze(-1) * extra_var).sum(-2)
             else:
                 extra_var = extra_var.squeeze(-2)
-        check_finite(z, t, "pf", "particles")
         total = logw + incr
         step_ev = torch.logsumexp(total, -1)
         if not bool(torch.isfinite(step_ev).all()):
+            check_finite(z, t, "pf", "particles")
             raise FilterDivergenceError(
                 f"pf: every particle has zero weight at time step {t} (the observation is far outside "
                 f"the particle cloud). Remedies: use proposal='guided', obs_likelihood='student_t', "
                 f"or {REMEDIES}."
             )
         # innovation diagnostics from the predictive particles (weights of step t-1)
-        wprev = logw.exp().unsqueeze(-1)
-        pmean = (wprev * pred).sum(-2)
-        innov[..., t, :] = torch.where(mask, yt - pmean, float("nan"))
-        innov_var[..., t, :] = (wprev * (pred - pmean.unsqueeze(-2)) ** 2).sum(-2) + lik.R_gauss.diagonal() + extra_var
+        wprev = logw.exp().unsqueeze(-2)  # (*batch, 1, N)
+        pmean = (wprev @ pred).squeeze(-2)
+        innov[..., t, :] = yt - pmean if full_steps[t] else torch.where(mask, yt - pmean, float("nan"))
+        innov_var[..., t, :] = (wprev @ (pred * pred)).squeeze(-2) - pmean**2 + lik.R_gauss.diagonal() + extra_var
         log_ev = log_ev + step_ev
         logw = total - step_ev.unsqueeze(-1)
         particles[..., t, :, :] = z
         logw_store[..., t, :] = logw
-        ess_store[..., t] = 1.0 / torch.exp(torch.logsumexp(2.0 * logw, -1))
+        ess_store[..., t] = torch.exp(-torch.logsumexp(2.0 * logw, -1))
 
+    finite = torch.isfinite(particles).flatten(-2).all(-1)  # (*batch, T)
+    if not bool(finite.all()):
+        bad_t = int(torch.nonzero(~finite.reshape(-1, T).all(0))[0])
+        check_finite(particles[..., bad_t, :, :], bad_t, "pf", "particles")
     W = logw_store.exp().unsqueeze(-1)
     fmean = (W * particles).sum(-2)
     dev = particles - fmean.unsqueeze(-2)

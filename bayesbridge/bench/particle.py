@@ -1,0 +1,95 @@
+"""Benchmark rows: our particle filter against Pyro's ``SMCFilter``, per assimilation step.
+
+Both run a bootstrap particle filter with systematic-or-multinomial resampling at ESS < N/2 on
+the same linear-Gaussian problem (latent 8, 3 observables; :func:`bayesbridge.bench.enkf.linear_problem`)
+and the same observations. Pyro's ``SMCFilter`` gets a model/guide pair whose ``step`` samples
+``z_t ~ N(A z_{t-1}, Q)`` and observes ``y_t ~ N(H z_t, R)`` vectorised over a particle plate
+(its intended, fastest use). Ours runs with ``smoother="none"``. Rows at 1,000 particles (key
+``pf_vs_smcfilter``) and 10,000 particles; times are per step, one intra-op thread.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bayesbridge.bench.core import BenchRow, measure
+from bayesbridge.bench.enkf import _per_cycle, _single_thread, linear_problem
+
+__all__ = ["run"]
+
+
+class _SMCModel:
+    """Linear-Gaussian model in ``SMCFilter``'s ``init``/``step`` form (also its bootstrap guide)."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def init(self, state, initial=None):
+        import pyro
+        import pyro.distributions as dist
+
+        self.t = 0
+        state["z"] = pyro.sample("z_init", dist.MultivariateNormal(self.model.m0, self.model.P0))
+
+    def step(self, state, y=None):
+        import pyro
+        import pyro.distributions as dist
+
+        self.t += 1
+        mean = state["z"] @ self.model.A.mT
+        state["z"] = pyro.sample(f"z_{self.t}", dist.MultivariateNormal(mean, self.model.Q))
+        if y is not None:
+            pyro.sample(f"y_{self.t}", dist.MultivariateNormal(state["z"] @ self.model.H.mT, self.model.R), obs=y)
+
+
+class _SMCGuide(_SMCModel):
+    def init(self, state, initial=None):
+        import pyro
+        import pyro.distributions as dist
+
+        self.t = 0
+        pyro.sample("z_init", dist.MultivariateNormal(self.model.m0, self.model.P0))
+
+    def step(self, state, y=None):
+        import pyro
+        import pyro.distributions as dist
+
+        self.t += 1
+        pyro.sample(f"z_{self.t}", dist.MultivariateNormal(state["z"] @ self.model.A.mT, self.model.Q))
+
+
+def _smc_filter_run(model, y: torch.Tensor, particles: int, seed: int) -> None:
+    from pyro.infer import SMCFilter
+
+    from bayesbridge.model_pyro import isolated_pyro
+
+    with isolated_pyro(torch.Generator().manual_seed(seed)):
+        smc = SMCFilter(_SMCModel(model), _SMCGuide(model), num_particles=particles, max_plate_nesting=0)
+        smc.init()
+        for t in range(y.shape[0]):
+            smc.step(y[t])
+
+
+def run(quick: bool = False) -> list[BenchRow]:
+    """Rows at 1,000 (keyed ``pf_vs_smcfilter``) and 10,000 particles; time per step."""
+    from bayesbridge.infer import assimilate
+
+    d, m = 8, 3
+    T_ours, T_peer = (100, 30) if quick else (300, 100)
+    model, _, y = linear_problem(d, m, T_ours, seed=0)
+    rows = []
+    with _single_thread():
+        for n in (1_000, 10_000):
+            ours = measure(lambda n=n: assimilate(model, y, "pf", members=n, seed=0, smoother="none"),
+                           repeats=3, warmup=1)
+            peer = measure(lambda n=n: _smc_filter_run(model, y[:T_peer], n, 0), repeats=1 if quick else 2, warmup=1)
+            rows.append(BenchRow(
+                name=f"particle filter, {n} particles",
+                problem=f"linear-Gaussian, latent {d}, {m} observables, bootstrap, ESS threshold 0.5",
+                ours=_per_cycle(ours, T_ours),
+                peer_name="pyro SMCFilter",
+                peer=_per_cycle(peer, T_peer),
+                key="pf_vs_smcfilter" if n == 1_000 else None,
+                note=f"per step; ours over {T_ours} steps, SMCFilter over {T_peer}",
+            ))
+    return rows
