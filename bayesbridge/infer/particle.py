@@ -137,10 +137,9 @@ def systematic_resample(log_weights: torch.Tensor, generator: torch.Generator) -
     """
     n = log_weights.shape[-1]
     cdf = torch.cumsum(log_weights.exp(), -1)
-    cdf = cdf / cdf[..., -1:]
     u0 = torch.rand(*log_weights.shape[:-1], 1, dtype=cdf.dtype, generator=generator)
-    u = (u0 + torch.arange(n, dtype=cdf.dtype)) / n
-    return torch.searchsorted(cdf.contiguous(), u.contiguous()).clamp_max(n - 1)
+    u = (u0 + torch.arange(n, dtype=cdf.dtype)) * (cdf[..., -1:] / n)  # stratified on [0, total)
+    return torch.searchsorted(cdf, u).clamp_max(n - 1)
 
 
 def _psd_sqrt(cov: torch.Tensor, name: str) -> torch.Tensor:
@@ -239,8 +238,9 @@ def _noise_stream(generator: torch.Generator, T: int, shape: tuple, budget: int 
     per_step = max(1, math.prod(shape))
     chunk = max(1, min(T, budget // per_step))
     for start in range(0, T, chunk):
-        block = torch.randn(min(chunk, T - start), *shape, dtype=torch.float64, generator=generator)
-        yield from block
+        # drawn in float32 (twice as fast; Monte-Carlo noise needs no more digits), used in float64
+        block = torch.randn(min(chunk, T - start), *shape, dtype=torch.float32, generator=generator)
+        yield from block.to(torch.float64)
 
 
 def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generator) -> AssimilationResult:
@@ -264,27 +264,32 @@ def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generat
     y0 = torch.where(mask_all, y, 0.0)
     full_steps = mask_all.movedim(-2, 0).reshape(T, -1).all(-1).tolist()
     log_n = math.log(N)
+    log_ess_min = -math.log(config.ess_threshold * N)
     state_noise = _noise_stream(generator, T, (*batch, N, d))
     obs_noise = _noise_stream(generator, T, (*batch, N, m, 1)) if config.proposal == "guided" else None
 
     z = m0 + torch.randn(*batch, N, d, dtype=dt, generator=generator) @ _psd_sqrt(P0, "P0").mT
-    logw = torch.full((*batch, N), -log_n, dtype=dt)
+    uniform = torch.full((*batch, N), -log_n, dtype=dt)
+    logw = uniform
     particles = torch.empty(*batch, T, N, d, dtype=dt)
     logw_store = torch.empty(*batch, T, N, dtype=dt)
     ess_store = torch.empty(*batch, T, dtype=dt)
-    innov = torch.full((*batch, T, m), float("nan"), dtype=dt)
-    innov_var = torch.full((*batch, T, m), float("nan"), dtype=dt)
-    log_ev = torch.zeros(batch, dtype=dt)
+    moments = torch.empty(*batch, T, 1, 2 * m, dtype=dt)
+    innov_var = torch.zeros(*batch, T, m, dtype=dt)
+    step_ev_store = torch.empty(*batch, T, dtype=dt)
     cache: dict[str, object] = {"Q": None}
 
     for t in range(T):
         if t > 0:  # resample the weights of step t-1 where the ESS is low
-            need = ess_store[..., t - 1] < config.ess_threshold * N
+            need = ess_store[..., t - 1] > log_ess_min  # ESS < threshold N
             if bool(need.any()):
                 idx = systematic_resample(logw, generator)
                 z_res = torch.gather(z, -2, idx.unsqueeze(-1).expand(*idx.shape, d))
-                z = torch.where(need[..., None, None], z_res, z)
-                logw = torch.where(need[..., None], torch.full_like(logw, -log_n), logw)
+                if bool(need.all()):
+                    z, logw = z_res, uniform
+                else:
+                    z = torch.where(need[..., None, None], z_res, z)
+                    logw = torch.where(need[..., None], uniform, logw)
         mu = model.transition_mean(z, t).to(dt)
         Q = model.transition_cov(t).to(dt)
         if cache["Q"] is None or (Q is not cache["Q"] and not torch.equal(cache["Q"], Q)):
@@ -328,28 +333,31 @@ def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generat
                 extra_var = extra_var.squeeze(-2)
         total = logw + incr
         step_ev = torch.logsumexp(total, -1)
-        if not bool(torch.isfinite(step_ev).all()):
-            check_finite(z, t, "pf", "particles")
-            raise FilterDivergenceError(
-                f"pf: every particle has zero weight at time step {t} (the observation is far outside "
-                f"the particle cloud). Remedies: use proposal='guided', obs_likelihood='student_t', "
-                f"or {REMEDIES}."
-            )
-        # innovation diagnostics from the predictive particles (weights of step t-1)
-        wprev = logw.exp().unsqueeze(-2)  # (*batch, 1, N)
-        pmean = (wprev @ pred).squeeze(-2)
-        innov[..., t, :] = yt - pmean if full_steps[t] else torch.where(mask, yt - pmean, float("nan"))
-        innov_var[..., t, :] = (wprev @ (pred * pred)).squeeze(-2) - pmean**2 + lik.R_gauss.diagonal() + extra_var
-        log_ev = log_ev + step_ev
+        step_ev_store[..., t] = step_ev
+        # predictive moments of h (weights of step t-1), turned into innovations after the loop
+        moments[..., t, :, :] = logw.exp().unsqueeze(-2) @ torch.cat([pred, pred * pred], -1)
+        if not isinstance(extra_var, float):
+            innov_var[..., t, :] = extra_var
         logw = total - step_ev.unsqueeze(-1)
         particles[..., t, :, :] = z
         logw_store[..., t, :] = logw
-        ess_store[..., t] = torch.exp(-torch.logsumexp(2.0 * logw, -1))
+        ess_store[..., t] = torch.logsumexp(2.0 * logw, -1)  # log(1/ESS); exponentiated after the loop
 
-    finite = torch.isfinite(particles).flatten(-2).all(-1)  # (*batch, T)
+    ess_store = torch.exp(-ess_store)
+    log_ev = step_ev_store.sum(-1)
+    pmean, psq = moments.squeeze(-2).split(m, -1)
+    innov = torch.where(mask_all, y0 - pmean, float("nan"))
+    innov_var = innov_var + psq - pmean**2 + lik.R_gauss.diagonal()
+    # divergence checks once, after the loop (no per-step synchronisation); name the first bad step
+    finite = torch.isfinite(particles).flatten(-2).all(-1) & torch.isfinite(step_ev_store)  # (*batch, T)
     if not bool(finite.all()):
         bad_t = int(torch.nonzero(~finite.reshape(-1, T).all(0))[0])
         check_finite(particles[..., bad_t, :, :], bad_t, "pf", "particles")
+        raise FilterDivergenceError(
+            f"pf: every particle has zero weight at time step {bad_t} (the observation is far outside "
+            f"the particle cloud). Remedies: use proposal='guided', obs_likelihood='student_t', "
+            f"or {REMEDIES}."
+        )
     W = logw_store.exp().unsqueeze(-1)
     fmean = (W * particles).sum(-2)
     dev = particles - fmean.unsqueeze(-2)
