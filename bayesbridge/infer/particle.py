@@ -137,9 +137,9 @@ def systematic_resample(log_weights: torch.Tensor, generator: torch.Generator) -
     """
     n = log_weights.shape[-1]
     cdf = torch.cumsum(log_weights.exp(), -1)
-    u0 = torch.rand(*log_weights.shape[:-1], 1, dtype=cdf.dtype, generator=generator)
-    u = (u0 + torch.arange(n, dtype=cdf.dtype)) * (cdf[..., -1:] / n)  # stratified on [0, total)
-    return torch.searchsorted(cdf, u).clamp_max(n - 1)
+    u = torch.rand(*log_weights.shape[:-1], 1, dtype=cdf.dtype, generator=generator)
+    u = u.add(torch.arange(n, dtype=cdf.dtype)).mul_(cdf[..., -1:] / n)  # one uniform per stratum
+    return torch.searchsorted(cdf, u).clamp_max_(n - 1)
 
 
 def _psd_sqrt(cov: torch.Tensor, name: str) -> torch.Tensor:
@@ -207,7 +207,7 @@ class _Likelihood:
             resid = y.unsqueeze(-2) - hz
             if self.kind == "gaussian":
                 u = resid @ self.whiten
-                return -0.5 * (u * u).sum(-1) - self.const_full
+                return (u * u).sum(-1).mul_(-0.5).sub_(self.const_full)
         else:
             resid = torch.where(self.mask.unsqueeze(-2), y.unsqueeze(-2) - hz, 0.0)
             if self.kind == "gaussian":
@@ -231,6 +231,10 @@ def _obs_matrix(model, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
         out = model.observe(xg)
         rows = [torch.autograd.grad(out[..., k].sum(), xg, retain_graph=True)[0] for k in range(out.shape[-1])]
     return torch.stack(rows, -2).detach().to(x.dtype), False
+
+
+def _f64(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype == torch.float64 else x.to(torch.float64)
 
 
 def _noise_stream(generator: torch.Generator, T: int, shape: tuple, budget: int = 2**21):
@@ -264,13 +268,15 @@ def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generat
     y0 = torch.where(mask_all, y, 0.0)
     full_steps = mask_all.movedim(-2, 0).reshape(T, -1).all(-1).tolist()
     log_n = math.log(N)
-    log_ess_min = -math.log(config.ess_threshold * N)
+    inv_ess_min = 1.0 / (config.ess_threshold * N)
+    n_runs = math.prod(batch)
     state_noise = _noise_stream(generator, T, (*batch, N, d))
     obs_noise = _noise_stream(generator, T, (*batch, N, m, 1)) if config.proposal == "guided" else None
 
     z = m0 + torch.randn(*batch, N, d, dtype=dt, generator=generator) @ _psd_sqrt(P0, "P0").mT
     uniform = torch.full((*batch, N), -log_n, dtype=dt)
-    logw = uniform
+    uniform_w = uniform.exp()
+    logw, W = uniform, uniform_w
     particles = torch.empty(*batch, T, N, d, dtype=dt)
     logw_store = torch.empty(*batch, T, N, dtype=dt)
     ess_store = torch.empty(*batch, T, dtype=dt)
@@ -281,17 +287,19 @@ def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generat
 
     for t in range(T):
         if t > 0:  # resample the weights of step t-1 where the ESS is low
-            need = ess_store[..., t - 1] > log_ess_min  # ESS < threshold N
-            if bool(need.any()):
+            need = ess_store[..., t - 1] > inv_ess_min  # ESS < threshold N
+            n_need = int(need.sum()) if batch else int(bool(need))
+            if n_need:
                 idx = systematic_resample(logw, generator)
                 z_res = torch.gather(z, -2, idx.unsqueeze(-1).expand(*idx.shape, d))
-                if bool(need.all()):
-                    z, logw = z_res, uniform
+                if n_need == n_runs:
+                    z, logw, W = z_res, uniform, uniform_w
                 else:
                     z = torch.where(need[..., None, None], z_res, z)
                     logw = torch.where(need[..., None], uniform, logw)
-        mu = model.transition_mean(z, t).to(dt)
-        Q = model.transition_cov(t).to(dt)
+                    W = logw.exp()
+        mu = _f64(model.transition_mean(z, t))
+        Q = _f64(model.transition_cov(t))
         if cache["Q"] is None or (Q is not cache["Q"] and not torch.equal(cache["Q"], Q)):
             cache["Q"], cache["LQ"] = Q, _psd_sqrt(Q, "transition_cov")
         LQ = cache["LQ"]
@@ -299,7 +307,7 @@ def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generat
         lik.set_step(mask, full_steps[t])
         if config.proposal == "bootstrap":
             z = mu + next(state_noise) @ LQ.mT
-            hz = model.observe(z).to(dt)
+            hz = _f64(model.observe(z))
             incr = lik(yt, hz)
             pred = hz
             extra_var = 0.0
@@ -328,22 +336,23 @@ def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generat
             pred = hmu
             extra_var = (Hm @ Q @ Hm.mT).diagonal(dim1=-2, dim2=-1)
             if extra_var.shape[-2] > 1:
-                extra_var = (logw.exp().unsqueeze(-1) * extra_var).sum(-2)
+                extra_var = (W.unsqueeze(-1) * extra_var).sum(-2)
             else:
                 extra_var = extra_var.squeeze(-2)
         total = logw + incr
         step_ev = torch.logsumexp(total, -1)
         step_ev_store[..., t] = step_ev
         # predictive moments of h (weights of step t-1), turned into innovations after the loop
-        moments[..., t, :, :] = logw.exp().unsqueeze(-2) @ torch.cat([pred, pred * pred], -1)
+        moments[..., t, :, :] = W.unsqueeze(-2) @ torch.cat([pred, pred * pred], -1)
         if not isinstance(extra_var, float):
             innov_var[..., t, :] = extra_var
         logw = total - step_ev.unsqueeze(-1)
         particles[..., t, :, :] = z
         logw_store[..., t, :] = logw
-        ess_store[..., t] = torch.logsumexp(2.0 * logw, -1)  # log(1/ESS); exponentiated after the loop
+        W = logw.exp()
+        ess_store[..., t] = (W * W).sum(-1)  # 1 / ESS
 
-    ess_store = torch.exp(-ess_store)
+    ess_store = 1.0 / ess_store
     log_ev = step_ev_store.sum(-1)
     pmean, psq = moments.squeeze(-2).split(m, -1)
     innov = torch.where(mask_all, y0 - pmean, float("nan"))
