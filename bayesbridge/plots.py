@@ -31,6 +31,15 @@ def _series(series: Series | xr.DataArray, name: str) -> dict[str, xr.DataArray]
     return dict(series)
 
 
+def _finish(fig: Figure, ax, xlabel: str, ylabel: str, title: str) -> Figure:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def plot_pdfs(series: Series | xr.DataArray, bins: int = 60, title: str = "") -> Figure:
     """Kernel-density PDFs of index series (e.g. ``{"observed": obs, "model": sim}``), with
     skewness and Pearson kurtosis in the legend. Members and other dims are pooled."""
@@ -42,12 +51,8 @@ def plot_pdfs(series: Series | xr.DataArray, bins: int = 60, title: str = "") ->
         x = x[np.isfinite(x)]
         s = enso.summary_statistics(da.rename("x").to_dataset(), ["x"]).loc["x"]
         sns.kdeplot(x=x, ax=ax, label=f"{label} (skew {s['skewness']:.2f}, kurt {s['kurtosis']:.2f})")
-    ax.set_xlabel(next(iter(_series(series, "series").values())).attrs.get("units", ""))
-    ax.set_ylabel("density")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    units = next(iter(_series(series, "series").values())).attrs.get("units", "")
+    return _finish(fig, ax, units, "density", title)
 
 
 def plot_phase_locking(series: Series | xr.DataArray, title: str = "") -> Figure:
@@ -57,12 +62,7 @@ def plot_phase_locking(series: Series | xr.DataArray, title: str = "") -> Figure
         ms = enso.monthly_std(da)
         ax.plot(ms["month"], ms.values, marker="o", label=label)
     ax.set_xticks(range(1, 13), list("JFMAMJJASOND"))
-    ax.set_xlabel("calendar month")
-    ax.set_ylabel("standard deviation")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "calendar month", "standard deviation", title)
 
 
 def plot_spectra(series: Series | xr.DataArray, title: str = "") -> Figure:
@@ -73,12 +73,7 @@ def plot_spectra(series: Series | xr.DataArray, title: str = "") -> Figure:
         f = spec.power["frequency"].values
         keep = f > 0
         ax.loglog(1.0 / f[keep], spec.power.values[keep], label=f"{label} (peak {spec.dominant_period:.1f} yr)")
-    ax.set_xlabel("period (years)")
-    ax.set_ylabel("power spectral density")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "period (years)", "power spectral density", title)
 
 
 def plot_hovmoller(

@@ -103,14 +103,18 @@ def test_calibration_recovers_known_parameters_quick():
 
 
 @pytest.mark.slow
-def test_calibration_recovers_known_parameters_five_seeds():
+def test_calibration_recovers_known_parameters_over_seeds():
+    # The criterion is coverage in >= 4 of 5 seeds (80 %) per parameter. With exactly
+    # calibrated 90 % intervals, 4-of-5 still fails for some parameter in ~30 % of seed sets
+    # (on seeds 0-4 noise_scale was covered 3 times), so the same 80 % rate is checked on 10
+    # seeds (>= 8 of 10), which has far less sampling noise; seeds 0-9 are used, none skipped.
     covered = []
-    for seed in range(5):
+    for seed in range(10):
         result = cal.calibrate(_synthetic_observation(seed), cal.CalibrationConfig(seed=seed))
         covered.append(_covers(result))
         assert (result.summary["r_hat"] < 1.05).all()
     counts = pd.DataFrame(covered).sum()
-    assert (counts >= 4).all(), counts
+    assert (counts >= 8).all(), counts
 
 
 def test_calibration_inputs_are_validated():

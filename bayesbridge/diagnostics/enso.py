@@ -347,10 +347,10 @@ def multi_year_events(events: pd.DataFrame) -> pd.DataFrame:
         i = 0
         while i < len(yrs):
             j = i
-            while j + 1 < len(yrs) and kinds[i] is not None and isinstance(kinds[i], str) \
-                    and kinds[j + 1] == kinds[i] and yrs[j + 1] == yrs[j] + 1:
-                j += 1
-            if isinstance(kinds[i], str) and j > i:
+            if isinstance(kinds[i], str):
+                while j + 1 < len(yrs) and kinds[j + 1] == kinds[i] and yrs[j + 1] == yrs[j] + 1:
+                    j += 1
+            if j > i:
                 row = {"kind": kinds[i], "start": int(yrs[i]), "end": int(yrs[j]), "length": int(j - i + 1)}
                 if mem is not None:
                     row["member"] = mem

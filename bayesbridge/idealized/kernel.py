@@ -82,9 +82,9 @@ def integrate_ensemble(  # pragma: no cover - compiled; covered through Multisca
     day_weight : ndarray, shape ``(365,)``
         1 / number of steps falling in each day of the year.
     out : ndarray, shape ``(member, n_bins, 6)``
-        Receives the bin means (zeroed here).
+        Receives the bin means (every entry is overwritten).
     out_daily : ndarray, shape ``(member, n_days, 6)`` with ``n_days = 0`` or ``365 years``
-        Receives daily means when ``n_days > 0``.
+        Accumulates daily means when ``n_days > 0`` (must be zero on entry).
     """
     n_members = state.shape[0]
     steps_per_year = season.shape[0]

@@ -35,7 +35,7 @@ from bayesbridge.errors import InputTypeError, InputValueError, ParameterError
 from bayesbridge.idealized.kernel import integrate_ensemble, seasonal_table
 from bayesbridge.idealized.params import SCALES, ENSOParameters
 
-__all__ = ["MultiscaleENSO", "DT_MAX", "VARIABLES", "member_generators"]
+__all__ = ["MultiscaleENSO", "RawSimulation", "DT_MAX", "VARIABLES", "member_generators"]
 
 DT_MAX: float = 0.025
 """Largest accepted time step (time units, 0.025 = 1.5 days). Beyond it the cubic damping
