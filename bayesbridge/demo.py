@@ -23,6 +23,7 @@ error - never from the posterior mean - and event counts are averaged over draws
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -189,13 +190,20 @@ def run_demo(
     Outputs are written into a hidden staging folder and moved into ``out_dir`` only when all
     of them succeeded, so a failure part-way leaves ``out_dir`` as it was.
     """
+    from bayesbridge.bridge import _single_torch_thread
+
+    # Filters, decoding and moments are many small or medium torch ops: one intra-op thread is
+    # faster than two spinning OpenMP threads on a two-core machine.
+    with _single_torch_thread():
+        return _run_demo(Path(out_dir), config or DemoConfig(), progress)
+
+
+def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
     from bayesbridge import io, regions
     from bayesbridge.bridge import Bridge, BridgeConfig
     from bayesbridge.datasets import make_twin_experiment
     from bayesbridge.diagnostics import uq
 
-    cfg = config or DemoConfig()
-    out = Path(out_dir)
     timer = _Timer(progress)
 
     with timer("twin"):
@@ -311,7 +319,18 @@ def _explain(res, codec, observed: xr.Dataset, seed: int) -> Explanation:
     from bayesbridge.diagnostics import enso, explain
 
     model, result, time = res.model, res.result, res.observations["time"]
-    gains = explain.gain_maps(model, result, codec, time=time.values,
+    # The gain is averaged over the last ten years: enough for a stable average (the filter's
+    # gain converges within a few years), without decoding the forecast ensemble of the whole
+    # run. The window's first forecast starts from the model's prior (one step in 120).
+    recent = slice(max(0, result.n_steps - 120), result.n_steps)
+    window = dataclasses.replace(
+        result,
+        filtered_mean=result.filtered_mean[..., recent, :],
+        filtered_ensemble=result.filtered_ensemble[..., recent, :, :],
+        smoothed_mean=None, smoothed_ensemble=None, log_weights=None,
+        diagnostics=None,
+    )
+    gains = explain.gain_maps(model, window, codec, time=time.values[recent],
                               generator=torch.Generator().manual_seed(seed))
     increments = explain.latent_increments(model, result, codec, time=time.values)
     correction = explain.decoded_increments(model, result, codec, time=time.values)

@@ -80,7 +80,7 @@ __all__ = [
     "write_cmip6",
 ]
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 """Bumped whenever generated values change; part of the cache key."""
 OBSERVED_VARIABLES: tuple[str, ...] = ("nino3", "nino4", "h_w")
 """The idealized-model outputs that are assimilated (degC, degC, m of thermocline)."""
@@ -292,7 +292,15 @@ class OscillatorTarget:
     decay_months : float
         e-folding time tau of the autocorrelation envelope, :math:`\\rho = e^{-1/\\tau}` (months).
     h_leads : bool
-        Whether h_W leads T_E by a quarter period (recharge) or lags it.
+        Whether h_W leads T_E by a quarter period (recharge) or lags it; used only when
+        ``h_w_response`` is empty.
+    h_w_response : tuple of float
+        Recharge-discharge coupling: coefficients :math:`\beta_k` (k = 0..K months) of the
+        distributed-lag regression :math:`\\hat h(t) = \\sum_k \beta_k \\hat T_E(t - k)` of
+        standardised h_W on standardised Nino 3, fitted on the driver by least squares. The
+        operational h_W is this response to its own Nino 3 plus AR(1) noise with the residual
+        variance, so the operational model keeps the truth's thermocline-SST relationship (a
+        coupled GCM has one); its biases are in the SST patterns and statistics, not here.
 
     Defaults: the multiscale model's published Nino variances (DESIGN section 4) and what
     :meth:`from_driver` gives on its runs (h_W std 12-14 m, P 45-50, tau 7-10 months).
@@ -304,6 +312,7 @@ class OscillatorTarget:
     period_months: float = 48.0
     decay_months: float = 8.0
     h_leads: bool = True
+    h_w_response: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for key in ("nino3_std", "nino4_std"):
@@ -347,10 +356,20 @@ class OscillatorTarget:
         k = max(1, round(period / 4))
         lead = np.corrcoef(a["h_w"][:-k], a["nino3"][k:])[0, 1]
         return cls(float(a["nino3"].std()), float(a["nino4"].std()), float(a["h_w"].std()),
-                   float(period), tau, bool(lead >= 0))
+                   float(period), tau, bool(lead >= 0), _lag_response(a["nino3"], a["h_w"]))
 
 
 _BAND_MONTHS = (18.0, 120.0)
+_RESPONSE_LAGS = 18
+
+
+def _lag_response(te: np.ndarray, hw: np.ndarray, lags: int = _RESPONSE_LAGS) -> tuple[float, ...]:
+    """Least-squares :math:`\beta_0..\beta_K` of standardised ``hw`` on lagged standardised ``te``."""
+    x = (te - te.mean()) / te.std()
+    y = (hw - hw.mean()) / hw.std()
+    design = np.stack([x[lags - k: x.size - k] for k in range(lags + 1)], axis=1)
+    beta, *_ = np.linalg.lstsq(design, y[lags:], rcond=None)
+    return tuple(float(b) for b in beta)
 
 
 def centroid_period(x: np.ndarray) -> float:
@@ -407,10 +426,20 @@ def _oscillator_indices(n: int, target: OscillatorTarget, rng: np.random.Generat
     lock = 1.0 + OPERATIONAL_PHASE_LOCKING * np.cos(2 * np.pi * (month - 10.5) / 12)
     ar = signal.lfilter([1.0], [1.0, -0.85], rng.standard_normal(n + burn))[burn:]
     w = OPERATIONAL_NINO_CORR * u + np.sqrt(1 - OPERATIONAL_NINO_CORR**2) * ar / ar.std()
+    te = _symmetric_marginal(lock * u, target.nino3_std, OPERATIONAL_CAP_DEGC)
+    if target.h_w_response:
+        beta = np.asarray(target.h_w_response)
+        x = (te - te.mean()) / te.std()
+        response = signal.lfilter(beta, [1.0], x)
+        explained = min(float(response[beta.size:].var()), 0.95)
+        red = signal.lfilter([1.0], [1.0, -0.85], rng.standard_normal(n + burn))[burn:]
+        h = response / max(response.std(), 1e-12) * np.sqrt(explained) + red / red.std() * np.sqrt(1 - explained)
+    else:
+        h = v if target.h_leads else -v
     return {
-        "nino3": _symmetric_marginal(lock * u, target.nino3_std, OPERATIONAL_CAP_DEGC),
+        "nino3": te,
         "nino4": _symmetric_marginal(w, target.nino4_std, OPERATIONAL_CAP_DEGC),
-        "h_w": _symmetric_marginal(v if target.h_leads else -v, target.h_w_std, None),
+        "h_w": _symmetric_marginal(h, target.h_w_std, None),
     }
 
 
@@ -515,7 +544,8 @@ def _operational(n: int, seed: int, target: OscillatorTarget, start_year: int) -
     ds = _fields(idx, np.random.default_rng([seed, _STREAMS["op_noise"]]), start_year,
                  COLD_TONGUE_SHIFT_DEG, 0.0)
     ds.attrs = _global_attrs("operational", seed, {**_BIASES, **{
-        f"target_{k}": float(v) for k, v in vars(target).items()}})
+        f"target_{k}": (np.asarray(v, dtype=float) if isinstance(v, tuple) else float(v))
+        for k, v in vars(target).items()}})
     return ds, idx
 
 
@@ -698,7 +728,8 @@ def twin_from_drivers(truth_driver: xr.Dataset, observation_driver: xr.Dataset, 
     truth = synthetic_truth(tds, seed, start_year=start_year)
     operational, op_idx = _operational(n, seed, target, start_year)
     meta = {"generator_version": GENERATOR_VERSION, "seed": seed, "months": n, "start_year": start_year,
-            "target": {k: (v if isinstance(v, bool) else float(v)) for k, v in vars(target).items()},
+            "target": {k: (v if isinstance(v, bool) else [float(b) for b in v] if isinstance(v, tuple) else float(v))
+                       for k, v in vars(target).items()},
             "biases": dict(_BIASES), "thermocline_per_zos": THERMOCLINE_PER_ZOS,
             "observed_variables": list(OBSERVED_VARIABLES)}
     return TwinExperiment(
