@@ -1,0 +1,186 @@
+"""``bayesbridge sensitivity``: Sobol indices of the bridged statistics of the twin experiment.
+
+Which settings of the bridge matter for the statistics it is judged on? The model of the
+analysis is :func:`bridge_statistics`: one bridge fitted and assimilated on the twin experiment
+(DESIGN section 6) for given inputs, returning three scalar scores against the truth:
+
+* ``nino3_skew_error`` - absolute error of the Nino 3 skewness, the mean over posterior draws
+  of :func:`scipy.stats.skew` of each whole-trajectory draw, against the truth's;
+* ``skew_map_rmse`` - area-weighted RMSE of the SST skewness map (mean of the per-draw maps of a
+  few draws) against the truth's map;
+* ``coverage90_nino34`` - fraction of months whose true Nino 3.4 lies in the central 90 %
+  posterior interval.
+
+Inputs (uniform on their bounds, :data:`BOUNDS`): ``obs_error_floor`` (degC floor of the Nino
+observation errors; ``h_w`` floor scaled by 2 m / 0.15 degC), ``inflation`` (multiplicative),
+``latent_dim`` and ``members`` (rounded to integers). The indices are computed with SALib on
+Saltelli's scheme (:func:`bayesbridge.sensitivity.run_sobol`), the runs evaluated as dask tasks
+(:func:`bayesbridge.parallel.map_tasks`) on a local cluster or on ``--scheduler ADDRESS``, with
+common random numbers (every run uses the same engine seed). Mounted in :mod:`bayesbridge.cli`
+with ``app.command(name="sensitivity")(sensitivity)``.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+__all__ = ["sensitivity", "bridge_statistics", "BOUNDS", "OUTPUTS"]
+
+BOUNDS: dict[str, tuple[float, float]] = {
+    "obs_error_floor": (0.05, 0.5),
+    "inflation": (1.0, 1.3),
+    "latent_dim": (4.0, 24.0),
+    "members": (20.0, 100.0),
+}
+"""Inputs of the analysis and their ranges."""
+
+OUTPUTS: tuple[str, ...] = ("nino3_skew_error", "skew_map_rmse", "coverage90_nino34")
+"""Scalar outputs of :func:`bridge_statistics`."""
+
+_HW_PER_NINO = 2.0 / 0.15  # default h_w floor (m) per default Nino floor (degC)
+
+
+@functools.lru_cache(maxsize=2)
+def _twin(years: int, twin_seed: int, cache_dir: str | None):
+    """Twin experiment, its anomalies and truth statistics (cached per worker process)."""
+    from bayesbridge import io, regions
+    from bayesbridge.datasets import make_twin_experiment
+    from bayesbridge.demo import field_statistics, index_statistics
+
+    twin = make_twin_experiment(years=years, seed=twin_seed, cache_dir=cache_dir)
+    operational = io.open_operational(twin.operational, region=None).load()
+    truth = io.open_operational(twin.truth, region=None).load()
+    idx = regions.indices(truth)
+    truth_stats = index_statistics(idx["nino3"], idx["nino4"], truth["time"])
+    truth_map = field_statistics(truth["tos"])
+    return twin, operational, idx, truth_stats, truth_map
+
+
+def bridge_statistics(
+    obs_error_floor: float,
+    inflation: float,
+    latent_dim: float,
+    members: float,
+    seed: int,
+    *,
+    years: int = 20,
+    twin_seed: int = 0,
+    cache_dir: str | None = None,
+    map_draws: int = 4,
+    method: str = "enks",
+) -> dict[str, float]:
+    """Bridge the twin experiment with the given settings and score it against the truth.
+
+    Parameters
+    ----------
+    obs_error_floor : float
+        Floor of the Nino-index observation errors (degC); the ``h_w`` floor is scaled with it.
+    inflation : float
+        Multiplicative inflation (>= 1).
+    latent_dim, members : float
+        Latent size and ensemble size (rounded to the nearest integer).
+    seed : int
+        Seed of the assimilation and of the draws.
+    years, twin_seed, cache_dir
+        The twin experiment (:func:`bayesbridge.datasets.make_twin_experiment`).
+    map_draws : int
+        Posterior draws whose skewness maps are averaged.
+    method : str
+        Inference engine.
+
+    The latent dynamics are the seasonal LIM when the twin has enough years for a per-month
+    fit (``years - 1 >= latent_dim + 2``), else the stationary LIM.
+
+    Returns
+    -------
+    dict of str to float
+        :data:`OUTPUTS`.
+    """
+    from scipy import stats
+
+    from bayesbridge.bridge import Bridge, BridgeConfig
+    from bayesbridge.demo import _bridged_maps, _weighted_rmse
+    from bayesbridge.diagnostics import uq
+
+    twin, operational, idx_truth, truth_stats, truth_map = _twin(int(years), int(twin_seed), cache_dir)
+    floor = float(obs_error_floor)
+    d = int(round(latent_dim))
+    cfg = BridgeConfig(
+        latent_dim=d,
+        # a per-month LIM needs d + 2 transitions per calendar month; else the stationary LIM
+        dynamics="seasonal" if int(years) - 1 >= d + 2 else "linear",
+        members=int(round(members)),
+        method=method,
+        inflation=float(inflation),
+        obs_error_floor={"nino12": floor, "nino3": floor, "nino34": floor, "nino4": floor,
+                         "h_w": floor * _HW_PER_NINO},
+    )
+    bridge = Bridge(cfg).fit(operational, seed=int(seed) % 2**31)
+    res = bridge.assimilate(twin.idealized_observations[["nino3", "nino4", "h_w"]], seed=int(seed) % 2**31)
+    post = res.posterior
+    n3 = post.index_draws("nino3").values
+    skew = float(np.mean([stats.skew(d) for d in n3]))
+    maps = _bridged_maps(post, min(map_draws, post.n_draws), int(seed) % 2**31)
+    truth34 = idx_truth["nino34"].drop_vars(["area", "mask"], errors="ignore")
+    coverage = uq.interval_coverage(post.index_draws("nino34"), truth34, 0.9)
+    return {
+        "nino3_skew_error": abs(skew - truth_stats["nino3_skew"]),
+        "skew_map_rmse": _weighted_rmse(maps["skew"], truth_map["skew"]),
+        "coverage90_nino34": float(coverage),
+    }
+
+
+def sensitivity(
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny analysis: n=8 base samples, 12-year twin.")] = False,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Address (tcp://host:8786) or scheduler file of a running dask cluster; "
+                          "default: a local cluster."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/sensitivity"),
+    seed: Annotated[int, typer.Option(help="Root seed of sampling, runs and bootstrap.")] = 0,
+    n: Annotated[
+        int | None, typer.Option(help="Base sample size (a power of two); default 8 with --quick, else 64.")
+    ] = None,
+    years: Annotated[int | None, typer.Option(help="Years of the twin experiment (default 12 quick, 100 full).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes of the local cluster.")] = None,
+) -> None:
+    """Sobol indices (SALib, with bootstrap confidence intervals) of the bridged Nino 3 skewness
+    error, skewness-map RMSE and Nino 3.4 90 % coverage with respect to the observation-error
+    floor, inflation, latent size and ensemble size. Runs as dask tasks; writes
+    OUT/sobol_indices.nc, OUT/sobol_indices.csv and OUT/figures/sobol_indices.png."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from bayesbridge.datasets import make_twin_experiment
+    from bayesbridge.datasets.twin import _default_cache_dir
+    from bayesbridge.parallel import cluster
+    from bayesbridge.sensitivity import SobolProblem, run_sobol
+
+    console = Console()
+    n = n if n is not None else (8 if quick else 64)
+    years = years if years is not None else (12 if quick else 100)
+    cache_dir = str(_default_cache_dir())
+    console.print(f"twin experiment: {years} years (cached in {cache_dir})")
+    make_twin_experiment(years=years, seed=seed, cache_dir=cache_dir)  # generated once, read by the workers
+    model = functools.partial(bridge_statistics, years=years, twin_seed=seed, cache_dir=cache_dir,
+                              map_draws=2 if quick else 8)
+    problem = SobolProblem.from_bounds(BOUNDS)
+    console.print(f"{problem.n_runs(n)} bridge runs ({n} base samples, {problem.num_vars} inputs)")
+    with cluster(scheduler, n_workers=None if scheduler else workers, dashboard_address=None) as client:
+        result = run_sobol(model, problem, n, seed=seed, client=client, progress=True)
+    files = result.save(out)
+    table = Table(title="Sobol indices (95 % bootstrap half-widths)")
+    for col in ("output", "parameter", "S1", "ST"):
+        table.add_column(col, justify="left" if col in ("output", "parameter") else "right")
+    frame = result.to_dataframe()
+    for (output, param), row in frame.iterrows():
+        table.add_row(str(output), str(param), f"{row['S1']:.2f} +/- {row['S1_conf']:.2f}",
+                      f"{row['ST']:.2f} +/- {row['ST_conf']:.2f}")
+    console.print(table)
+    console.print(f"wrote {files.netcdf}, {files.csv}, {files.figure}")
