@@ -21,6 +21,7 @@ import xarray as xr
 
 from bayesbridge.bridge import OBSERVABLES, Bridge, BridgeConfig, BridgeResult, observations_from
 from bayesbridge.errors import CalendarError, DataFileError, TimeAxisError, VariableNotFoundError
+from bayesbridge.regions import get_region
 
 __all__ = ["read_observations", "reconstruct", "Reconstruction", "default_operational"]
 
@@ -71,17 +72,22 @@ def default_operational(years: int = 200, seed: int = 0) -> xr.Dataset:
 
 
 def _check_calendar(obs: xr.Dataset, operational: xr.Dataset) -> None:
+    """Every observation date must exist in the operational model's calendar.
+
+    Monthly files of a 360-day model stamped on day 30 have dates (30 February) that a
+    ``noleap`` or Gregorian model cannot represent: say so instead of shifting them silently.
+    """
     cal = getattr(operational["time"].values[0], "calendar", None) or "proleptic_gregorian"
-    years = obs["time"].dt.year.values
-    months = obs["time"].dt.month.values
-    try:
-        for y, m in ((years[0], months[0]), (years[-1], months[-1])):
-            cftime.datetime(int(y), int(m), 15, calendar=cal)
-    except ValueError as exc:
-        raise CalendarError(
-            f"observations: times {years[0]}-{months[0]:02d}..{years[-1]}-{months[-1]:02d} cannot be "
-            f"represented in the operational model's {cal!r} calendar ({exc})."
-        ) from exc
+    t = obs["time"]
+    for y, m, d in zip(t.dt.year.values, t.dt.month.values, t.dt.day.values, strict=True):
+        try:
+            cftime.datetime(int(y), int(m), int(d), calendar=cal)
+        except ValueError as exc:
+            raise CalendarError(
+                f"observations: the date {int(y):04d}-{int(m):02d}-{int(d):02d} does not exist in the "
+                f"operational model's {cal!r} calendar; re-stamp monthly values on the first or "
+                f"15th of each month."
+            ) from exc
 
 
 @dataclass
@@ -138,6 +144,14 @@ def reconstruct(
         )
     obs = observations_from(observations, list(variables))
     operational = default_operational() if operational is None else operational
+    for name in variables:
+        needed = get_region(name).variable
+        if needed not in operational.data_vars:
+            raise VariableNotFoundError(
+                f"operational: observing {name!r} needs the variable {needed!r}, but the operational "
+                f"files only provide {', '.join(map(str, operational.data_vars))}; add the {needed} files "
+                f"or drop {name} from --vars."
+            )
     _check_calendar(obs, operational)
     bridge = Bridge(config or BridgeConfig()).fit(operational, seed=seed)
     withheld = tuple(v for v in OBSERVABLES if v in observations.data_vars and v not in variables
