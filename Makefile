@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/bayesbridge observations
+	$(BIN)/bayesbridge demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --timeout=900
