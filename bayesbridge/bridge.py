@@ -158,7 +158,18 @@ class BridgeResult:
 def observations_from(obj, variables: Sequence[str] | None = None) -> xr.Dataset:
     """Index observations as a Dataset on ``time`` with the requested variables (NaN = missing).
 
-    Accepts a Dataset, a DataArray (named) or a pandas DataFrame with a ``time`` column or index.
+    Parameters
+    ----------
+    obj : xarray.Dataset, xarray.DataArray or pandas.DataFrame
+        Monthly index series: a Dataset, a named DataArray, or a DataFrame with a ``time``
+        column or index.
+    variables : sequence of str, optional
+        Indices to keep (default: every known index in :data:`OBSERVABLES` present).
+
+    Returns
+    -------
+    xarray.Dataset
+        float64 series on consecutive months; a single ``member`` is dropped.
     """
     if isinstance(obj, pd.DataFrame):
         frame = obj.set_index("time") if "time" in obj.columns else obj
@@ -233,6 +244,13 @@ def _check_monthly(time: xr.DataArray) -> None:
 class Bridge:
     """Latent-space data assimilation that bridges an idealized and an operational model.
 
+    Parameters
+    ----------
+    config : BridgeConfig, optional
+        Codec, dynamics and inference settings.
+    **options
+        Alternatively the fields of :class:`BridgeConfig` as keywords (not both).
+
     Examples
     --------
     >>> bridge = Bridge(BridgeConfig(latent_dim=16)).fit(operational_anomalies)   # doctest: +SKIP
@@ -277,6 +295,18 @@ class Bridge:
 
         Also measures the codec residual per grid point (representation error) and per index
         box (structural observation error).
+
+        Parameters
+        ----------
+        fields : xarray.Dataset
+            Operational anomalies (e.g. from :func:`bayesbridge.io.open_operational`).
+        seed : int
+            Seed of the trained codecs and dynamics (unused by EOF + linear dynamics).
+
+        Returns
+        -------
+        Bridge
+            ``self``, fitted.
         """
         if not isinstance(fields, xr.Dataset):
             raise InputTypeError(

@@ -58,7 +58,24 @@ STATS: tuple[str, ...] = (
 class DemoConfig:
     """Sizes and settings of the demo.
 
-    ``quick=True`` shrinks the experiment (for a smoke run in under two minutes on two cores).
+    Parameters
+    ----------
+    quick : bool
+        Shrink the experiment (a smoke run in under two minutes on two cores).
+    seed : int
+        Seed of the twin experiment and of the assimilation.
+    years : int, optional
+        Length of the twin experiment (default 40 with ``quick``, else 200; at least 10).
+    latent_dim : int
+        Latent size of the codec.
+    members : int, optional
+        Ensemble members (default 40 with ``quick``, else 100).
+    method : str
+        Inference engine (see :func:`bayesbridge.infer.assimilate`).
+    stat_draws : int
+        Posterior draws averaged for the bridged statistics (DESIGN section 6: about 20).
+    cache_dir : str, optional
+        Cache of the twin experiment (default ``$BAYESBRIDGE_CACHE_DIR``).
     """
 
     quick: bool = False
@@ -83,7 +100,21 @@ class DemoConfig:
 
 @dataclass
 class DemoResult:
-    """Outputs of :func:`run_demo`."""
+    """Outputs of :func:`run_demo`.
+
+    Attributes
+    ----------
+    out_dir : pathlib.Path
+        The output folder.
+    metrics : dict of str to float
+        The content of ``metrics.json``.
+    files : dict of str to pathlib.Path
+        Every file written (``posterior``, ``inference_data``, ``metrics``, ``report``, figures).
+    bridge_result : BridgeResult
+        The assimilation (posterior, engine result, model).
+    twin : TwinExperiment
+        The twin experiment that was bridged.
+    """
 
     out_dir: Path
     metrics: dict[str, float]
@@ -93,7 +124,21 @@ class DemoResult:
 
 
 def index_statistics(nino3: np.ndarray, nino4: np.ndarray, time) -> dict[str, float]:
-    """The :data:`STATS` of one pair of monthly index series (degC)."""
+    """The :data:`STATS` of one pair of monthly index series (degC).
+
+    Parameters
+    ----------
+    nino3, nino4 : array-like ``(time,)``
+        Monthly Nino 3 and Nino 4 anomalies (degC).
+    time : array-like ``(time,)``
+        Their time coordinate (for the DJF event classification).
+
+    Returns
+    -------
+    dict of str to float
+        Skewness, Pearson kurtosis and std of Nino 3, skewness of Nino 4, and event rates per
+        70 years (:func:`bayesbridge.diagnostics.enso.classify_events`).
+    """
     from bayesbridge.diagnostics import enso
 
     n3 = xr.DataArray(np.asarray(nino3, float), dims="time", coords={"time": time})
@@ -189,6 +234,19 @@ def run_demo(
 
     Outputs are written into a hidden staging folder and moved into ``out_dir`` only when all
     of them succeeded, so a failure part-way leaves ``out_dir`` as it was.
+
+    Parameters
+    ----------
+    out_dir : str or path
+        Output folder (created if needed).
+    config : DemoConfig, optional
+        Sizes and settings (default :class:`DemoConfig`).
+    progress : callable, optional
+        Called with the name of each step as it starts (``"twin"``, ``"read"``, ``"fit"`` ...).
+
+    Returns
+    -------
+    DemoResult
     """
     from bayesbridge.bridge import _single_torch_thread
 

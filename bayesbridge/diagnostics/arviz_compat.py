@@ -56,6 +56,19 @@ def from_dict(
 
     ``observed_data`` arrays carry no ``chain, draw`` dimensions. Returns ``InferenceData``
     on ArviZ 0.x and a ``DataTree`` on 1.x.
+
+    Parameters
+    ----------
+    posterior, posterior_predictive, sample_stats, prior : mapping of str to array, optional
+        Arrays ``(chain, draw, *shape)`` per variable for each group.
+    observed_data : mapping of str to array, optional
+        Observed arrays (no ``chain, draw``).
+    coords : mapping of str to array, optional
+        Coordinates of the extra dimensions.
+    dims : mapping of str to list of str, optional
+        Names of each variable's extra dimensions.
+    attrs : mapping, optional
+        Attributes set on every group.
     """
     groups_in = {
         "posterior": posterior,
@@ -78,38 +91,44 @@ def from_dict(
 
 
 def groups(idata) -> list[str]:
-    """Names of the groups present."""
+    """Names of the groups present in ``idata``."""
     if ARVIZ_MAJOR >= 1:  # pragma: no cover
         return [name for name in idata.children]
     return list(idata.groups())
 
 
 def group_dataset(idata, name: str) -> xr.Dataset:
-    """One group as an ``xarray.Dataset``."""
+    """Group ``name`` of ``idata`` as an ``xarray.Dataset``."""
     if ARVIZ_MAJOR >= 1:  # pragma: no cover
         return idata[name].to_dataset()
     return getattr(idata, name)
 
 
 def summary(idata, var_names: list[str] | None = None) -> pd.DataFrame:
-    """Posterior summary table: mean, sd, HDI, ``ess_bulk``, ``ess_tail``, ``r_hat``."""
+    """Posterior summary table of ``idata``: mean, sd, HDI, ``ess_bulk``, ``ess_tail``, ``r_hat``.
+
+    ``var_names`` selects variables (default all of the posterior group).
+    """
     return az.summary(idata, var_names=var_names)
 
 
 def rhat(idata, var_names: list[str] | None = None) -> xr.Dataset:
-    """Rank-normalised split R-hat (Vehtari et al. 2021) per variable."""
+    """Rank-normalised split R-hat (Vehtari et al. 2021) per variable of ``idata`` (``var_names``: a subset)."""
     out = az.rhat(idata, var_names=var_names)
     return out if isinstance(out, xr.Dataset) else out.to_dataset()  # DataTree on 1.x
 
 
 def ess(idata, var_names: list[str] | None = None, method: str = "bulk") -> xr.Dataset:
-    """Effective sample size (bulk by default) per variable."""
+    """Effective sample size per variable of ``idata`` (``var_names``: a subset).
+
+    ``method`` is an ArviZ ESS method: ``"bulk"`` (default), ``"tail"``, ``"mean"`` ...
+    """
     out = az.ess(idata, var_names=var_names, method=method)
     return out if isinstance(out, xr.Dataset) else out.to_dataset()
 
 
 def to_netcdf(idata, path: str | Path) -> Path:
-    """Write atomically (temporary file, then rename): a failure leaves no partial file."""
+    """Write ``idata`` to ``path`` atomically (temporary file, then rename): a failure leaves no partial file."""
     from bayesbridge.io import atomic_path
 
     path = Path(path)
@@ -119,7 +138,7 @@ def to_netcdf(idata, path: str | Path) -> Path:
 
 
 def from_netcdf(path: str | Path):
-    """Read a container written by :func:`to_netcdf`."""
+    """Read the container at ``path`` written by :func:`to_netcdf`."""
     if ARVIZ_MAJOR >= 1:  # pragma: no cover
         return xr.open_datatree(path)
     return az.from_netcdf(str(path))
