@@ -280,6 +280,46 @@ def _time_in_years(time: xr.DataArray) -> xr.DataArray:
     return xr.DataArray((days - days[0]) / 365.25, dims="time", coords={"time": time})
 
 
+_CLIM_BLOCK_MB = 32.0
+
+
+def _monthly_climatology(base: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
+    """Mean of each calendar month (dimension ``month``), NaN-skipping.
+
+    Lazy (dask) data is reduced in one pass over blocks of time steps (about 32 MiB of float64
+    each) and returned in memory: every chunk of the anomalies then depends on its own data only,
+    so later passes over data larger than memory hold one block, not the whole record (a lazy
+    climatology would make dask keep every chunk until the mean is known).
+    """
+    arrays = list(base.data_vars.values()) if isinstance(base, xr.Dataset) else [base]
+    lazy = any(a.chunks is not None for a in arrays)
+    if not lazy or not arrays or any(a.dims[:1] != ("time",) for a in arrays):
+        clim = base.groupby("time.month").mean("time")
+        return clim.compute() if lazy else clim
+    months = np.asarray(base["time"].dt.month.values)
+    present = np.unique(months)
+    per_step = sum(a.size // max(a.sizes["time"], 1) for a in arrays) * 8
+    block = max(1, int(_CLIM_BLOCK_MB * 2**20 // max(per_step, 1)))
+    sums = [np.zeros((present.size, *a.shape[1:])) for a in arrays]
+    counts = [np.zeros((present.size, *a.shape[1:])) for a in arrays]
+    for start in range(0, months.size, block):
+        rows = np.searchsorted(present, months[start: start + block])
+        for k, a in enumerate(arrays):
+            x = np.asarray(a.isel(time=slice(start, start + block)).values, dtype=float)
+            for row in np.unique(rows):
+                xm = x[rows == row]
+                finite = np.isfinite(xm)
+                sums[k][row] += np.where(finite, xm, 0.0).sum(axis=0)
+                counts[k][row] += finite.sum(axis=0)
+    out = []
+    for a, total, n in zip(arrays, sums, counts, strict=True):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(n > 0, total / n, np.nan).astype(a.dtype)
+        coords = {c: a[c] for c in a.coords if "time" not in a[c].dims}
+        out.append(xr.DataArray(mean, dims=("month", *a.dims[1:]), coords={**coords, "month": present}, name=a.name))
+    return xr.merge(out, compat="no_conflicts") if isinstance(base, xr.Dataset) else out[0]
+
+
 def anomalies(
     ds: xr.Dataset | xr.DataArray,
     *,
@@ -312,7 +352,7 @@ def anomalies(
     base = out if climatology is None else out.sel(time=slice(*climatology))
     if base.sizes.get("time", 0) == 0:
         raise TimeAxisError(f"climatology: the base period {climatology} has no time steps in the data.")
-    clim = base.groupby("time.month").mean("time")
+    clim = _monthly_climatology(base)
     anom = out.groupby("time.month") - clim
     anom = anom.drop_vars("month", errors="ignore")
     if isinstance(ds, xr.Dataset):

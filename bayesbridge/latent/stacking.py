@@ -39,7 +39,7 @@ from bayesbridge.errors import (
 )
 from bayesbridge.regions import Region, box_weights
 
-__all__ = ["FieldStacker", "DataSplit", "split_years", "as_dataset"]
+__all__ = ["FieldStacker", "DataSplit", "split_years", "as_dataset", "iter_time_blocks", "is_lazy"]
 
 _GRID_TOL = 1e-6
 
@@ -77,6 +77,65 @@ def _field_array(ds: xr.Dataset, name: str, argument: str) -> xr.DataArray:
             f"rename or select dimensions first (e.g. .isel(lev=0), .rename(latitude='lat'))."
         )
     return da.transpose("time", "lat", "lon")
+
+
+def is_lazy(fields: xr.Dataset | xr.DataArray) -> bool:
+    """True when any variable of ``fields`` is backed by a dask array (not loaded)."""
+    ds = fields.to_dataset() if isinstance(fields, xr.DataArray) and fields.name is not None else fields
+    if isinstance(ds, xr.DataArray):
+        return ds.chunks is not None
+    return any(v.chunks is not None for v in ds.data_vars.values())
+
+
+def _names_and_grid(ds: xr.Dataset, variables) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    names = tuple(variables) if variables is not None else tuple(map(str, ds.data_vars))
+    if not names:
+        raise InputValueError("fields: the Dataset has no data variables; pass anomaly fields.")
+    first = _field_array(ds, names[0], "fields")
+    return names, np.asarray(first["lat"].values, dtype=float), np.asarray(first["lon"].values, dtype=float)
+
+
+def _ocean(name: str, valid: np.ndarray, mask: xr.DataArray | None) -> np.ndarray:
+    ocean = valid if mask is None else valid & np.asarray(mask.transpose("lat", "lon").values, dtype=bool)
+    if not ocean.any():
+        raise AllMissingError(
+            f"fields[{name!r}]: every grid point is NaN (or outside mask); check the "
+            f"variable, the land mask and the time selection."
+        )
+    return ocean
+
+
+def _point_scale(name: str, lat: np.ndarray, ocean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """``scale_j = s_v sqrt(w_bar / w_j)`` from the per-point variances ``var`` of variable ``name``."""
+    w = np.broadcast_to(np.cos(np.deg2rad(lat))[:, None], ocean.shape)[ocean]
+    s_v = float(np.sqrt(np.sum(w * var) / np.sum(w)))
+    if not s_v > 0:
+        raise InputValueError(
+            f"fields[{name!r}]: the variable is constant in time; it carries no anomaly "
+            f"signal. Drop it from variables=."
+        )
+    return s_v * np.sqrt(w.mean() / w)
+
+
+BLOCK_MB = 32.0
+"""Default size (MiB, as float64) of one block of time steps in :func:`iter_time_blocks`."""
+
+
+def iter_time_blocks(fields: xr.Dataset, block_steps: int | None = None):
+    """Yield ``(start, block)``: consecutive time slices of ``fields``, computed one at a time.
+
+    ``block_steps`` defaults to as many steps as fit in :data:`BLOCK_MB` MiB of float64 values.
+    Each block is loaded into memory (``.load()``) before it is yielded, so at most one block of
+    a lazy dataset is resident at a time.
+    """
+    n = fields.sizes["time"]
+    if block_steps is None:
+        per_step = sum(v.size // max(v.sizes.get("time", 1), 1) for v in fields.data_vars.values()) * 8
+        block_steps = max(1, int(BLOCK_MB * 2**20 // max(per_step, 1)))
+    if not (isinstance(block_steps, int | np.integer) and block_steps >= 1):
+        raise InputValueError(f"block_steps: expected a positive integer, got {block_steps!r}.")
+    for start in range(0, n, int(block_steps)):
+        yield start, fields.isel(time=slice(start, start + int(block_steps))).load()
 
 
 @dataclass
@@ -127,38 +186,74 @@ class FieldStacker:
             Boolean ``(lat, lon)`` ocean mask applied to every variable on top of the NaN mask.
         """
         ds = as_dataset(fields)
-        names = tuple(variables) if variables is not None else tuple(map(str, ds.data_vars))
-        if not names:
-            raise InputValueError("fields: the Dataset has no data variables; pass anomaly fields.")
-        first = _field_array(ds, names[0], "fields")
-        lat = np.asarray(first["lat"].values, dtype=float)
-        lon = np.asarray(first["lon"].values, dtype=float)
+        names, lat, lon = _names_and_grid(ds, variables)
         masks, means, scales, units = {}, [], [], {}
         for name in names:
             da = _field_array(ds, name, "fields")
             values = np.asarray(da.values, dtype=float)
-            ocean = np.isfinite(values).any(axis=0)
-            if mask is not None:
-                ocean &= np.asarray(mask.transpose("lat", "lon").values, dtype=bool)
-            if not ocean.any():
-                raise AllMissingError(
-                    f"fields[{name!r}]: every grid point is NaN (or outside mask); check the "
-                    f"variable, the land mask and the time selection."
-                )
+            ocean = _ocean(name, np.isfinite(values).any(axis=0), mask)
             masks[name] = ocean
             units[name] = str(da.attrs.get("units", ""))
             stacked = values[:, ocean]
             _check_finite(stacked, name, ocean, lat, lon, da["time"].values, "fields")
-            w = np.broadcast_to(np.cos(np.deg2rad(lat))[:, None], ocean.shape)[ocean]
-            var = stacked.var(axis=0)
-            s_v = float(np.sqrt(np.sum(w * var) / np.sum(w)))
-            if not s_v > 0:
-                raise InputValueError(
-                    f"fields[{name!r}]: the variable is constant in time; it carries no anomaly "
-                    f"signal. Drop it from variables=."
-                )
             means.append(stacked.mean(axis=0))
-            scales.append(s_v * np.sqrt(w.mean() / w))
+            scales.append(_point_scale(name, lat, ocean, stacked.var(axis=0)))
+        return cls(names, lat, lon, masks, np.concatenate(means), np.concatenate(scales), units)
+
+    @classmethod
+    def fit_streaming(
+        cls,
+        fields: xr.Dataset | xr.DataArray,
+        variables: tuple[str, ...] | list[str] | None = None,
+        mask: xr.DataArray | None = None,
+        block_steps: int | None = None,
+    ) -> FieldStacker:
+        """:meth:`fit` in one pass over blocks of time steps (for lazy data larger than memory).
+
+        Per grid point, the count, mean and sum of squared deviations of the finite values are
+        merged block by block (Chan, Golub & LeVeque 1983, *Am. Stat.* 37, 242), so the result
+        equals :meth:`fit` up to rounding while only one block (:func:`iter_time_blocks`) is in
+        memory.
+        """
+        ds = as_dataset(fields)
+        names, lat, lon = _names_and_grid(ds, variables)
+        arrays = {name: _field_array(ds, name, "fields") for name in names}
+        shape = (lat.size, lon.size)
+        count = {n: np.zeros(shape) for n in names}
+        mean = {n: np.zeros(shape) for n in names}
+        m2 = {n: np.zeros(shape) for n in names}
+        sub = xr.Dataset({n: a for n, a in arrays.items()})
+        for _, block in iter_time_blocks(sub, block_steps):
+            for name in names:
+                vals = np.asarray(block[name].values, dtype=float)
+                finite = np.isfinite(vals)
+                cnt_b = finite.sum(axis=0).astype(float)
+                safe = np.maximum(cnt_b, 1.0)
+                mean_b = np.where(finite, vals, 0.0).sum(axis=0) / safe
+                m2_b = (np.where(finite, vals - mean_b, 0.0) ** 2).sum(axis=0)
+                total = count[name] + cnt_b
+                delta = mean_b - mean[name]
+                frac = np.divide(cnt_b, total, out=np.zeros(shape), where=total > 0)
+                mean[name] += delta * frac
+                m2[name] += m2_b + delta**2 * count[name] * frac
+                count[name] = total
+        n_time = ds.sizes["time"]
+        masks, means, scales, units = {}, [], [], {}
+        for name in names:
+            ocean = _ocean(name, count[name] > 0, mask)
+            partial = ocean & (count[name] < n_time)
+            if partial.any():
+                ii, jj = np.nonzero(partial)
+                where = ", ".join(f"(lat={lat[i]:g}, lon={lon[j]:g})" for i, j in list(zip(ii, jj, strict=True))[:5])
+                raise InputValueError(
+                    f"fields[{name!r}]: {int(n_time * partial.sum() - count[name][partial].sum())} NaN/inf values "
+                    f"at {int(partial.sum())} ocean points (points that are valid at other times), e.g. {where}. "
+                    f"Fill or interpolate the gaps, or pass mask= to exclude those points."
+                )
+            masks[name] = ocean
+            units[name] = str(arrays[name].attrs.get("units", ""))
+            means.append(mean[name][ocean])
+            scales.append(_point_scale(name, lat, ocean, m2[name][ocean] / n_time))
         return cls(names, lat, lon, masks, np.concatenate(means), np.concatenate(scales), units)
 
     # ------------------------------------------------------------------ properties
