@@ -46,7 +46,26 @@ _ATTRS = {
 
 
 def data_path(name: str) -> Path:
-    """Path of a bundled data file (``"enso_observations.nc"``, ``"PROVENANCE.md"`` ...)."""
+    """Path of a bundled data file (``"enso_observations.nc"``, ``"PROVENANCE.md"`` ...).
+
+    The installed package data folder is searched first, then the ``data/`` folder of a source
+    checkout.
+
+    Parameters
+    ----------
+    name : str
+        File name inside the data folder, e.g. ``"enso_observations.nc"``.
+
+    Returns
+    -------
+    pathlib.Path
+        Path of the first existing file.
+
+    Raises
+    ------
+    DataFileError
+        If the file is in neither folder.
+    """
     for folder in (_PACKAGE_DATA, _SOURCE_DATA):
         candidate = folder / name
         if candidate.exists():
@@ -103,11 +122,14 @@ class ObservedStatistics:
 
     Attributes
     ----------
+    start, end : str
+        First and last month of the period (``"YYYY-MM"``), also the climatology base period.
     moments : pandas.DataFrame
         Rows ``variable`` (nino3, nino4, h_w); columns variance, std, skewness, kurtosis.
     monthly_std : dict of str to list of float
         Standard deviation per calendar month, January first.
     corr_nino3_nino4 : float
+        Pearson correlation of the Nino 3 and Nino 4 anomalies.
     event_counts : pandas.Series
         Event years per label (``extreme_ep``, ``ep``, ``cp``, ``la_nina``, ``neutral``).
     events : pandas.DataFrame

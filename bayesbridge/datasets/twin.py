@@ -336,7 +336,21 @@ class OscillatorTarget:
         Nino 3 over 18..120 months (Welch, 20-year segments); the oscillator's period P is then
         chosen so that its analytic spectrum has the same centroid, alternating with a
         least-squares fit of :math:`\\tau` to the autocorrelation
-        :math:`r(k) = e^{-k/\\tau}\\cos(2\\pi k/P)` at lags 1..24 months.
+        :math:`r(k) = e^{-k/\\tau}\\cos(2\\pi k/P)` at lags 1..24 months (eight rounds). ``h_leads``
+        is the sign of the correlation of h_W with Nino 3 a quarter period later, and
+        ``h_w_response`` the distributed-lag regression described in the class docstring.
+
+        Parameters
+        ----------
+        driver : xarray.Dataset
+            Monthly index run on ``time`` (one member; a ``member`` dimension of length 1 is
+            allowed) with ``nino3``, ``nino4`` (degC) and ``h_w`` (m); the mean seasonal cycle is
+            removed before the statistics are computed.
+
+        Returns
+        -------
+        OscillatorTarget
+            The estimated target.
         """
         a = {k: _anomalies(v) for k, v in _driver_arrays(driver).items() if k in OBSERVED_VARIABLES}
         x = a["nino3"] - a["nino3"].mean()
@@ -597,6 +611,19 @@ def write_cmip6(ds: xr.Dataset, out_dir: str | os.PathLike, *, years_per_file: i
     YYYYMM-YYYYMM.nc`` (e.g. ``tos_Omon_SYNTH_piControl_r1i1p1f1_gn_185001-189912.nc``), with
     ``time_bnds``, ``lat_bnds``, ``lon_bnds``; each file is written atomically.
 
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Monthly fields on ``(time, lat, lon)`` with a cftime ``time`` axis (written with the
+        ``noleap`` calendar); the file-name parts ``table_id``, ``source_id``, ``experiment_id``,
+        ``variant_label`` and ``grid_label`` are read from ``ds.attrs`` (defaults ``Omon``,
+        ``SYNTH``, ``piControl``, ``r1i1p1f1``, ``gn``). Latitude and longitude bounds are the
+        centres +- 1 degree.
+    out_dir : str or os.PathLike
+        Output folder, created if missing.
+    years_per_file : int, default 50
+        Years of monthly data per file (>= 1).
+
     Returns
     -------
     list of pathlib.Path
@@ -669,7 +696,18 @@ class TwinExperiment:
     _PARTS = ("truth", "operational", "idealized_observations", "truth_driver", "operational_driver")
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write every part as ``<part>.nc`` plus ``metadata.json`` (written last, atomically)."""
+        """Write every part as ``<part>.nc`` plus ``metadata.json`` (written last, atomically).
+
+        Parameters
+        ----------
+        directory : str or os.PathLike
+            Output folder, created if missing; existing files of the same names are replaced.
+
+        Returns
+        -------
+        pathlib.Path
+            The folder written, readable with :meth:`load`.
+        """
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         for part in self._PARTS:

@@ -139,10 +139,20 @@ def summary_statistics(
 def monthly_std(da: xr.DataArray, ddof: int = 1) -> xr.DataArray:
     """Standard deviation per calendar month (seasonal phase locking), pooled over other dims.
 
+    Parameters
+    ----------
+    da : xarray.DataArray
+        Monthly anomalies on ``(time,)`` or ``(*other, time)`` (e.g. ``(member, time)``); all
+        values of one calendar month, over every other dimension, are pooled; NaNs are skipped.
+    ddof : int, default 1
+        Delta degrees of freedom of the standard deviation.
+
     Returns
     -------
-    xarray.DataArray on ``month`` (1..12). ``ddof = 1`` by default (the convention of the
-    PROVENANCE table; with 70 years per month the two differ by 0.7 %).
+    xarray.DataArray
+        On ``month`` (1..12); NaN for a month with at most ``ddof`` finite values. ``ddof = 1``
+        by default (the convention of the PROVENANCE table; with 70 years per month the two
+        differ by 0.7 %).
     """
     da = _check_da(da, "da")
     month = da["time"].dt.month
@@ -158,7 +168,24 @@ def monthly_std(da: xr.DataArray, ddof: int = 1) -> xr.DataArray:
 
 
 def correlation(a: xr.DataArray, b: xr.DataArray) -> float:
-    """Pearson correlation of two series over the values where both are finite (pooled)."""
+    """Pearson correlation of two series over the values where both are finite (pooled).
+
+    Parameters
+    ----------
+    a, b : xarray.DataArray
+        Series on ``time`` (any other dims, e.g. ``(member, time)``); they are aligned on their
+        common coordinates (inner join) and every pair of finite values is pooled.
+
+    Returns
+    -------
+    float
+        The sample correlation coefficient.
+
+    Raises
+    ------
+    AllMissingError
+        If fewer than 3 values are finite in both.
+    """
     a, b = _check_da(a, "a"), _check_da(b, "b")
     a, b = xr.align(a, b, join="inner")
     x, y = np.asarray(a.values, float).ravel(), np.asarray(b.values, float).ravel()
@@ -172,7 +199,19 @@ def autocorrelation(da: xr.DataArray, max_lag: int = 36) -> xr.DataArray:
     """Autocorrelation function at lags 0..max_lag months (averaged over members/other dims).
 
     Uses the biased estimator ``sum_t x_t x_{t+k} / sum_t x_t^2`` of the mean-removed series
-    (missing values set to 0 after removing the mean).
+    (missing values set to 0 after removing the mean), computed per series and then averaged.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        Monthly series on ``(*other, time)``; each series along ``time`` is one sample.
+    max_lag : int, default 36
+        Largest lag (months), less than the number of time steps.
+
+    Returns
+    -------
+    xarray.DataArray
+        On ``lag`` (0..max_lag months); the value at lag 0 is 1.
     """
     da = _check_da(da, "da")
     if not isinstance(max_lag, int | np.integer) or max_lag < 0:
@@ -211,7 +250,20 @@ def power_spectrum(da: xr.DataArray, segment_years: int = 32) -> Spectrum:
     """Welch power spectrum of a monthly series, averaged over members/other dims.
 
     Hann windows of ``segment_years`` (shortened to the record), 50 % overlap, linear detrend
-    (``scipy.signal.welch``), sampling 12 per year. Missing values are set to zero.
+    (``scipy.signal.welch``), sampling 12 per year. Missing values are set to zero (after
+    removing each series' mean); the spectra of the series are averaged.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        Monthly series on ``(*other, time)``, at least 24 months long.
+    segment_years : int, default 32
+        Length of a Welch segment in years.
+
+    Returns
+    -------
+    Spectrum
+        Power on ``frequency`` (cycles per year) and the dominant interannual period (years).
     """
     da = _check_da(da, "da")
     x = np.moveaxis(np.asarray(da.values, dtype=float), da.get_axis_num("time"), -1)
@@ -308,7 +360,19 @@ def classify_events(nino3: xr.DataArray, nino4: xr.DataArray) -> pd.DataFrame:
 
 
 def event_counts(events: pd.DataFrame) -> pd.Series:
-    """Number of event years per label (all of :data:`EVENT_LABELS`, zeros included)."""
+    """Number of event years per label (all of :data:`EVENT_LABELS`, zeros included).
+
+    Parameters
+    ----------
+    events : pandas.DataFrame
+        The table returned by :func:`classify_events` (a ``label`` column); all members are
+        counted together.
+
+    Returns
+    -------
+    pandas.Series
+        Integer ``count`` indexed by ``label``, in the order of :data:`EVENT_LABELS`.
+    """
     if not isinstance(events, pd.DataFrame) or "label" not in events:
         raise InputTypeError("events: expected the DataFrame returned by classify_events (with a 'label' column).")
     counts = events["label"].value_counts().reindex(list(EVENT_LABELS), fill_value=0)
@@ -318,7 +382,18 @@ def event_counts(events: pd.DataFrame) -> pd.Series:
 
 
 def event_rates_per_70yr(events: pd.DataFrame) -> pd.Series:
-    """Events per 70 years: ``count * 70 / number of classified event years`` (all members)."""
+    """Events per 70 years: ``count * 70 / number of classified event years`` (all members).
+
+    Parameters
+    ----------
+    events : pandas.DataFrame
+        The table returned by :func:`classify_events` (a ``label`` column).
+
+    Returns
+    -------
+    pandas.Series
+        Float ``per_70yr`` indexed by ``label``, in the order of :data:`EVENT_LABELS`.
+    """
     counts = event_counts(events)
     n = len(events)
     if n == 0:
@@ -365,6 +440,19 @@ def recentre(da: xr.DataArray | xr.Dataset, start: str, end: str) -> xr.DataArra
 
     ``start``, ``end`` are strings such as ``"1950-01"``; the climatology (mean of each calendar
     month over the base period, NaN-skipping) is subtracted from the whole record.
+
+    Parameters
+    ----------
+    da : xarray.DataArray or xarray.Dataset
+        Monthly anomalies (or raw values) with a ``time`` dimension, any other dims.
+    start, end : str
+        First and last month of the base period (inclusive, ``time`` label slicing).
+
+    Returns
+    -------
+    xarray.DataArray or xarray.Dataset
+        Same type, dims and coordinates as ``da``, each calendar month's base-period mean
+        removed.
     """
     if not isinstance(da, xr.DataArray | xr.Dataset) or "time" not in da.dims:
         raise InputTypeError("da: expected an xarray DataArray/Dataset with a 'time' dimension.")
@@ -399,8 +487,19 @@ def equatorial_hovmoller(
 ) -> xr.DataArray:
     """Equatorial SST anomaly SSTA(x, t) = b0(x) + b_e(x) T_E(t) + b_c(x) T_C(t).
 
-    Returns a DataArray on ``(*other, time, lon)`` (degC), float32 (a decoded field), with the
-    observed regression coefficients by default.
+    Parameters
+    ----------
+    nino3, nino4 : xarray.DataArray
+        Nino 3 (T_E) and Nino 4 (T_C) anomalies (degC) on ``(*other, time)``, broadcastable
+        against each other.
+    coefficients : xarray.Dataset, optional
+        Regression coefficients ``b0``, ``b_e``, ``b_c`` on ``lon``; default the observed ones,
+        :func:`bayesbridge.datasets.equatorial_regression`.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``ssta`` on ``(*other, time, lon)`` (degC), float32 (a decoded field).
     """
     nino3, nino4 = _check_da(nino3, "nino3"), _check_da(nino4, "nino4")
     c = _regression(coefficients)
@@ -414,7 +513,20 @@ def equatorial_hovmoller(
 def nino34_from_indices(
     nino3: xr.DataArray, nino4: xr.DataArray, coefficients: xr.Dataset | None = None
 ) -> xr.DataArray:
-    """Nino 3.4 (mean of :func:`equatorial_hovmoller` over 190E-240E), degC."""
+    """Nino 3.4 (mean of :func:`equatorial_hovmoller` over 190E-240E), degC.
+
+    Parameters
+    ----------
+    nino3, nino4 : xarray.DataArray
+        Nino 3 (T_E) and Nino 4 (T_C) anomalies (degC) on ``(*other, time)``.
+    coefficients : xarray.Dataset, optional
+        Regression coefficients ``b0``, ``b_e``, ``b_c`` on ``lon``; default the observed ones.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``nino34`` on ``(*other, time)`` (degC), float64.
+    """
     h = equatorial_hovmoller(nino3, nino4, coefficients)
     out = h.sel(lon=slice(190.0, 240.0)).mean("lon").astype(np.float64)
     out.name = "nino34"

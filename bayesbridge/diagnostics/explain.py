@@ -645,6 +645,23 @@ def decoded_increments(model, result: AssimilationResult, codec, *, time=None,
                        field_units: Mapping[str, str] | None = None) -> xr.Dataset:  # fmt: skip
     """Decoded correction per step: :math:`\\mathrm{decode}(\\bar z^a_t) - \\mathrm{decode}(\\bar z^f_t)`.
 
+    Parameters
+    ----------
+    model : StateSpace
+        The model the filter ran with; its ``transition_mean`` gives the forecast means.
+    result : AssimilationResult
+        Filter output, ``filtered_mean`` of shape ``(*batch, T, d)``; with ``filtered_ensemble``
+        the forecast mean is the mean of :math:`f_t` over the previous analysis members,
+        otherwise :math:`f_t(\\bar z^a_{t-1})`; the first step starts from ``m0``.
+    codec : Codec
+        Fitted codec with ``decode_tensor`` and ``points`` (MultiIndex ``variable, lat, lon``);
+        both means are decoded and subtracted in field space (not the increment decoded, which
+        differs for a nonlinear decoder).
+    time : array-like (T,), optional
+        Time coordinate of the steps (default ``0..T-1``).
+    field_units : dict of str to str, optional
+        Units per field variable, overriding those the codec knows.
+
     Returns
     -------
     xarray.Dataset

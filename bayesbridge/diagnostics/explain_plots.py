@@ -78,7 +78,21 @@ def plot_gain_maps(gains: GainMaps, *, month: int | None = None, cmap: str = "Rd
 
 
 def plot_increment_maps(increments: LatentIncrements, *, cmap: str = "RdBu_r") -> Figure:
-    """Leading latent increment directions decoded to maps (one row per direction)."""
+    """Leading latent increment directions decoded to maps (one row per direction).
+
+    Parameters
+    ----------
+    increments : LatentIncrements
+        Output of :func:`~bayesbridge.diagnostics.explain.latent_increments` computed with a
+        codec (its ``maps`` on ``(mode, lat, lon)`` per field variable).
+    cmap : str
+        Diverging colormap (centred at 0).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Rows = directions (labelled with their variance share), columns = field variables.
+    """
     if not isinstance(increments, LatentIncrements) or increments.maps is None:
         raise InputValueError(
             "increments: expected a LatentIncrements computed with a codec (latent_increments(..., codec))."
@@ -89,7 +103,19 @@ def plot_increment_maps(increments: LatentIncrements, *, cmap: str = "RdBu_r") -
 
 
 def plot_increment_shares(increments: LatentIncrements) -> Figure:
-    """Bar charts of the increment variance share per latent component and per direction."""
+    """Bar charts of the increment variance share per latent component and per direction.
+
+    Parameters
+    ----------
+    increments : LatentIncrements
+        Output of :func:`~bayesbridge.diagnostics.explain.latent_increments`
+        (``component_share`` on ``latent``, ``direction_share`` on ``mode``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two bar charts side by side.
+    """
     if not isinstance(increments, LatentIncrements):
         raise InputTypeError(f"increments: expected a LatentIncrements, got {type(increments).__name__}.")
     fig = Figure(figsize=(9, 3.2), layout="constrained")
@@ -109,7 +135,24 @@ def plot_increment_shares(increments: LatentIncrements) -> Figure:
 
 def plot_regime_composites(composites: RegimeComposites, *, cmap: str = "RdBu_r",
                            contrast: bool = True) -> Figure:  # fmt: skip
-    """One row per regime (with its sample count), plus the contrast of the first two."""
+    """One row per regime (with its sample count), plus the contrast of the first two.
+
+    Parameters
+    ----------
+    composites : RegimeComposites
+        Output of :func:`~bayesbridge.diagnostics.explain.regime_composites` (maps on
+        ``(regime, lat, lon)`` per field variable).
+    cmap : str
+        Diverging colormap (centred at 0).
+    contrast : bool
+        Add a last row with the contrast (first regime minus second) when there are at least
+        two regimes and the contrast is finite somewhere.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Rows = regimes (then the contrast), columns = field variables.
+    """
     if not isinstance(composites, RegimeComposites):
         raise InputTypeError(f"composites: expected a RegimeComposites, got {type(composites).__name__}.")
     ds = composites.composites

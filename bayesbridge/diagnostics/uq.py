@@ -124,6 +124,25 @@ class UQScores:
 
     ``to_dict()`` gives the ``metrics.json`` keys ``<prefix>.crps``, ``<prefix>.coverage90`` (the
     coverage at ``level``, 0.9 by default), ``<prefix>.spread_skill`` and a few extras.
+
+    Attributes
+    ----------
+    crps : float
+        Mean CRPS over the cases (weighted when weights were given).
+    coverage : float
+        Fraction of cases inside the central ``level`` interval of the members.
+    level : float
+        Nominal coverage of the interval, in (0, 1).
+    spread_skill : SpreadSkill
+        Spread, RMSE of the ensemble mean and their calibrated ratio.
+    rank_histogram : RankHistogram
+        Rank histogram of the truth among the members and its uniformity test.
+    n_cases : int
+        Number of scored (finite) cases.
+    n_members : int
+        Ensemble size M.
+    estimator : str
+        CRPS estimator of :func:`scoringrules.crps_ensemble` (see :data:`Estimator`).
     """
 
     crps: float
@@ -136,7 +155,19 @@ class UQScores:
     estimator: str
 
     def to_dict(self, prefix: str = "twin.uq") -> dict[str, float]:
-        """Flat ``{key: number}`` for ``metrics.json``."""
+        """Flat ``{key: number}`` for ``metrics.json``.
+
+        Parameters
+        ----------
+        prefix : str
+            Key prefix, e.g. ``"twin.uq"`` gives ``twin.uq.crps``, ``twin.uq.coverage90``,
+            ``twin.uq.spread_skill``, ``.spread``, ``.rmse``, ``.rank_hist_pvalue``,
+            ``.n_members`` and ``.n_cases``.
+
+        Returns
+        -------
+        dict of str to float
+        """
         pct = int(round(self.level * 100))
         return {
             f"{prefix}.crps": float(self.crps),
@@ -290,6 +321,27 @@ def interval_coverage(
 
     Bounds are the ``(1 - level)/2`` and ``(1 + level)/2`` quantiles (linear interpolation);
     ``weights`` (e.g. ``cos(lat)``) weight the cases.
+
+    Parameters
+    ----------
+    ensemble : xarray.DataArray ``(..., member)``
+        Members along one dimension (``member`` or ``draw``, or ``dim``); every other element
+        is one case.
+    truth : xarray.DataArray ``(...)``
+        Truth on the ensemble's other dimensions or a subset of them (broadcast); coordinates
+        must match exactly. Cases where the truth or any member is NaN are skipped.
+    level : float, default 0.9
+        Nominal coverage of the central interval, in (0, 1).
+    dim : str, optional
+        Member dimension (default ``member`` or ``draw``).
+    weights : xarray.DataArray, optional
+        Non-negative case weights (e.g. ``cos(lat)``) broadcastable to the truth; NaN weights
+        skip the case. Default: equal weights.
+
+    Returns
+    -------
+    float
+        The (weighted) fraction of cases with ``lower <= truth <= upper``.
     """
     level = _check_level(level)
     x, y, w, _, _ = _cases(ensemble, truth, dim, weights)
@@ -305,7 +357,21 @@ def coverage_from_bounds(
     weights: xr.DataArray | None = None,
 ) -> float:
     """Fraction of cases with ``lower <= truth <= upper`` (e.g. ``nino34_q05``/``nino34_q95`` of
-    ``posterior.nc``); cases with any NaN are skipped."""
+    ``posterior.nc``); cases with any NaN are skipped.
+
+    Parameters
+    ----------
+    lower, upper, truth : xarray.DataArray
+        Interval bounds and truth with exactly matching coordinates (broadcast against each
+        other).
+    weights : xarray.DataArray, optional
+        Case weights broadcastable to the truth (default: equal weights).
+
+    Returns
+    -------
+    float
+        The (weighted) fraction of finite cases inside the bounds.
+    """
     for name, arr in (("lower", lower), ("upper", upper), ("truth", truth)):
         if not isinstance(arr, xr.DataArray):
             raise InputTypeError(f"{name}: expected an xarray.DataArray, got {type(arr).__name__}.")
@@ -333,7 +399,28 @@ def spread_skill(
     *,
     weights: xr.DataArray | None = None,
 ) -> SpreadSkill:
-    """Spread-skill ratio ``sqrt((M + 1)/M) * spread / rmse`` (see the module docstring)."""
+    """Spread-skill ratio ``sqrt((M + 1)/M) * spread / rmse`` (see the module docstring).
+
+    Parameters
+    ----------
+    ensemble : xarray.DataArray ``(..., member)``
+        Members along one dimension (``member`` or ``draw``, or ``dim``); every other element
+        is one case.
+    truth : xarray.DataArray ``(...)``
+        Truth on the ensemble's other dimensions or a subset of them (broadcast); coordinates
+        must match exactly. Cases where the truth or any member is NaN are skipped.
+    dim : str, optional
+        Member dimension (default ``member`` or ``draw``).
+    weights : xarray.DataArray, optional
+        Non-negative case weights (e.g. ``cos(lat)``) broadcastable to the truth; NaN weights
+        skip the case. Default: equal weights.
+
+    Returns
+    -------
+    SpreadSkill
+        ``spread`` = root of the (weighted) mean unbiased member variance, ``rmse`` of the
+        ensemble mean, and the ratio (``inf`` when ``rmse`` is 0).
+    """
     x, y, w, _, _ = _cases(ensemble, truth, dim, weights)
     m = x.shape[1]
     spread = np.sqrt(_mean(x.var(axis=1, ddof=1), w))
@@ -354,12 +441,25 @@ def rank_histogram(
 
     Parameters
     ----------
+    ensemble : xarray.DataArray ``(..., member)``
+        Members along one dimension (``member`` or ``draw``, or ``dim``); every other element
+        is one case.
+    truth : xarray.DataArray ``(...)``
+        Truth on the ensemble's other dimensions or a subset of them (broadcast); coordinates
+        must match exactly. Cases where the truth or any member is NaN are skipped.
+    dim : str, optional
+        Member dimension (default ``member`` or ``draw``).
     n_bins : int, optional
         Pool the ``M + 1`` ranks into this many contiguous bins (keeps expected counts >= 5 for
         large ensembles); expected counts follow the bin widths.
     seed : int or numpy Generator
         Random tie-breaking: a truth equal to ``k`` members takes a uniform rank among the
         ``k + 1`` positions.
+
+    Returns
+    -------
+    RankHistogram
+        Counts per rank (bin), expected counts under uniform ranks and the chi-square test.
     """
     x, y, _, _, _ = _cases(ensemble, truth, dim)
     m = x.shape[1]
@@ -395,6 +495,32 @@ def uq_scores(
 
     Example: ``uq_scores(post.index_draws("nino34"), truth_nino34).to_dict()`` gives the
     ``twin.uq.*`` keys of ``metrics.json``.
+
+    Parameters
+    ----------
+    ensemble : xarray.DataArray ``(..., member)``
+        Members along one dimension (``member`` or ``draw``, or ``dim``); every other element
+        is one case.
+    truth : xarray.DataArray ``(...)``
+        Truth on the ensemble's other dimensions or a subset of them (broadcast); coordinates
+        must match exactly. Cases where the truth or any member is NaN are skipped.
+    dim : str, optional
+        Member dimension (default ``member`` or ``draw``).
+    level : float, default 0.9
+        Nominal coverage of the central interval (:func:`interval_coverage`).
+    estimator : str, default "fair"
+        CRPS estimator (:data:`Estimator`; ``"fair"`` unbiased, ``"nrg"`` empirical).
+    weights : xarray.DataArray, optional
+        Non-negative case weights (e.g. ``cos(lat)``) broadcastable to the truth; NaN weights
+        skip the case. Default: equal weights.
+    n_bins : int, optional
+        Rank-histogram bins (:func:`rank_histogram`); the rank histogram is unweighted.
+    seed : int
+        Seed of the rank histogram's random tie-breaking.
+
+    Returns
+    -------
+    UQScores
     """
     level = _check_level(level)
     _check_estimator(estimator)

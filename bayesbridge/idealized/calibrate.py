@@ -10,7 +10,7 @@ with a Gaussian synthetic likelihood (Wood 2010; Price et al. 2018)
 
 where ``mu`` and the standard deviations ``D = diag(d(theta))`` of the statistics of one record
 of the observed length are estimated by simulation: at ``design_points`` parameter values (a
-scrambled Sobol design over the prior box) ``replicates`` records are simulated with common
+Latin hypercube design over the prior box) ``replicates`` records are simulated with common
 random numbers (the same seed at every design point, so the estimates are smooth in theta),
 ``mu`` and ``log d`` are fitted by quadratic regression in theta (the emulator), ``C`` is the
 pooled correlation of the replicate residuals, ``E`` the emulator's lack-of-fit variance and
@@ -112,6 +112,8 @@ def statistics_from_arrays(
         Monthly anomalies (degC), whole years, no missing values, starting in January.
     h_w : ndarray, shape ``(record, month_hw)``, optional
         Thermocline anomalies (m) of each record (may be shorter).
+    first_month : int
+        Calendar month of the first value; only 1 (January) is supported.
 
     Returns
     -------
@@ -170,7 +172,17 @@ def _to_model_scale(stats: np.ndarray, names: list[str]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ObservedRecord:
-    """Observed statistics and the record lengths they come from."""
+    """Observed statistics and the record lengths they come from.
+
+    Attributes
+    ----------
+    statistics : pandas.Series
+        Observed statistics indexed by name (see :func:`statistics_from_arrays`), natural scale.
+    years : int
+        Length of the Nino 3/Nino 4 record in years; simulated records have the same length.
+    hw_years : int or None
+        Length of the ``h_w`` record in years (``None`` when no ``h_w`` statistic is used).
+    """
 
     statistics: pd.Series
     years: int
@@ -184,6 +196,22 @@ def calibration_statistics(
 
     Anomalies are re-centred on the monthly climatology of ``start..end`` (whole years starting
     in January); ``h_w`` (optional) is used from ``hw_start`` to ``end``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Monthly indices on ``time``: ``nino3``, ``nino4`` (degC) and optionally ``h_w`` (m),
+        e.g. :func:`bayesbridge.datasets.observed_indices`.
+    start, end : str
+        Calibration period (``"YYYY-MM"``), whole years starting in January.
+    hw_start : str
+        First month of ``h_w``; its finite values up to ``end`` are used (whole years, at least
+        two, else ``h_w`` is left out).
+
+    Returns
+    -------
+    ObservedRecord
+        The statistics and the record lengths.
 
     Raises
     ------
@@ -240,7 +268,7 @@ class CalibrationConfig:
     posterior_predictive_draws : int
         Posterior draws at which records are simulated for posterior-predictive statistics.
     seed : int
-        Master seed (design, simulations, NUTS).
+        Master seed (design, simulations, Metropolis sampler).
     """
 
     parameters: tuple[str, ...] = ("f", "wind_amp", "noise_scale", "m")
@@ -303,7 +331,10 @@ class Emulator:
     """Quadratic emulator of the statistics' mean and log std; pooled residual correlation.
 
     ``coef_mean``, ``coef_logsd``: ``(n_feature, n_stat)``; ``corr``: ``(n_stat, n_stat)``;
-    ``lack_of_fit``: ``(n_stat,)`` variance; ``low``, ``high``: ``(n_param,)`` prior box.
+    ``lack_of_fit``: ``(n_stat,)`` variance; ``low``, ``high``: ``(n_param,)`` prior box;
+    ``inflation``: the factor :math:`1 + 1/R` of :math:`D C D` in the likelihood covariance
+    (R = replicates per design point). Features are ``1, z_i, z_i z_j (i <= j)`` of the
+    normalised parameters ``z`` (:meth:`normalise`).
     """
 
     coef_mean: np.ndarray
@@ -315,6 +346,17 @@ class Emulator:
     inflation: float = 1.0
 
     def normalise(self, theta: np.ndarray) -> np.ndarray:
+        """Map parameters from the prior box to [-1, 1]: ``z = 2 (theta - low)/(high - low) - 1``.
+
+        Parameters
+        ----------
+        theta : ndarray, shape ``(..., n_param)``
+            Parameter values in the order of the calibrated parameters.
+
+        Returns
+        -------
+        ndarray, shape ``(..., n_param)``
+        """
         return 2.0 * (np.asarray(theta) - self.low) / (self.high - self.low) - 1.0
 
 
@@ -396,10 +438,23 @@ class CalibrationResult:
 
     @property
     def statistic_names(self) -> list[str]:
+        """Names of the calibration statistics, in the order of ``predictive``."""
         return list(self.predictive.index)
 
     def interval(self, level: float = 0.9) -> pd.DataFrame:
-        """Equal-tailed posterior interval per parameter (columns ``low``, ``high``)."""
+        """Equal-tailed posterior interval per parameter (columns ``low``, ``high``).
+
+        Parameters
+        ----------
+        level : float
+            Posterior probability inside the interval, in (0, 1); the bounds are the
+            ``(1 - level)/2`` and ``(1 + level)/2`` quantiles of the pooled draws.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by parameter.
+        """
         if not 0.0 < level < 1.0:
             raise InputValueError(f"level: expected a value in (0, 1), received {level!r}.")
         a = (1.0 - level) / 2.0
@@ -426,6 +481,23 @@ def pyro_model(emu: Emulator, s_obs: np.ndarray, parameters: tuple[str, ...]):
     Returns a callable model for Pyro inference (``pyro.infer.NUTS(model)`` etc.); its log
     density equals :func:`calibrate`'s target. ``s_obs``: shape ``(n_stat,)`` on the model scale
     (log for scale statistics).
+
+    Parameters
+    ----------
+    emu : Emulator
+        Fitted emulator (prior box, mean and log-std coefficients, correlation, lack of fit).
+    s_obs : ndarray, shape ``(n_stat,)``
+        Observed statistics on the model scale (log scales and kurtosis, atanh correlation,
+        square-root event rates).
+    parameters : tuple of str
+        Names of the calibrated parameters, in the emulator's order; each becomes a
+        ``pyro.sample`` site with a ``Uniform(low, high)`` prior.
+
+    Returns
+    -------
+    callable
+        A model without arguments; the statistics are the observed site ``"statistics"``
+        (multivariate normal, covariance ``inflation D C D + diag(lack_of_fit)``).
     """
     import pyro
     import pyro.distributions as dist

@@ -62,6 +62,18 @@ def member_generators(seed: int | np.random.SeedSequence, members: int) -> List:
 
     Member ``k`` gets the same stream whatever ``members`` is, so a larger ensemble extends a
     smaller one (common random numbers across parameter values).
+
+    Parameters
+    ----------
+    seed : int or numpy.random.SeedSequence
+        Root seed; member ``k``'s stream is ``SeedSequence(seed).spawn(members)[k]``.
+    members : int
+        Number of generators.
+
+    Returns
+    -------
+    numba.typed.List of numpy.random.Generator
+        Length ``members``, ready to pass to the compiled kernel.
     """
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     gens = List()
@@ -139,6 +151,34 @@ class MultiscaleENSO:
 
         Initial state: zeros, with I drawn uniformly on [0, 4] from each member's stream, unless
         ``initial_state`` of shape ``(member, 6)`` is given.
+
+        Parameters
+        ----------
+        years, members : int
+            Output length in years (>= 1) and ensemble size (>= 1).
+        seed : int or numpy.random.SeedSequence
+            Seed of :func:`member_generators` (one independent stream per member).
+        burn_in_years : int
+            Years integrated and discarded before the output (>= 0).
+        dt : float
+            Euler-Maruyama step in time units (2 months); must divide one month (0.5 units)
+            exactly and be <= :data:`DT_MAX`.
+        daily : bool
+            Also accumulate daily means (365-day calendar).
+        initial_state : ndarray, shape ``(member, 6)``, optional
+            Starting state in :data:`~bayesbridge.idealized.kernel.STATE_NAMES` order
+            (``u, h_W, T_C, T_E, tau, I``), non-dimensional.
+
+        Returns
+        -------
+        RawSimulation
+            Monthly means ``(member, month, 6)``, daily means ``(member, day, 6)`` or ``None``,
+            and the final state ``(member, 6)``, all non-dimensional and not re-centred.
+
+        Raises
+        ------
+        FilterDivergenceError
+            If the integration produced non-finite values.
         """
         years = _check_int("years", years, 1)
         members = _check_int("members", members, 1)

@@ -134,22 +134,27 @@ class ENSOParameters:
     # ----------------------------------------------------------------- derived coefficients
     @property
     def alpha_2(self) -> float:
+        """alpha_2 = 0.125 f, the SST-forcing factor of the h_W equation (delta_h = alpha_2 b_0 mu)."""
         return 0.125 * self.f
 
     @property
     def alpha_1(self) -> float:
+        """alpha_1 = alpha_2 f / 2, the SST-forcing factor of the u equation (delta_u = alpha_1 b_0 mu)."""
         return self.alpha_2 * self.f / 2.0
 
     @property
     def delta_u(self) -> float:
+        """delta_u = alpha_1 b_0 mu, response of the current u to the mean SST (T_C + T_E)/2."""
         return self.alpha_1 * self.b0 * self.mu
 
     @property
     def delta_h(self) -> float:
+        """delta_h = alpha_2 b_0 mu, response of the thermocline h_W to the mean SST (T_C + T_E)/2."""
         return self.alpha_2 * self.b0 * self.mu
 
     @property
     def r(self) -> float:
+        """r = 0.25 f, linear damping of u and h_W."""
         return 0.25 * self.f
 
     @property
@@ -159,43 +164,63 @@ class ENSOParameters:
 
     @property
     def r_c(self) -> float:
+        """r_C = gamma_C b_0 mu / 2, linear growth rate of T_C (before the damping c_1)."""
         return self.gamma * self.b0 * self.mu / 2.0
 
     @property
     def zeta_c(self) -> float:
+        """zeta_C = gamma_C b_0 mu / 2, coupling of T_E into the T_C equation."""
         return self.gamma * self.b0 * self.mu / 2.0
 
     @property
     def r_e(self) -> float:
+        """r_E = 3 gamma_E b_0 mu / 2, linear growth rate of T_E (before the seasonal damping c_2)."""
         return 3.0 * self.gamma * self.b0 * self.mu / 2.0
 
     @property
     def zeta_e(self) -> float:
+        """zeta_E = gamma_E b_0 mu / 2, coupling of T_C into the T_E equation (with a minus sign)."""
         return self.gamma * self.b0 * self.mu / 2.0
 
     @property
     def c_u(self) -> float:
+        """C_u = 0.03 f, constant forcing of the T_C equation."""
         return 0.03 * self.f
 
     @property
     def sigma_u(self) -> float:
+        """sigma_u = noise_scale sigma_u_coef sqrt(f), noise amplitude of u."""
         return self.noise_scale * self.sigma_u_coef * math.sqrt(self.f)
 
     @property
     def sigma_h(self) -> float:
+        """sigma_h = noise_scale sigma_h_coef sqrt(f), noise amplitude of h_W."""
         return self.noise_scale * self.sigma_h_coef * math.sqrt(self.f)
 
     @property
     def sigma_c(self) -> float:
+        """sigma_C = noise_scale sigma_c_coef sqrt(f), noise amplitude of T_C."""
         return self.noise_scale * self.sigma_c_coef * math.sqrt(self.f)
 
     @property
     def sigma_e(self) -> float:
+        """sigma_E, noise amplitude of T_E: 0 (``"default"``) or noise_scale sqrt(5) 1e-2 sqrt(f) (``"sigma_e"``)."""
         coef = SIGMA_E_FILTER_COEF if self.variant == "sigma_e" else 0.0
         return self.noise_scale * coef * math.sqrt(self.f)
 
     def replace(self, **changes: float | str) -> ENSOParameters:
-        """A validated copy with some fields changed."""
+        """A validated copy with some fields changed.
+
+        Parameters
+        ----------
+        **changes : float or str
+            New values of primary fields by name (e.g. ``f=0.7``, ``variant="sigma_e"``);
+            validated as in the constructor.
+
+        Returns
+        -------
+        ENSOParameters
+        """
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, float | str]:
