@@ -324,19 +324,14 @@ def interval_coverage(
 
     Parameters
     ----------
-    ensemble : xarray.DataArray ``(..., member)``
-        Members along one dimension (``member`` or ``draw``, or ``dim``); every other element
-        is one case.
-    truth : xarray.DataArray ``(...)``
-        Truth on the ensemble's other dimensions or a subset of them (broadcast); coordinates
-        must match exactly. Cases where the truth or any member is NaN are skipped.
+    ensemble, truth : xarray.DataArray
+        Ensemble ``(..., member)`` and truth ``(...)``, as in :func:`uq_scores`.
     level : float, default 0.9
         Nominal coverage of the central interval, in (0, 1).
     dim : str, optional
         Member dimension (default ``member`` or ``draw``).
     weights : xarray.DataArray, optional
-        Non-negative case weights (e.g. ``cos(lat)``) broadcastable to the truth; NaN weights
-        skip the case. Default: equal weights.
+        Case weights, as in :func:`uq_scores`.
 
     Returns
     -------
@@ -403,17 +398,12 @@ def spread_skill(
 
     Parameters
     ----------
-    ensemble : xarray.DataArray ``(..., member)``
-        Members along one dimension (``member`` or ``draw``, or ``dim``); every other element
-        is one case.
-    truth : xarray.DataArray ``(...)``
-        Truth on the ensemble's other dimensions or a subset of them (broadcast); coordinates
-        must match exactly. Cases where the truth or any member is NaN are skipped.
+    ensemble, truth : xarray.DataArray
+        Ensemble ``(..., member)`` and truth ``(...)``, as in :func:`uq_scores`.
     dim : str, optional
         Member dimension (default ``member`` or ``draw``).
     weights : xarray.DataArray, optional
-        Non-negative case weights (e.g. ``cos(lat)``) broadcastable to the truth; NaN weights
-        skip the case. Default: equal weights.
+        Case weights, as in :func:`uq_scores`.
 
     Returns
     -------
@@ -441,12 +431,8 @@ def rank_histogram(
 
     Parameters
     ----------
-    ensemble : xarray.DataArray ``(..., member)``
-        Members along one dimension (``member`` or ``draw``, or ``dim``); every other element
-        is one case.
-    truth : xarray.DataArray ``(...)``
-        Truth on the ensemble's other dimensions or a subset of them (broadcast); coordinates
-        must match exactly. Cases where the truth or any member is NaN are skipped.
+    ensemble, truth : xarray.DataArray
+        Ensemble ``(..., member)`` and truth ``(...)``, as in :func:`uq_scores`.
     dim : str, optional
         Member dimension (default ``member`` or ``draw``).
     n_bins : int, optional
