@@ -325,7 +325,7 @@ def interval_coverage(
     Parameters
     ----------
     ensemble, truth : xarray.DataArray
-        Ensemble ``(..., member)`` and truth ``(...)``, as in :func:`uq_scores`.
+        Members ``(..., member)`` and truth ``(...)``; see :func:`uq_scores`.
     level : float, default 0.9
         Nominal coverage of the central interval, in (0, 1).
     dim : str, optional
@@ -403,7 +403,7 @@ def spread_skill(
     dim : str, optional
         Member dimension (default ``member`` or ``draw``).
     weights : xarray.DataArray, optional
-        Case weights, as in :func:`uq_scores`.
+        Weights of the cases in both means (see :func:`uq_scores`).
 
     Returns
     -------
