@@ -434,7 +434,7 @@ def rank_histogram(
     ensemble, truth : xarray.DataArray
         Ensemble ``(..., member)`` and truth ``(...)``, as in :func:`uq_scores`.
     dim : str, optional
-        Member dimension (default ``member`` or ``draw``).
+        Name of the member dimension, if not ``member`` or ``draw``.
     n_bins : int, optional
         Pool the ``M + 1`` ranks into this many contiguous bins (keeps expected counts >= 5 for
         large ensembles); expected counts follow the bin widths.
