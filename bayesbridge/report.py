@@ -1,19 +1,16 @@
 """``report.md`` and ``figures/*.png`` of the demo: tables and figures a reader can check.
 
-Every figure is a function returning a matplotlib Figure (Agg backend, no screen needed), so
-notebooks can show the same pictures the report embeds.
+Every figure is a function returning a matplotlib Figure (matplotlib picks a non-interactive
+backend when there is no screen), so notebooks can show the same pictures the report embeds.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
 
 __all__ = ["write_report", "plot_statistic_maps", "plot_index_posterior", "plot_index_pdfs", "save_figure"]
 

@@ -129,6 +129,7 @@ def test_write_netcdf_roundtrip_with_attributes(tmp_path):
     assert back.attrs["Conventions"] == "CF-1.8" and back.attrs["title"] == "t"
     assert back["x"].attrs["units"] == "degC" and back["x"].attrs["long_name"] == "x"
     assert back["x"].encoding["zlib"]
+    assert path.stat().st_mode & 0o044  # readable by others, like any file the user writes
     np.testing.assert_array_equal(back["x"].values, ds["x"].values)
     back.close()
 
