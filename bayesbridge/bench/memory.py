@@ -12,6 +12,10 @@ The figure of merit is ``memory.posterior_summary_peak_mb``, the peak at the lar
 (400 members), and the growth ``peak(400) / peak(50) - 1`` (target below 10 %). The outputs
 themselves (``(time, lat, lon)`` summaries, float32, and the ``(box, time, draw)`` index draws)
 are part of the peak; the latter is the only term that grows with the ensemble.
+
+Each size runs in a fresh interpreter with glibc's mmap threshold fixed at 1 MiB
+(``MALLOC_MMAP_THRESHOLD_``), so that the resident set follows the live memory rather than the
+allocator's fragmentation (with the default adaptive threshold the peaks are higher and noisier).
 """
 
 from __future__ import annotations
@@ -19,12 +23,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import os
 
 import numpy as np
 import torch
 
 from bayesbridge.bench.core import BenchRow, PeakRSS, Timing
-from bayesbridge.bench.enkf import _single_thread
 
 __all__ = ["run", "summary_peak_mb", "MEMBERS"]
 
@@ -83,21 +87,55 @@ def summary_peak_mb(codec, members: int, steps: int, chunk_mb: float, seed: int 
     return mem.peak_mb, elapsed
 
 
+_CHILD = """
+import json, sys
+import torch
+torch.set_num_threads(1)
+from bayesbridge.bench.memory import summary_peak_mb
+from bayesbridge.latent import EOFCodec
+codec = EOFCodec.load(sys.argv[1])
+members, steps, chunk_mb = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+summary_peak_mb(codec, members, 4, chunk_mb)  # warm-up: lazy imports, allocator pools
+peak, seconds = summary_peak_mb(codec, members, steps, chunk_mb)
+print(json.dumps({"peak_mb": peak, "seconds": seconds}))
+"""
+
+
+def _measure_in_child(codec_dir: str, members: int, steps: int, chunk_mb: float) -> tuple[float, float]:
+    """:func:`summary_peak_mb` in a fresh interpreter (no allocator state left by other rows)."""
+    import json
+    import subprocess
+    import sys
+
+    # A fixed mmap threshold makes glibc return every large block to the OS when it is freed, so
+    # the resident set follows the live memory (with the default, adaptive threshold, freed blocks
+    # stay in a fragmented heap and the peak depends on the order of allocation sizes).
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+    out = subprocess.run([sys.executable, "-c", _CHILD, codec_dir, str(members), str(steps), str(chunk_mb)],
+                         capture_output=True, text=True, check=True, env=env)
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    return float(doc["peak_mb"]), float(doc["seconds"])
+
+
 def run(quick: bool = False, tiny: bool = False) -> list[BenchRow]:
     """One row: peak MiB at 400 members (key ``memory.posterior_summary_peak_mb``), growth vs 50.
 
-    ``quick``: 120 time steps, 16 MiB blocks; full: 600 steps, the default 64 MiB blocks;
-    ``tiny``: 24 steps, 4 MiB blocks (tests).
+    Each ensemble size is measured in a fresh interpreter (the codec is saved and reloaded), so
+    that memory freed by earlier rows cannot hide or inflate the growth. ``quick``: 120 time
+    steps, 16 MiB blocks; full: 600 steps, the default 64 MiB blocks; ``tiny``: 24 steps, 8 MiB
+    blocks (tests).
     """
+    import tempfile
+
     from bayesbridge.bench.latent import latent_problem
 
-    steps, chunk_mb, years = (24, 4.0, 10) if tiny else (120, 16.0, 20) if quick else (600, 64.0, 40)
+    steps, chunk_mb, years = (24, 8.0, 10) if tiny else (120, 16.0, 20) if quick else (600, 64.0, 40)
     codec = latent_problem(years).bridge.codec
     peaks, times = {}, {}
-    with _single_thread():
-        summary_peak_mb(codec, MEMBERS[0], 4, chunk_mb)  # warm-up: imports, allocator pools
+    with tempfile.TemporaryDirectory(prefix="bayesbridge-bench-") as tmp:
+        codec.save(tmp)
         for n in MEMBERS:
-            peaks[n], times[n] = summary_peak_mb(codec, n, steps, chunk_mb)
+            peaks[n], times[n] = _measure_in_child(tmp, n, steps, chunk_mb)
     small, large = MEMBERS[0], MEMBERS[-1]
     growth = peaks[large] / peaks[small] - 1.0 if peaks[small] > 0 else float("nan")
     extra = {f"peak_mb_{n}": peaks[n] for n in MEMBERS}
