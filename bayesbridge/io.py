@@ -92,7 +92,26 @@ def _resolve_paths(source: str | os.PathLike | Sequence[str | os.PathLike]) -> l
 
 
 def open_dataset(path: str | os.PathLike, *, chunks: dict | None = None) -> xr.Dataset:
-    """Open one netCDF file with cftime times, naming the file if it cannot be read."""
+    """Open one netCDF file with cftime times, naming the file if it cannot be read.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The netCDF (or HDF5-based netCDF4) file.
+    chunks : dict, optional
+        Passed to :func:`xarray.open_dataset`: ``None`` (default) opens without dask, ``{}``
+        lazily with the file's own chunks.
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazily opened; times decoded as cftime objects (any calendar).
+
+    Raises
+    ------
+    DataFileError
+        If the file cannot be read as netCDF.
+    """
     try:
         return xr.open_dataset(path, decode_times=time_coder(), chunks=chunks)
     except Exception as exc:  # netCDF4/h5netcdf raise many types for corrupt files
@@ -221,7 +240,20 @@ def _to_celsius(da: xr.DataArray, name: str) -> xr.DataArray:
 
 
 def normalize_longitudes(ds: xr.Dataset | xr.DataArray, convention: str = "0_360"):
-    """Map longitudes to ``"0_360"`` or ``"-180_180"`` and sort them."""
+    """Map longitudes to ``"0_360"`` or ``"-180_180"`` and sort them.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset or xarray.DataArray
+        Data with a ``lon`` coordinate (degrees east).
+    convention : {"0_360", "-180_180"}
+        Target range, ``[0, 360)`` or ``[-180, 180)``.
+
+    Returns
+    -------
+    xarray.Dataset or xarray.DataArray
+        Same type, ``lon`` mapped and sorted increasing (its attributes kept).
+    """
     if convention not in ("0_360", "-180_180"):
         raise InputValueError(f"convention: expected '0_360' or '-180_180', got {convention!r}.")
     lon = ds["lon"].values.astype(float)
@@ -243,7 +275,21 @@ def select_region(ds: xr.Dataset | xr.DataArray, region: str | Region | tuple) -
 
 
 def area_weights(ds: xr.Dataset | xr.DataArray, areacello: xr.DataArray | None = None) -> xr.DataArray:
-    """Cell weights ``(lat, lon)``: ``areacello`` when given (m2), else ``cos(lat)``."""
+    """Cell weights ``(lat, lon)``: ``areacello`` when given (m2), else ``cos(lat)``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset or xarray.DataArray
+        Data on a ``(lat, lon)`` grid (degrees).
+    areacello : xarray.DataArray, optional
+        Cell areas (``lat``/``lon`` or ``latitude``/``longitude`` dims), interpolated to the
+        grid of ``ds`` by nearest neighbour.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``area`` on ``(lat, lon)``, float64.
+    """
     if areacello is not None:
         area = areacello
         if "latitude" in area.dims or "longitude" in area.dims:
@@ -259,7 +305,18 @@ def area_weights(ds: xr.Dataset | xr.DataArray, areacello: xr.DataArray | None =
 
 
 def ocean_mask(ds: xr.Dataset) -> xr.DataArray:
-    """``(lat, lon)`` True where every variable has at least one finite value in time."""
+    """``(lat, lon)`` True where every variable has at least one finite value in time.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Fields on ``(time, lat, lon)``; variables without ``time`` are ignored.
+
+    Returns
+    -------
+    xarray.DataArray
+        Boolean ``mask`` on ``(lat, lon)``, computed (in memory) even for lazy input.
+    """
     masks = [ds[v].notnull().any("time") for v in ds.data_vars if "time" in ds[v].dims]
     mask = masks[0]
     for m in masks[1:]:
@@ -332,6 +389,27 @@ def anomalies(
               \\bar x_m = \\operatorname{mean}\\{x(s): \\operatorname{month}(s) = m,\\ s \\in P\\}
 
     with base period ``P = climatology`` (default: the whole record).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset or xarray.DataArray
+        Monthly data with a ``time`` dimension (cftime or numpy times), any other dims; lazy
+        (dask) input is supported.
+    detrend : bool
+        First remove a least-squares linear trend in time per grid point (NaN-skipping), keeping
+        the time mean, so the climatology is that of the detrended data.
+    climatology : (str, str), optional
+        Base period ``(start, end)``, e.g. ``("1981-01", "2010-12")``.
+
+    Returns
+    -------
+    xarray.Dataset or xarray.DataArray
+        Anomalies with the dims and coordinates of ``ds``.
+
+    Raises
+    ------
+    TimeAxisError
+        If the base period holds no time step.
     """
     out = ds
     if detrend:
@@ -503,6 +581,22 @@ def write_netcdf(
     ``_FillValue``; the file gets ``Conventions = "CF-1.8"``. The data is written to a temporary
     file in the destination folder and renamed on success, so a failure (exception, interrupt)
     leaves any previous file untouched and no partial file behind.
+
+    Parameters
+    ----------
+    obj : xarray.Dataset or xarray.DataArray
+        What to write (a named DataArray becomes a one-variable Dataset); not modified.
+    path : str or os.PathLike
+        Destination file.
+    complevel : int
+        zlib compression level (0-9) of numeric variables.
+    attrs : dict, optional
+        Global attributes added to (and overriding) those of ``obj``.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
     """
     ds = obj.to_dataset() if isinstance(obj, xr.DataArray) else obj.copy()
     ds.attrs = {**ds.attrs, "Conventions": "CF-1.8", **(attrs or {})}

@@ -129,6 +129,9 @@ def systematic_resample(log_weights: torch.Tensor, generator: torch.Generator) -
     ----------
     log_weights : Tensor (*batch, N)
         Normalised log weights.
+    generator : torch.Generator
+        Source of the one uniform ``u ~ U(0, 1)`` per run; particle ``i`` is chosen for the
+        points ``(u + k)/N``, ``k = 0..N-1``, of the weights' cumulative sum.
 
     Returns
     -------
@@ -249,6 +252,25 @@ def _noise_stream(generator: torch.Generator, T: int, shape: tuple, budget: int 
 
 def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generator) -> AssimilationResult:
     """Particle filter (and backward-simulation smoother) on ``y`` ``(*batch, T, m)``.
+
+    The algorithm is the one of the module docstring: sequential importance resampling with
+    the ``config.proposal`` proposal, systematic resampling when the ESS falls below
+    ``config.ess_threshold * N``, and backward simulation for the smoother.
+
+    Parameters
+    ----------
+    model : StateSpace
+        Provides ``latent_dim``, ``initial()``, ``transition_mean(z, step)``,
+        ``transition_cov(step)``, ``observe(z)`` (``(*batch, N, d) -> (*batch, N, m)``) and
+        ``obs_cov()``.
+    y : Tensor (*batch, T, m)
+        Validated observations (float64, NaN = missing; missing components drop out of the
+        likelihood).
+    config : ParticleConfig
+        Number of particles, proposal, ESS threshold, observation-error family and smoother.
+    generator : torch.Generator
+        Source of all randomness (initial particles, model noise, guided-proposal noise,
+        resampling, backward simulation).
 
     Returns
     -------

@@ -104,7 +104,7 @@ class SVIFit:
     losses : Tensor (steps,)
         Negative ELBO per step.
     elbo : float
-        Final ELBO, averaged over 64 guide samples.
+        Final ELBO, averaged over 16 guide samples.
     """
 
     draws: dict[str, torch.Tensor]
@@ -113,7 +113,34 @@ class SVIFit:
 
 
 def fit_svi(model, observations: torch.Tensor, config: SVIConfig, generator: torch.Generator) -> SVIFit:
-    """Fit a guide to :func:`state_space_program` by SVI and draw ``config.members`` samples."""
+    """Fit a guide to :func:`state_space_program` by SVI and draw ``config.members`` samples.
+
+    ``AutoNormal`` for affine models with ``config.guide == "normal"``, otherwise
+    ``AutoLowRankMultivariateNormal`` of rank ``config.rank``; ``config.steps`` steps of
+    ClippedAdam (learning rate ``config.lr``, gradient norm clipped at 10) on the
+    ``Trace_ELBO`` with ``config.elbo_particles`` particles.
+
+    Parameters
+    ----------
+    model : StateSpace or StateSpaceModel
+        Converted with :func:`~bayesbridge.model_pyro.as_state_space_model`.
+    observations : Tensor (*batch, T, m)
+        Observations (float64, NaN = missing).
+    config : SVIConfig
+    generator : torch.Generator
+        Seeds Pyro inside :func:`~bayesbridge.model_pyro.isolated_pyro` (global RNG state and
+        parameter store are restored afterwards).
+
+    Returns
+    -------
+    SVIFit
+        Draws of every guide site, the loss per step and the final ELBO.
+
+    Raises
+    ------
+    ParameterError
+        If the ELBO becomes non-finite.
+    """
     ssm = as_state_space_model(model)
     T = int(observations.shape[-2])
     affine = ssm.affine_structure(T) is not None
@@ -157,6 +184,17 @@ def _posterior_mean_model(ssm, obs_scale: torch.Tensor, sigma: torch.Tensor, T: 
 
 def run(model, y: torch.Tensor, config: SVIConfig, generator: torch.Generator) -> AssimilationResult:
     """SVI on ``y`` ``(*batch, T, m)`` (the runs share the error scales).
+
+    Parameters
+    ----------
+    model : StateSpace or StateSpaceModel
+        Converted with :func:`~bayesbridge.model_pyro.as_state_space_model`.
+    y : Tensor (*batch, T, m)
+        Validated observations (float64, NaN = missing).
+    config : SVIConfig
+        Guide, optimisation settings, number of draws ``members`` and the ``latent`` mode.
+    generator : torch.Generator
+        Source of all randomness (SVI and the trajectory draws).
 
     Returns
     -------

@@ -117,7 +117,21 @@ class _CodecNet(nn.Module):
 
 @dataclass
 class TrainingHistory:
-    """Loss curves of a training run (per point, per sample; validation = held-out years)."""
+    """Loss curves of a training run (per point, per sample; validation = held-out years).
+
+    Attributes
+    ----------
+    train_loss : list of float
+        Mean training loss per epoch.
+    validation_loss : list of float
+        Loss on the held-out years per epoch (posterior mean, no sampling noise).
+    best_epoch : int
+        Epoch (0-based) whose weights were kept (lowest validation loss); -1 before training.
+    stopped_early : bool
+        Whether training stopped after ``patience`` epochs without improvement.
+    validation_years : tuple of int
+        Calendar years held out for validation.
+    """
 
     train_loss: list[float] = field(default_factory=list)
     validation_loss: list[float] = field(default_factory=list)
@@ -316,8 +330,10 @@ class Autoencoder(CodecBase):
 class VAE(Autoencoder):
     """Variational autoencoder codec with a learned per-point residual variance.
 
-    Parameters are those of :class:`Autoencoder` plus
-
+    Parameters
+    ----------
+    latent_dim, hidden, epochs, batch_size, learning_rate, weight_decay, patience, validation, init, seed, device, progress
+        As in :class:`Autoencoder`.
     beta : float
         Weight of the KL term (``1`` = the ELBO; smaller values trade prior regularity for
         reconstruction, Higgins et al. 2017).
@@ -378,7 +394,18 @@ class VAE(Autoencoder):
         return mean + noise * self.residual_std.to(dtype=mean.dtype, device=mean.device)
 
     def encode_std(self, fields: xr.Dataset) -> xr.DataArray:
-        """Posterior standard deviation ``(time, latent)`` of the encoder ``q(z | x)``."""
+        """Posterior standard deviation ``(time, latent)`` of the encoder ``q(z | x)``.
+
+        Parameters
+        ----------
+        fields : xarray.Dataset
+            Anomaly fields ``(time, lat, lon)`` on the fitted grid.
+
+        Returns
+        -------
+        xarray.DataArray
+            ``z_std`` on ``(time, latent)``, float64, with the coordinates of :meth:`encode`.
+        """
         net = self._require_net()
         x = self.stacker.transform(fields)
         with torch.no_grad():

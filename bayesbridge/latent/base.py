@@ -31,25 +31,29 @@ class Codec(Protocol):
         Levels ``(variable, lat, lon)``; one entry per ocean grid point entering the model, in
         the order of the last axis of :meth:`decode_tensor`. Observation operators build box
         averages from it.
+
+    A :class:`typing.Protocol` (runtime checkable): any class with these members conforms and
+    passes ``isinstance(obj, Codec)``; the protocol itself is not instantiated
+    (``Codec(*args, **kwargs)`` raises ``TypeError``).
     """
 
     latent_dim: int
     points: pd.MultiIndex
 
     def fit(self, fields: xr.Dataset) -> Codec:
-        """Fit on anomaly fields ``(time, lat, lon)`` (one or more variables, NaN over land)."""
+        """Fit on anomaly ``fields`` ``(time, lat, lon)`` (one or more variables, NaN over land); returns ``self``."""
         ...
 
     def encode(self, fields: xr.Dataset) -> xr.DataArray:
-        """Latent series on ``(time, latent)``."""
+        """Latent series on ``(time, latent)`` of anomaly ``fields`` on the fitted grid."""
         ...
 
     def decode(self, z: xr.DataArray) -> xr.Dataset:
-        """Fields on ``(..., lat, lon)`` per variable, in physical anomaly units."""
+        """Fields on ``(..., lat, lon)`` per variable, in physical anomaly units, of latents ``z`` ``(..., latent)``."""
         ...
 
     def decode_tensor(self, z: torch.Tensor) -> torch.Tensor:
-        """Differentiable batched decoder: ``(*batch, d) -> (*batch, n_points)`` in physical units."""
+        """Differentiable batched decoder of ``z``: ``(*batch, d) -> (*batch, n_points)`` in physical units."""
         ...
 
 
@@ -59,12 +63,16 @@ class Transition(Protocol):
 
     ``step`` is the integer index of the *target* time ``t`` (0-based); seasonally varying
     dynamics use ``calendar month = (month0 + step) % 12``, others ignore it.
+
+    A :class:`typing.Protocol` (runtime checkable): any class with these members conforms and
+    passes ``isinstance(obj, Transition)``; the protocol itself is not instantiated
+    (``Transition(*args, **kwargs)`` raises ``TypeError``).
     """
 
     latent_dim: int
 
     def mean(self, z: torch.Tensor, step: int | None = None) -> torch.Tensor:
-        """Deterministic part of the transition, ``(*batch, d) -> (*batch, d)``."""
+        """Deterministic part of the transition of ``z``, ``(*batch, d) -> (*batch, d)``, to target ``step``."""
         ...
 
     def noise_scale_tril(self, step: int | None = None) -> torch.Tensor:

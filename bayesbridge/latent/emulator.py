@@ -85,7 +85,21 @@ def index_statistics(series: np.ndarray, months: np.ndarray) -> IndexStatistics:
 
 @dataclass(frozen=True)
 class EmulatorReport:
-    """Statistics of the operational index and of the emulated (free-run) index."""
+    """Statistics of the operational index and of the emulated (free-run) index.
+
+    Attributes
+    ----------
+    box : str
+        Name of the index box (e.g. ``"nino3"``).
+    operational : IndexStatistics
+        Statistics of the box index of the fields the dynamics were fitted on.
+    emulator : IndexStatistics
+        Statistics of the box index of the decoded free runs (pooled over members).
+    n_steps : int
+        Length of each free run (months), after the burn-in.
+    members : int
+        Number of free runs.
+    """
 
     box: str
     operational: IndexStatistics

@@ -88,7 +88,23 @@ class LinearInverseModel(FreeRunMixin):
         return self.A
 
     def fit(self, z: xr.DataArray) -> LinearInverseModel:
-        """Fit on a latent series ``(time, latent)`` (e.g. ``codec.encode(fields)``)."""
+        """Fit on a latent series ``(time, latent)`` (e.g. ``codec.encode(fields)``).
+
+        Least squares on consecutive pairs, :math:`A = Z_1^\\top Z_0 (Z_0^\\top Z_0 + \\lambda I)^{-1}`
+        and :math:`Q` the residual covariance (divided by ``n - d``); with ``seasonal`` also one
+        ``(A, Q)`` per calendar month of the target time, from that month's transitions.
+
+        Parameters
+        ----------
+        z : xarray.DataArray
+            Latent series on ``(time, latent)`` with at least ``d + 2`` steps; ``seasonal=True``
+            needs a datetime (or cftime) ``time`` coordinate and ``d + 2`` transitions per month.
+
+        Returns
+        -------
+        LinearInverseModel
+            ``self``, fitted.
+        """
         d = z.sizes.get("latent", 1) if isinstance(z, xr.DataArray) else 1
         series = latent_series(z, min_steps=d + 2)
         x = series.values

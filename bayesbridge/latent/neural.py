@@ -132,7 +132,24 @@ class NeuralDynamics(FreeRunMixin):
 
     # ------------------------------------------------------------------ training
     def fit(self, z: xr.DataArray) -> NeuralDynamics:
-        """Fit on a latent series ``(time, latent)`` with a datetime time axis."""
+        """Fit on a latent series ``(time, latent)`` with a datetime time axis.
+
+        Initialises ``A`` and ``L`` from a :class:`LinearInverseModel` fitted on the training
+        years, then minimises the loss of the module docstring with AdamW over windows of
+        ``rollout + 1`` consecutive steps, keeping the weights of the epoch with the lowest
+        loss on the held-out final years (early stopping after ``patience`` epochs without
+        improvement).
+
+        Parameters
+        ----------
+        z : xarray.DataArray
+            Latent series on ``(time, latent)`` (e.g. ``codec.encode(fields)``).
+
+        Returns
+        -------
+        NeuralDynamics
+            ``self``, fitted (``train_loss`` and ``validation_loss`` hold the per-epoch curves).
+        """
         d = z.sizes.get("latent", 1) if isinstance(z, xr.DataArray) else 1
         series = latent_series(z, min_steps=d + 2)
         split = split_years(z["time"], self.validation, min_steps=self.rollout + 2)
@@ -224,5 +241,5 @@ class NeuralDynamics(FreeRunMixin):
         return out.to(dtype=z.dtype, device=z.device)
 
     def noise_scale_tril(self, step: int | None = None) -> torch.Tensor:
-        """Learned Cholesky factor ``(latent, latent)`` float64 (constant in time)."""
+        """Learned Cholesky factor ``(latent, latent)`` float64 (constant in time, so ``step`` is ignored)."""
         return self._require().scale_tril().detach().double().cpu()

@@ -30,7 +30,26 @@ __all__ = ["ReconstructionScores", "ReconstructionReport", "reconstruction_repor
 
 @dataclass(frozen=True)
 class ReconstructionScores:
-    """Skill on one set of fields (all values are floats; dict keys are variables or boxes)."""
+    """Skill on one set of fields (all values are floats; dict keys are variables or boxes).
+
+    With ``a`` the stacked anomalies and ``b`` their reconstruction ``decode(encode(a))``
+    (both relative to the fitted mean) and ``w`` the area weights of the grid points:
+
+    Attributes
+    ----------
+    explained_variance : dict of str to float
+        Per variable, :math:`1 - \\sum w (a - b)^2 / \\sum w a^2` over all times and points.
+    pattern_correlation : dict of str to float
+        Per variable, the area-weighted spatial correlation of ``a`` and ``b`` (each centred on
+        its weighted spatial mean), averaged over time steps.
+    index_correlation : dict of str to float
+        Per standard box on the grid (:func:`box_operator`), the correlation in time of the
+        true and reconstructed box averages.
+    index_rmse : dict of str to float
+        Per box, the root mean squared error of the reconstructed box average (field units).
+    n_time : int
+        Number of time steps scored.
+    """
 
     explained_variance: dict[str, float]
     pattern_correlation: dict[str, float]
@@ -41,7 +60,21 @@ class ReconstructionScores:
 
 @dataclass(frozen=True)
 class ReconstructionReport:
-    """Reconstruction skill on training and (optionally) held-out fields."""
+    """Reconstruction skill on training and (optionally) held-out fields.
+
+    Attributes
+    ----------
+    codec : str
+        Class name of the codec (``"EOFCodec"``, ``"Autoencoder"``, ``"VAE"``).
+    latent_dim : int
+        Latent size ``d`` of the codec.
+    train : ReconstructionScores
+        Skill on the fields the codec was fitted on.
+    test : ReconstructionScores or None
+        Skill on held-out fields, when given.
+    notes : dict of str to str
+        Free-form remarks (e.g. settings) shown with the report.
+    """
 
     codec: str
     latent_dim: int
