@@ -35,7 +35,27 @@ __all__ = [
 
 
 def as_tensor(value, name: str, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Convert an array-like argument to a tensor, naming the argument on failure."""
+    """Convert an array-like argument to a tensor, naming the argument on failure.
+
+    Parameters
+    ----------
+    value : array-like or torch.Tensor
+        Numbers of any shape; a tensor is only cast to ``dtype``.
+    name : str
+        Argument name used in the error message.
+    dtype : torch.dtype
+        Result dtype (default float64, the filter algebra's precision).
+
+    Returns
+    -------
+    torch.Tensor
+        Same shape as ``value``.
+
+    Raises
+    ------
+    InputTypeError
+        If ``value`` cannot be read as an array of numbers.
+    """
     if isinstance(value, torch.Tensor):
         return value.to(dtype)
     try:
@@ -48,7 +68,19 @@ def as_tensor(value, name: str, dtype: torch.dtype = torch.float64) -> torch.Ten
 
 @runtime_checkable
 class StateSpace(Protocol):
-    """What an inference engine needs from a model (shapes ``(*batch, member, d)``)."""
+    """What an inference engine needs from a model (shapes ``(*batch, member, d)``).
+
+    A :class:`typing.Protocol` (runtime checkable): :class:`LinearGaussianModel` and
+    :class:`StateSpaceModel` conform, and so does any class with these members; the protocol
+    itself is not instantiated (``StateSpace(*args, **kwargs)`` raises ``TypeError``).
+
+    Attributes
+    ----------
+    latent_dim : int
+        Latent size ``d``.
+    obs_dim : int
+        Number of observables ``m``.
+    """
 
     latent_dim: int
     obs_dim: int
@@ -62,7 +94,7 @@ class StateSpace(Protocol):
         ...
 
     def transition_cov(self, step: int) -> torch.Tensor:
-        """``Q_t`` ``(d, d)``."""
+        """``Q_t`` ``(d, d)``, model-error covariance at the 0-based target index ``step``."""
         ...
 
     def observe(self, z: torch.Tensor) -> torch.Tensor:
@@ -147,24 +179,42 @@ class LinearGaussianModel:
         return f"LinearGaussianModel(latent_dim={self.latent_dim}, obs_dim={self.obs_dim})"
 
     def initial(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(m0 (d,), P0 (d, d))``: mean and covariance of ``z_0``."""
         return self.m0, self.P0
 
     def transition_mean(self, z: torch.Tensor, step: int = 0) -> torch.Tensor:
+        """``A z`` for ``z`` ``(*batch, d)``; ``step`` is ignored (time-invariant)."""
         return z @ self.A.mT
 
     def transition_cov(self, step: int = 0) -> torch.Tensor:
+        """``Q`` ``(d, d)``; ``step`` is ignored (time-invariant)."""
         return self.Q
 
     def observe(self, z: torch.Tensor) -> torch.Tensor:
+        """``H z``: ``(*batch, d) -> (*batch, m)`` for states ``z``."""
         return z @ self.H.mT
 
     def obs_cov(self) -> torch.Tensor:
+        """``R`` ``(m, m)``."""
         return self.R
 
     def simulate(
         self, n_steps: int, *, generator: torch.Generator | None = None, batch_shape: tuple[int, ...] = ()
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw a trajectory and its observations.
+
+        ``z_0 ~ N(m0, P0)``, then ``z_t = A z_{t-1} + w_t`` and ``y_t = H z_t + v_t`` with
+        Gaussian ``w_t ~ N(0, Q)``, ``v_t ~ N(0, R)`` (``Q`` and ``P0`` get a 1e-12 jitter for the
+        Cholesky factor).
+
+        Parameters
+        ----------
+        n_steps : int
+            Number of steps ``T``.
+        generator : torch.Generator, optional
+            Source of the standard normals (``None``: torch's global generator).
+        batch_shape : tuple of int
+            Leading batch shape: independent trajectories.
 
         Returns
         -------
@@ -212,11 +262,11 @@ class LinearTransition:
         self.latent_dim = int(self.A.shape[0])
 
     def mean(self, z: torch.Tensor, step: int | None = None) -> torch.Tensor:
-        """``A z`` for ``z`` of shape ``(*batch, d)``."""
+        """``A z`` for ``z`` of shape ``(*batch, d)``; ``step`` is ignored (time-invariant)."""
         return z @ self.A.mT
 
     def noise_scale_tril(self, step: int | None = None) -> torch.Tensor:
-        """``L`` ``(d, d)``."""
+        """``L`` ``(d, d)``; ``step`` is ignored (time-invariant)."""
         return self.L
 
 
@@ -419,28 +469,46 @@ class StateSpaceModel:
 
     # --- StateSpace protocol -----------------------------------------------------------------
     def initial(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(m0 (d,), P0 (d, d))``: mean and covariance of ``z_0``."""
         return self.m0, self.P0
 
     def transition_mean(self, z: torch.Tensor, step: int = 0) -> torch.Tensor:
+        """``f_t(z)`` of the transition: ``(*batch, d) -> (*batch, d)``, ``step`` = 0-based target index."""
         return self.transition.mean(z, step)
 
     def transition_scale_tril(self, step: int = 0) -> torch.Tensor:
-        """``sigma L_t`` ``(d, d)``."""
+        """``sigma L_t`` ``(d, d)`` at the 0-based target index ``step`` (nominal ``sigma``)."""
         return self.model_error_scale * as_tensor(self.transition.noise_scale_tril(step), "noise_scale_tril")
 
     def transition_cov(self, step: int = 0) -> torch.Tensor:
+        """``Q_t = sigma^2 L_t L_t^T`` ``(d, d)`` at the 0-based target index ``step``."""
         lt = self.transition_scale_tril(step)
         return lt @ lt.mT
 
     def observe(self, z: torch.Tensor) -> torch.Tensor:
+        """``h(z)``: ``(*batch, d) -> (*batch, m)`` for states ``z``."""
         return self._observe(z)
 
     def obs_cov(self) -> torch.Tensor:
+        """``R = diag(s^2)`` ``(m, m)`` from the nominal observation-error scales."""
         return torch.diag(self.obs_scale**2)
 
     # --- helpers -----------------------------------------------------------------------------
     def with_scales(self, obs_scale=None, model_error_scale=None) -> StateSpaceModel:
-        """A copy with other nominal scales (same priors, e.g. posterior means)."""
+        """A copy with other nominal scales (same priors, e.g. posterior means).
+
+        Parameters
+        ----------
+        obs_scale : float or array (m,), optional
+            New observation-error scales ``s`` (> 0); ``None`` keeps the current ones.
+        model_error_scale : float, optional
+            New model-error scale ``sigma`` (> 0); ``None`` keeps the current one.
+
+        Returns
+        -------
+        StateSpaceModel
+            A shallow copy sharing transition, observation operator and priors.
+        """
         import copy
 
         new = copy.copy(self)

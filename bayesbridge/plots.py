@@ -41,8 +41,23 @@ def _finish(fig: Figure, ax, xlabel: str, ylabel: str, title: str) -> Figure:
 
 
 def plot_pdfs(series: Series | xr.DataArray, bins: int = 60, title: str = "") -> Figure:
-    """Kernel-density PDFs of index series (e.g. ``{"observed": obs, "model": sim}``), with
-    skewness and Pearson kurtosis in the legend. Members and other dims are pooled."""
+    """Kernel-density PDFs of index series, with skewness and Pearson kurtosis in the legend.
+
+    Parameters
+    ----------
+    series : xarray.DataArray or mapping of str to xarray.DataArray
+        One series, or several by legend label, on ``(*other, time)``; e.g. ``{"observed": obs, "model": sim}``; members and other dims are pooled.
+    bins : int
+        Not used: the PDFs are Gaussian kernel density estimates (:func:`seaborn.kdeplot`), not
+        histograms; kept for backward compatibility.
+    title : str
+        Axes title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The x axis is labelled with the units of the first series.
+    """
     import seaborn as sns
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -56,7 +71,19 @@ def plot_pdfs(series: Series | xr.DataArray, bins: int = 60, title: str = "") ->
 
 
 def plot_phase_locking(series: Series | xr.DataArray, title: str = "") -> Figure:
-    """Standard deviation per calendar month (seasonal phase locking) of each series."""
+    """Standard deviation per calendar month (seasonal phase locking) of each series.
+
+    Parameters
+    ----------
+    series : xarray.DataArray or mapping of str to xarray.DataArray
+        One series, or several by legend label, on ``(*other, time)``; all values of a calendar month are pooled (:func:`~bayesbridge.diagnostics.enso.monthly_std`).
+    title : str
+        Axes title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for label, da in _series(series, "series").items():
         ms = enso.monthly_std(da)
@@ -66,7 +93,19 @@ def plot_phase_locking(series: Series | xr.DataArray, title: str = "") -> Figure
 
 
 def plot_spectra(series: Series | xr.DataArray, title: str = "") -> Figure:
-    """Welch power spectra against period (years, log axes), dominant period in the legend."""
+    """Welch power spectra against period (years, log axes), dominant period in the legend.
+
+    Parameters
+    ----------
+    series : xarray.DataArray or mapping of str to xarray.DataArray
+        One series, or several by legend label, on ``(*other, time)``; spectra of :func:`~bayesbridge.diagnostics.enso.power_spectrum` (32-year segments, averaged over members).
+    title : str
+        Title of the axes.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for label, da in _series(series, "series").items():
         spec = enso.power_spectrum(da)
@@ -79,8 +118,25 @@ def plot_spectra(series: Series | xr.DataArray, title: str = "") -> Figure:
 def plot_hovmoller(
     ssta: xr.DataArray, title: str = "", vmax: float | None = None, member: int | None = 0
 ) -> Figure:
-    """Time-longitude Hovmoller of equatorial SST anomalies (e.g.
-    :func:`bayesbridge.diagnostics.enso.equatorial_hovmoller`); picks ``member`` if present."""
+    """Time-longitude Hovmoller of equatorial SST anomalies; picks ``member`` if present.
+
+    Parameters
+    ----------
+    ssta : xarray.DataArray
+        Anomalies on ``(time, lon)`` or ``(member, time, lon)`` (e.g.
+        :func:`bayesbridge.diagnostics.enso.equatorial_hovmoller`).
+    title : str
+        Axes title.
+    vmax : float, optional
+        Symmetric colour limit; default the 99th percentile of ``|ssta|``.
+    member : int, optional
+        Position of the member drawn when there is a ``member`` dimension (``None``: the first).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Longitude on x, fractional year on y, diverging colormap centred at 0.
+    """
     if not isinstance(ssta, xr.DataArray) or not {"time", "lon"} <= set(ssta.dims):
         raise InputTypeError("ssta: expected a DataArray with 'time' and 'lon' dimensions.")
     if "member" in ssta.dims:

@@ -490,7 +490,23 @@ class Posterior:
         return pos % self.n_steps
 
     def latent_draws(self, time=None) -> torch.Tensor:
-        """Latent draws ``(T', draw, d)`` float64 at the selected steps (all by default)."""
+        """Latent draws ``(T', draw, d)`` float64 at the selected steps (all by default).
+
+        Draws are reproducible (seeded from the posterior's ``seed`` and the step): Gaussian
+        results are sampled from the per-step mean and covariance, weighted particle ensembles
+        are resampled systematically, other ensembles are returned as they are.
+
+        Parameters
+        ----------
+        time : slice or sequence of int, optional
+            Steps to return: a slice of positions or of time labels, or integer positions
+            (negative ones count from the end); ``None`` selects all ``T`` steps.
+
+        Returns
+        -------
+        torch.Tensor
+            Shape ``(T', draw, d)``, ``T'`` the number of selected steps.
+        """
         pos = self._positions(time)
         blocks = [self._latent_steps(pos[i: i + 256]) for i in range(0, pos.size, 256)]
         if not blocks:
@@ -656,6 +672,16 @@ class Posterior:
         Exact: the normalised area weights applied to each decoded draw (with representation
         noise when requested). Use these, not the mean series, for skewness, event counts and
         spectra.
+
+        Parameters
+        ----------
+        box : str
+            A box of :attr:`boxes` (a region name or alias, e.g. ``"nino34"``).
+
+        Returns
+        -------
+        xarray.DataArray
+            Named after the box, on ``(draw, time)``, in the units of the box's field variable.
         """
         name = get_region(box).name
         if name not in self.boxes:
@@ -741,6 +767,17 @@ class Posterior:
 
         Hyperparameter draws whose count differs from the latent draws are thinned (evenly spaced)
         to the smaller count, and the latent draws with them; single values are broadcast.
+
+        Parameters
+        ----------
+        include_latent : bool
+            Add the latent draws ``z`` to the ``posterior`` group (``T x draw x d`` values; leave
+            them out for a small file).
+
+        Returns
+        -------
+        arviz.InferenceData or xarray.DataTree
+            Whichever the installed ArviZ uses.
         """
         from bayesbridge.diagnostics import arviz_compat
 

@@ -38,7 +38,18 @@ def _require(ds: xr.Dataset, name: str) -> xr.DataArray:
 
 
 def time_axis(time) -> np.ndarray:
-    """Matplotlib-friendly times: datetime64 as is, cftime as decimal years, numbers as is."""
+    """Matplotlib-friendly times: datetime64 as is, cftime as decimal years, numbers as is.
+
+    Parameters
+    ----------
+    time : xarray.DataArray, pandas.Index or array-like ``(time,)``
+        Time values; cftime dates become ``year + (month - 1)/12 + (day - 1)/365``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(time,)``.
+    """
     values = np.asarray(time.values if isinstance(time, xr.DataArray | pd.Index) else time)
     if values.dtype.kind in "Mmfiu":
         return values
@@ -60,7 +71,22 @@ def _map(ax, field: xr.DataArray, cmap: str, label: str, fig: Figure, symmetric:
 
 
 def plot_std_map(posterior, variable: str = "tos", time: int | None = None) -> Figure:
-    """Map of the posterior standard deviation: mean over time, or at step ``time``."""
+    """Map of the posterior standard deviation: mean over time, or at step ``time``.
+
+    Parameters
+    ----------
+    posterior : Posterior or xarray.Dataset
+        A :class:`~bayesbridge.posterior.Posterior` or its summary Dataset (``posterior.nc``),
+        which must hold ``<variable>_std``.
+    variable : str
+        Field variable (e.g. ``"tos"``, ``"zos"``).
+    time : int, optional
+        Step position; ``None`` maps the time mean of the standard deviation.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     ds = _summary(posterior)
     std = _require(ds, f"{variable}_std")
     field = std.mean("time") if time is None else std.isel(time=time)
@@ -73,7 +99,23 @@ def plot_std_map(posterior, variable: str = "tos", time: int | None = None) -> F
 
 
 def plot_field_summary(posterior, variable: str = "tos", time: int = 0) -> Figure:
-    """Posterior mean, standard deviation and 90 % interval width of ``variable`` at one step."""
+    """Posterior mean, standard deviation and 90 % interval width of ``variable`` at one step.
+
+    Parameters
+    ----------
+    posterior : Posterior or xarray.Dataset
+        A :class:`~bayesbridge.posterior.Posterior` or its summary Dataset (``posterior.nc``),
+        which must hold ``<variable>_mean``, ``_std``, ``_q05`` and ``_q95``.
+    variable : str
+        Field variable (e.g. ``"tos"``).
+    time : int
+        Step position.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Three stacked maps: mean, standard deviation, ``q95 - q05``.
+    """
     ds = _summary(posterior)
     units = _require(ds, f"{variable}_mean").attrs.get("units", "")
     sel = {k: _require(ds, f"{variable}_{k}").isel(time=time) for k in ("mean", "std", "q05", "q95")}
@@ -124,7 +166,20 @@ def plot_index_band(posterior, box: str = "nino34", truth=None, show_observed: b
 
 
 def plot_rank_histogram(hist, title: str = "Rank histogram") -> Figure:
-    """Bars of a :class:`~bayesbridge.diagnostics.uq.RankHistogram` with the uniform expectation."""
+    """Bars of a :class:`~bayesbridge.diagnostics.uq.RankHistogram` with the uniform expectation.
+
+    Parameters
+    ----------
+    hist : RankHistogram
+        Output of :func:`bayesbridge.diagnostics.uq.rank_histogram` (``counts``, ``expected``,
+        ``pvalue``).
+    title : str
+        Title; the chi-square p-value is appended.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     for attr in ("counts", "expected", "pvalue"):
         if not hasattr(hist, attr):
             raise InputTypeError(
