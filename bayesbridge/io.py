@@ -71,18 +71,19 @@ def time_coder() -> xr.coders.CFDatetimeCoder:
 
 
 def _resolve_paths(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
-    if isinstance(source, str | os.PathLike):
-        text = str(source)
-        if any(ch in text for ch in "*?["):
-            paths = sorted(Path(p) for p in globlib.glob(text))
-            if not paths:
+    items = [source] if isinstance(source, str | os.PathLike) else list(source)
+    if not items:
+        raise DataFileError("paths: expected at least one file, got an empty list.")
+    paths: list[Path] = []
+    for item in items:
+        text = str(item)
+        if any(ch in text for ch in "*?["):  # a glob, alone or in a list (one per variable)
+            matched = sorted(Path(p) for p in globlib.glob(text))
+            if not matched:
                 raise DataFileError(f"paths: the pattern {text!r} matches no file; check the folder and pattern.")
-            return paths
-        paths = [Path(text)]
-    else:
-        paths = [Path(p) for p in source]
-        if not paths:
-            raise DataFileError("paths: expected at least one file, got an empty list.")
+            paths.extend(matched)
+        else:
+            paths.append(Path(text))
     for p in paths:
         if not p.exists():
             raise DataFileError(f"paths: file {str(p)!r} does not exist; check the path.")

@@ -97,10 +97,16 @@ def test_field_statistics_against_scipy():
     assert np.isnan(m["skew"].values[0, 0])
 
 
-def test_demo_writes_contract_outputs(tmp_path):
-    cfg = DemoConfig(quick=True, years=12, members=20, latent_dim=8, stat_draws=4, cache_dir=str(tmp_path / "c"))
-    res = run_demo(tmp_path / "out", cfg)
+def test_demo_quick_cli_writes_contract_outputs(tmp_path):
+    """``bayesbridge demo --quick`` (the README's main command, small) honours the output contract."""
+    from typer.testing import CliRunner
+
+    from bayesbridge.cli import app
+
     out = tmp_path / "out"
+    run = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--seed", "4"], terminal_width=200)
+    assert run.exit_code == 0, run.output
+    twin = make_twin_experiment(years=DemoConfig(quick=True).years, seed=4)
     metrics = json.loads((out / "metrics.json").read_text())
     for stat in STATS:
         for src in ("truth", "operational", "bridged"):
@@ -111,7 +117,7 @@ def test_demo_writes_contract_outputs(tmp_path):
         assert metrics[f"twin.map_rmse.{stat}.operational"] > 0
     assert any(k.startswith("timing.") for k in metrics)
     # the truth statistics are those of the truth's own Nino 3 box
-    truth = regions.indices(io.open_operational(res.twin.truth, region=None).load())
+    truth = regions.indices(io.open_operational(twin.truth, region=None).load())
     from scipy import stats
 
     assert metrics["twin.nino3_skew.truth"] == pytest.approx(stats.skew(truth["nino3"].values))
