@@ -83,14 +83,18 @@ class Region:
         return self.lon_min > self.lon_max
 
     def contains_lon(self, lon: np.ndarray) -> np.ndarray:
-        """Boolean mask of longitudes (any convention) inside the box."""
+        """Boolean mask of longitudes ``lon`` (degrees east, any convention) inside the box.
+
+        Longitudes are mapped to [0, 360); boxes across the 0/360 meridian (``wraps``) are
+        handled. Returns a boolean array of the shape of ``lon``.
+        """
         lon360 = np.mod(np.asarray(lon, dtype=float), 360.0)
         if self.wraps:
             return (lon360 >= self.lon_min) | (lon360 <= self.lon_max)
         return (lon360 >= self.lon_min) & (lon360 <= self.lon_max)
 
     def contains_lat(self, lat: np.ndarray) -> np.ndarray:
-        """Boolean mask of latitudes inside the box."""
+        """Boolean mask, of the shape of ``lat``, of latitudes (degrees north) inside the box (edges included)."""
         lat = np.asarray(lat, dtype=float)
         return (lat >= self.lat_min) & (lat <= self.lat_max)
 
@@ -143,7 +147,18 @@ def get_region(region: str | Region | tuple[float, float, float, float]) -> Regi
 
 
 def grid_extent(obj: xr.DataArray | xr.Dataset) -> str:
-    """Human-readable extent of a grid, for error messages."""
+    """Human-readable extent of a grid, for error messages.
+
+    Parameters
+    ----------
+    obj : xarray.DataArray or xarray.Dataset
+        Data with ``lat`` and ``lon`` coordinates.
+
+    Returns
+    -------
+    str
+        E.g. ``"lat -10..10, lon 120..280 (11 x 81 points)"``.
+    """
     lat = np.asarray(obj["lat"].values, dtype=float)
     lon = np.asarray(obj["lon"].values, dtype=float)
     return (
@@ -188,6 +203,18 @@ def region_mask(obj: xr.DataArray | xr.Dataset, region: str | Region) -> xr.Data
     """Boolean ``(lat, lon)`` mask of the grid points inside ``region``.
 
     Raises :class:`~bayesbridge.errors.GridCoverageError` when the grid does not cover the box.
+
+    Parameters
+    ----------
+    obj : xarray.DataArray or xarray.Dataset
+        Data with ``lat`` and ``lon`` coordinates (degrees).
+    region : str or Region
+        A name from :data:`REGIONS` or a :class:`Region`.
+
+    Returns
+    -------
+    xarray.DataArray
+        Boolean mask on ``(lat, lon)``, named after the region.
     """
     reg = get_region(region)
     _check_coverage(obj, reg)
@@ -208,6 +235,27 @@ def box_weights(
     ``valid`` is a boolean ``(lat, lon)`` ocean mask; ``area`` a cell-area field (``areacello``),
     otherwise ``cos(lat)`` is used. The weights sum to one, so ``(weights * field).sum()`` is the
     box index; they are the rows of a linear observation operator.
+
+    Parameters
+    ----------
+    obj : xarray.DataArray or xarray.Dataset
+        Data giving the ``(lat, lon)`` grid.
+    region : str or Region
+        A name from :data:`REGIONS` or a :class:`Region`.
+    valid : xarray.DataArray, optional
+        Boolean ``(lat, lon)`` mask of valid (ocean) points.
+    area : xarray.DataArray, optional
+        Cell areas on ``(lat, lon)``; default ``cos(lat)``.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``<region>_weights`` on ``(lat, lon)``, summing to one.
+
+    Raises
+    ------
+    AllMissingError
+        If no valid point lies inside the box.
     """
     reg = get_region(region)
     inside = region_mask(obj, reg)
@@ -289,6 +337,23 @@ def indices(
     """Every standard index available from a Dataset of fields.
 
     SST boxes are averaged over ``tos``; ``h_w`` over ``zos`` when present (skipped otherwise).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Fields on ``(..., lat, lon)`` (e.g. ``tos``, ``zos`` anomalies on ``(time, lat, lon)``).
+    boxes : tuple of str
+        Boxes to compute (default :data:`STANDARD_BOXES`); a box whose variable is absent is
+        skipped.
+    area : xarray.DataArray, optional
+        Cell areas on ``(lat, lon)``; default ``cos(lat)``.
+    running_mean : int, optional
+        Centred running mean over this many time steps (see :func:`box_index`).
+
+    Returns
+    -------
+    xarray.Dataset
+        One variable per computed box, on the non-spatial dimensions of ``ds``.
     """
     out = {}
     for name in boxes:

@@ -18,7 +18,20 @@ _SOURCES = ("truth", "operational", "bridged")
 
 
 def save_figure(fig, path: Path) -> Path:
-    """Save atomically as PNG and close the figure."""
+    """Save atomically as PNG and close the figure.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        Figure created with pyplot (it is closed after saving); saved at 110 dpi, tight box.
+    path : pathlib.Path
+        Destination; parent folders are created.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     from bayesbridge.io import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,7 +42,21 @@ def save_figure(fig, path: Path) -> Path:
 
 
 def plot_statistic_maps(maps: dict[str, xr.Dataset], variable_label: str = "SST anomaly"):
-    """Std (degC) and skewness maps of truth, operational and bridged fields (2 x 3 panels)."""
+    """Std (degC) and skewness maps of truth, operational and bridged fields (2 x 3 panels).
+
+    Parameters
+    ----------
+    maps : dict of str to xarray.Dataset
+        Keys ``truth``, ``operational``, ``bridged``; each Dataset holds ``std`` and ``skew``
+        on ``(lat, lon)``. Colour limits are shared per row (99.5th percentile of the std,
+        symmetric 99th percentile of ``|skew|``).
+    variable_label : str
+        Name of the mapped quantity in the panel titles.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     fig, axes = plt.subplots(2, 3, figsize=(15, 6.2), sharex=True, sharey=True, constrained_layout=True)
     for row, (stat, cmap, label) in enumerate(
         (("std", "viridis", "standard deviation (degC)"), ("skew", "RdBu_r", "skewness"))
@@ -55,7 +82,24 @@ def plot_statistic_maps(maps: dict[str, xr.Dataset], variable_label: str = "SST 
 
 
 def plot_index_posterior(summary: xr.Dataset, truth: xr.DataArray, box: str = "nino34", last_months: int = 360):
-    """Posterior mean and 90 % band of an index against the truth (and observations if any)."""
+    """Posterior mean and 90 % band of an index against the truth (and observations if any).
+
+    Parameters
+    ----------
+    summary : xarray.Dataset
+        Posterior summary on ``time`` (monthly) with ``<box>_mean``, ``<box>_q05``,
+        ``<box>_q95`` and optionally ``<box>_obs``.
+    truth : xarray.DataArray
+        True index on the same ``time`` steps.
+    box : str
+        Index name (e.g. ``"nino34"``).
+    last_months : int
+        Number of final months drawn; the x axis is years since the start of the run.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     n = summary.sizes["time"]
     sl = slice(max(0, n - last_months), n)
     t = np.arange(n)[sl] / 12.0
@@ -75,7 +119,21 @@ def plot_index_posterior(summary: xr.Dataset, truth: xr.DataArray, box: str = "n
 
 
 def plot_index_pdfs(series: dict[str, np.ndarray], box: str = "nino3"):
-    """Kernel density of an index for several sources (truth, operational, bridged draws)."""
+    """Kernel density of an index for several sources (truth, operational, bridged draws).
+
+    Parameters
+    ----------
+    series : dict of str to ndarray
+        Values per source (any shape, flattened), e.g. ``{"truth": (time,), "bridged": (draw,
+        time)}``; ``truth``, ``operational`` and ``bridged`` get fixed colours.
+    box : str
+        Index name for the axis label and title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Densities on a logarithmic y axis (tails visible).
+    """
     import seaborn as sns
 
     fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
@@ -108,7 +166,37 @@ def write_report(
     posterior,
     explanation=None,
 ) -> dict[str, Path]:
-    """Write ``report.md`` and its figures into ``out``; returns the paths."""
+    """Write ``report.md`` and its figures into ``out``; returns the paths.
+
+    Parameters
+    ----------
+    out : pathlib.Path
+        Output folder; figures go to ``out / "figures"``.
+    config : dict
+        Run configuration, printed verbatim.
+    metrics : dict of str to float
+        ``metrics.json`` values; the ``twin.map_rmse.{std,skew}.{operational,bridged}`` and
+        ``twin.uq.*`` keys are tabulated.
+    timings : dict of str to float
+        Seconds per pipeline step.
+    maps : dict of str to xarray.Dataset
+        Statistic maps per source (see :func:`plot_statistic_maps`).
+    per_source : dict of str to dict of str to float
+        Index statistics per source (``truth``, ``operational``, ``bridged``), by statistic.
+    summary : xarray.Dataset
+        Posterior summary (see :func:`plot_index_posterior`).
+    truth_indices : xarray.Dataset
+        True ``nino34``, ``nino12`` and ``nino3`` series.
+    posterior : Posterior
+        Source of the Nino 3 draws of the PDF figure (up to 20).
+    explanation : optional
+        Object whose ``figures()`` returns ``{name: Figure}`` added to the report.
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        ``report`` and one ``fig_<name>`` entry per figure.
+    """
     from bayesbridge.io import atomic_path
 
     figs = out / "figures"

@@ -116,7 +116,18 @@ class SobolProblem:
 
     @classmethod
     def from_bounds(cls, bounds: Mapping[str, tuple[float, float]]) -> SobolProblem:
-        """Build from ``{"name": (lower, upper), ...}`` (insertion order is kept)."""
+        """Build from ``{"name": (lower, upper), ...}`` (insertion order is kept).
+
+        Parameters
+        ----------
+        bounds : mapping of str to (float, float)
+            Uniform range of each input, by name.
+
+        Returns
+        -------
+        SobolProblem
+            Validated like the constructor.
+        """
         if not isinstance(bounds, Mapping):
             raise InputTypeError("bounds must be a mapping of name to (lower, upper); received a "
                                  f"{type(bounds).__name__}.")
@@ -133,13 +144,38 @@ class SobolProblem:
                 "bounds": [list(b) for b in self.bounds]}
 
     def n_runs(self, n: int, calc_second_order: bool = False) -> int:
-        """Model runs of a Sobol analysis with base sample ``n``: ``n (D+2)`` or ``n (2D+2)``."""
+        """Model runs of a Sobol analysis with base sample ``n``: ``n (D+2)`` or ``n (2D+2)``.
+
+        Saltelli's scheme evaluates matrices A, B and ``D`` mixed matrices (``2D`` with
+        ``calc_second_order=True``), each of ``n`` rows.
+
+        Parameters
+        ----------
+        n : int
+            Base sample size.
+        calc_second_order : bool
+            Whether second-order indices are estimated.
+
+        Returns
+        -------
+        int
+        """
         return n * ((2 * self.num_vars + 2) if calc_second_order else (self.num_vars + 2))
 
 
 @dataclass(frozen=True)
 class SobolFiles:
-    """Paths written by :meth:`SobolResult.save`."""
+    """Paths written by :meth:`SobolResult.save`.
+
+    Attributes
+    ----------
+    netcdf : pathlib.Path
+        ``sobol_indices.nc``: indices, samples and model outputs.
+    csv : pathlib.Path
+        ``sobol_indices.csv``: the indices as a table.
+    figure : pathlib.Path
+        ``figures/sobol_indices.png``: bar chart of the indices.
+    """
 
     netcdf: Path
     csv: Path
@@ -188,6 +224,16 @@ class SobolResult:
 
         The netCDF file is written atomically (temporary file, then rename) and also holds the
         samples and model outputs (``sample_<name>``, ``output_<name>`` on ``sample``).
+
+        Parameters
+        ----------
+        out_dir : str or os.PathLike
+            Output folder (``figures/`` is created inside it).
+
+        Returns
+        -------
+        SobolFiles
+            The three paths written.
         """
         out = Path(out_dir)
         (out / "figures").mkdir(parents=True, exist_ok=True)
