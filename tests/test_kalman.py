@@ -153,3 +153,79 @@ def test_bad_input():
 
     with pytest.raises(InputTypeError, match="enkf"):
         assimilate(NotLinear(), y, "kalman")
+
+
+class _ParityTransition:
+    """Time-varying linear dynamics (A alternates with the step's parity) with an offset."""
+
+    def __init__(self, A_even, A_odd, b, L):
+        self.As, self.b, self.L = (A_even, A_odd), b, L
+        self.latent_dim = A_even.shape[0]
+
+    def mean(self, z, step=None):
+        return z @ self.As[(step or 0) % 2].mT + self.b
+
+    def noise_scale_tril(self, step=None):
+        return self.L
+
+
+def _joint_gaussian_oracle(As, b, Q, H, c, R, m0, P0, y):
+    """Brute force: z_1..z_T = G (z_0, w_1..w_T) + offsets and y = H z + c + v, conditioned as
+    one Gaussian (numpy and scipy only)."""
+    from scipy import stats as st
+
+    T, d = len(As), m0.size
+    mean = np.zeros(T * d)
+    G = np.zeros((T * d, (T + 1) * d))
+    mu = m0
+    for t in range(T):
+        mu = As[t] @ mu + b
+        mean[t * d:(t + 1) * d] = mu
+        for s in range(t + 2):  # source s = 0 is z_0, source s >= 1 is w_s
+            M = np.eye(d)
+            for k in range(s, t + 1):
+                M = As[k] @ M
+            G[t * d:(t + 1) * d, s * d:(s + 1) * d] = M
+    sources = np.zeros(((T + 1) * d, (T + 1) * d))
+    sources[:d, :d] = P0
+    for s in range(T):
+        sources[(s + 1) * d:(s + 2) * d, (s + 1) * d:(s + 2) * d] = Q[s]
+    cov = G @ sources @ G.T
+    Hb = np.kron(np.eye(T), H)
+    ym = Hb @ mean + np.tile(c, T)
+    Syy = Hb @ cov @ Hb.T + np.kron(np.eye(T), R)
+    post_mean = mean + (Hb @ cov).T @ np.linalg.solve(Syy, y.reshape(-1) - ym)
+    return post_mean.reshape(T, d), st.multivariate_normal(ym, Syy).logpdf(y.reshape(-1))
+
+
+def test_time_varying_affine_state_space_model_against_joint_gaussian():
+    """The exact engine accepts affine StateSpaceModels (seasonal LIM, EOF box operator)."""
+    from bayesbridge.model import StateSpaceModel
+
+    rng = np.random.default_rng(3)
+    d, m, T = 3, 2, 12
+    A_even = 0.8 * np.linalg.qr(rng.standard_normal((d, d)))[0]
+    A_odd = 0.6 * np.linalg.qr(rng.standard_normal((d, d)))[0]
+    b = rng.standard_normal(d) * 0.3
+    L = np.tril(rng.standard_normal((d, d))) * 0.3 + 0.5 * np.eye(d)
+    H = rng.standard_normal((m, d))
+    c = np.array([0.4, -0.2])
+    s = np.array([0.3, 0.5])
+    tr = _ParityTransition(*(torch.as_tensor(x) for x in (A_even, A_odd, b, L)))
+    Ht, ct = torch.as_tensor(H), torch.as_tensor(c)
+    model = StateSpaceModel(tr, lambda z: z @ Ht.mT + ct, s, initial_mean=np.zeros(d), initial_cov=np.eye(d))
+    y = rng.standard_normal((T, m))
+    res = assimilate(model, y, method="kalman")
+    As = [A_even if t % 2 == 0 else A_odd for t in range(T)]
+    Q = [L @ L.T] * T
+    smoothed, logev = _joint_gaussian_oracle(As, b, Q, H, c, np.diag(s**2), np.zeros(d), np.eye(d), y)
+    np.testing.assert_allclose(res.smoothed_mean.numpy(), smoothed, atol=1e-9)
+    assert float(res.log_evidence) == pytest.approx(logev, abs=1e-9)
+
+
+def test_nonlinear_state_space_model_is_refused():
+    from bayesbridge.model import LinearTransition, StateSpaceModel
+
+    model = StateSpaceModel(LinearTransition(np.eye(2) * 0.5, np.eye(2)), lambda z: torch.tanh(z), 0.3)
+    with pytest.raises(InputTypeError, match="linear-Gaussian"):
+        assimilate(model, np.zeros((5, 2)), method="kalman")

@@ -103,6 +103,29 @@ def _linear_parts(model) -> tuple[torch.Tensor, ...]:
     return tuple(torch.as_tensor(getattr(model, n), dtype=torch.float64) for n in names)
 
 
+def _affine_system(model, T: int) -> tuple[torch.Tensor, ...]:
+    """Per-step affine system ``A (T, d, d)``, ``b (T, d)``, ``Q (T, d, d)``, ``H``, ``c``, ``R``, ``m0``, ``P0``.
+
+    ``z_t = A_t z_{t-1} + b_t + w_t``, ``w_t ~ N(0, Q_t)``, ``y_t = H z_t + c + v_t``. A
+    :class:`~bayesbridge.model.LinearGaussianModel` is time-invariant with ``b = c = 0``; a
+    :class:`~bayesbridge.model.StateSpaceModel` whose transition and observation operator are
+    affine (a linear inverse model, seasonal or not, and an EOF decoder with box averages) is
+    linearised exactly by its ``affine_structure``.
+    """
+    if all(hasattr(model, n) for n in ("A", "Q", "H", "R", "m0", "P0")):
+        A, Q, H, R, m0, P0 = _linear_parts(model)
+        d, m = A.shape[0], H.shape[0]
+        return (A.expand(T, d, d), torch.zeros(T, d, dtype=torch.float64), Q.expand(T, d, d), H,
+                torch.zeros(m, dtype=torch.float64), R, m0, P0)
+    structure = model.affine_structure(T) if hasattr(model, "affine_structure") else None
+    if structure is None:
+        _linear_parts(model)  # raises the explanatory error
+    Q = torch.stack([torch.as_tensor(model.transition_cov(t), dtype=torch.float64) for t in range(T)])
+    m0, P0 = (torch.as_tensor(x, dtype=torch.float64) for x in model.initial())
+    R = torch.as_tensor(model.obs_cov(), dtype=torch.float64)
+    return structure.A, structure.b, Q, structure.H, structure.c, R, m0, P0
+
+
 def masked_obs_system(
     y_t: torch.Tensor, H: torch.Tensor, R: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -196,9 +219,10 @@ def run(
 
     Parameters
     ----------
-    model : LinearGaussianModel
-        Needs attributes ``A (d, d)``, ``Q (d, d)``, ``H (m, d)``, ``R (m, m)``, ``m0 (d,)``,
-        ``P0 (d, d)``.
+    model : LinearGaussianModel or affine StateSpaceModel
+        Either attributes ``A (d, d)``, ``Q (d, d)``, ``H (m, d)``, ``R (m, m)``, ``m0 (d,)``,
+        ``P0 (d, d)``, or an ``affine_structure(T)`` (time-varying ``A_t``, offsets ``b_t``,
+        ``c``), see :func:`_affine_system`.
     y : Tensor (*batch, T, m)
         Validated observations (float64, NaN = missing).
     config : KalmanConfig
@@ -217,10 +241,10 @@ def run(
         ``smoothed_mean``/``smoothed_cov`` when ``config.smooth``, ``smoothed_ensemble
         (*batch, T, draw, d)`` when ``config.draws > 0``, ``log_evidence (*batch,)``.
     """
-    A, Q, H, R, m0, P0 = _linear_parts(model)
     batch = y.shape[:-2]
     T, m = y.shape[-2], y.shape[-1]
-    d = A.shape[0]
+    A_seq, b_seq, Q_seq, H, c, R, m0, P0 = _affine_system(model, T)
+    d = A_seq.shape[-1]
     eye = torch.eye(d, dtype=torch.float64)
     mean = m0.expand(*batch, d)
     cov = P0.expand(*batch, d, d)
@@ -233,9 +257,10 @@ def run(
     if full_obs:
         H_eff, R_eff = H, R
     for t in range(T):
-        mp = mean @ A.mT
-        Pp = A @ cov @ A.mT + Q
-        y_t = y[..., t, :]
+        A = A_seq[t]
+        mp = mean @ A.mT + b_seq[t]
+        Pp = A @ cov @ A.mT + Q_seq[t]
+        y_t = y[..., t, :] - c
         if full_obs:
             mask, y0 = None, y_t
         else:
@@ -269,8 +294,8 @@ def run(
     if config.smooth or config.draws > 0:
         gains = torch.empty(*batch, max(T - 1, 0), d, d, dtype=torch.float64)
         for t in range(T - 1):
-            # G_t = P_t A^T (P_{t+1}^-)^{-1}  (P^- symmetric)
-            gains[..., t, :, :] = _spd_solve(Pp_all[..., t + 1, :, :], A @ Pf_all[..., t, :, :]).mT
+            # G_t = P_t A_{t+1}^T (P_{t+1}^-)^{-1}  (P^- symmetric)
+            gains[..., t, :, :] = _spd_solve(Pp_all[..., t + 1, :, :], A_seq[t + 1] @ Pf_all[..., t, :, :]).mT
     if config.smooth:
         ms_all = torch.empty_like(mf_all)
         Ps_all = torch.empty_like(Pf_all)
