@@ -16,8 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from bayesbridge import __version__
+from bayesbridge.bench.commands import bench
 from bayesbridge.errors import BayesBridgeError
 from bayesbridge.idealized.commands import app as idealized_app
+from bayesbridge.sensitivity_commands import sensitivity
 
 __all__ = ["app", "main"]
 
@@ -186,6 +188,8 @@ def assimilate_command(
     console.print(f"wrote {out}/posterior.nc, inference_data.nc, validation.csv")
 
 
+app.command(name="bench")(bench)
+app.command(name="sensitivity")(sensitivity)
 app.add_typer(idealized_app, name="idealized", help="Simulate and calibrate the idealized ENSO model.")
 
 
