@@ -47,7 +47,20 @@ class PeakRSS:
 
 @dataclass(frozen=True)
 class Timing:
-    """Median wall time over ``repeats`` calls and the peak RSS growth of the first call."""
+    """Median wall time over ``repeats`` calls and the peak RSS growth of the first call.
+
+    Built by :func:`measure`.
+
+    Parameters
+    ----------
+    median_s : float
+        Median wall-clock time of the timed calls, in seconds.
+    times_s : tuple of float
+        Wall-clock time of each timed call, in seconds, in call order (length ``repeats``).
+    peak_mb : float
+        Peak growth of the resident set size during the first timed call, in MiB (see
+        :class:`PeakRSS`).
+    """
 
     median_s: float
     times_s: tuple[float, ...]
@@ -79,6 +92,25 @@ class BenchRow:
     """One benchmark row: bayesbridge against one peer on the same problem.
 
     ``ratio = peer.median_s / ours.median_s`` (larger is better for bayesbridge).
+
+    Parameters
+    ----------
+    name : str
+        Name of the benchmark row.
+    problem : str
+        Description of the problem both implementations solve (sizes, settings).
+    ours : Timing
+        Timing of the bayesbridge implementation.
+    peer_name : str
+        Name of the peer implementation (library or reference code).
+    peer : Timing or None
+        Timing of the peer; None when the peer could not be run (e.g. not installed).
+    key : str, optional
+        JSON key of this row under ``ratios.`` (DESIGN section 3), when the row has one.
+    note : str
+        Free-text remark (e.g. why the peer is missing); empty by default.
+    extra : dict of str to float
+        Additional named figures of the row (e.g. ``member_years_per_s``); empty by default.
     """
 
     name: str
@@ -92,6 +124,7 @@ class BenchRow:
 
     @property
     def ratio(self) -> float | None:
+        """Speed-up ``peer.median_s / ours.median_s`` (float), or None when ``peer`` is None."""
         if self.peer is None:
             return None
         return self.peer.median_s / self.ours.median_s

@@ -182,7 +182,22 @@ class EOFCodec(CodecBase):
             )
 
     def fit(self, fields: xr.Dataset | xr.DataArray, mask: xr.DataArray | None = None) -> EOFCodec:
-        """Fit on anomaly fields ``(time, lat, lon)``; streams lazy data per ``method`` (see above)."""
+        """Fit on anomaly fields ``(time, lat, lon)``; streams lazy data per ``method`` (see above).
+
+        Parameters
+        ----------
+        fields : xarray.Dataset or xarray.DataArray
+            Anomaly fields ``(time, lat, lon)`` (one or more variables, NaN over land); a
+            DataArray must be named. Dask-backed fields may be streamed block by block.
+        mask : xarray.DataArray, optional
+            Boolean ``(lat, lon)`` ocean mask applied to every variable on top of the NaN mask;
+            points outside it are excluded.
+
+        Returns
+        -------
+        EOFCodec
+            ``self``, fitted.
+        """
         ds = as_dataset(fields)
         if not self._streams(ds):
             return super().fit(ds, mask=mask)

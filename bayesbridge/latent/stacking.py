@@ -214,6 +214,22 @@ class FieldStacker:
         merged block by block (Chan, Golub & LeVeque 1983, *Am. Stat.* 37, 242), so the result
         equals :meth:`fit` up to rounding while only one block (:func:`iter_time_blocks`) is in
         memory.
+
+        Parameters
+        ----------
+        fields : xarray.Dataset or xarray.DataArray
+            Anomaly fields ``(time, lat, lon)``, NaN over land; typically dask-backed.
+        variables : sequence of str, optional
+            Variables to use (default: every data variable).
+        mask : xarray.DataArray, optional
+            Boolean ``(lat, lon)`` ocean mask applied to every variable on top of the NaN mask.
+        block_steps : int, optional
+            Time steps per block (default: :data:`BLOCK_MB` MiB of float64 values per block).
+
+        Returns
+        -------
+        FieldStacker
+            The fitted stacker (float64 ``mean`` and ``scale``, ``(n_points,)``).
         """
         ds = as_dataset(fields)
         names, lat, lon = _names_and_grid(ds, variables)
@@ -291,7 +307,16 @@ class FieldStacker:
 
     # ------------------------------------------------------------------ transforms
     def check_grid(self, ds: xr.Dataset, argument: str = "fields") -> None:
-        """Raise :class:`ShapeMismatchError` unless ``ds`` is on the fitted grid."""
+        """Raise :class:`ShapeMismatchError` unless ``ds`` is on the fitted grid.
+
+        Parameters
+        ----------
+        ds : xarray.Dataset
+            Fields ``(time, lat, lon)``; the grid of the first fitted variable is compared with
+            the fitted ``lat`` and ``lon`` (tolerance 1e-6 degrees).
+        argument : str
+            Name of the argument reported in error messages (default ``"fields"``).
+        """
         da = _field_array(ds, self.variables[0], argument)
         lat = np.asarray(da["lat"].values, dtype=float)
         lon = np.asarray(da["lon"].values, dtype=float)
@@ -306,7 +331,27 @@ class FieldStacker:
             )
 
     def stack(self, fields: xr.Dataset | xr.DataArray, argument: str = "fields") -> np.ndarray:
-        """Physical values of the ocean points, ``(time, n_points)`` float64."""
+        """Physical values of the ocean points, ``(time, n_points)`` float64.
+
+        Parameters
+        ----------
+        fields : xarray.Dataset or xarray.DataArray
+            Anomaly fields ``(time, lat, lon)`` holding (at least) the fitted variables on the
+            fitted grid; a DataArray must be named.
+        argument : str
+            Name of the argument reported in error messages (default ``"fields"``).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(time, n_points)`` float64 values of the masked points, variables side by side in
+            stacking order (not normalised).
+
+        Raises
+        ------
+        InputValueError
+            When a stacked ocean point is NaN or infinite at some time step.
+        """
         ds = as_dataset(fields, argument)
         self.check_grid(ds, argument)
         blocks = []
@@ -318,7 +363,21 @@ class FieldStacker:
         return np.concatenate(blocks, axis=1)
 
     def transform(self, fields: xr.Dataset | xr.DataArray, argument: str = "fields") -> np.ndarray:
-        """Normalised, weighted stacked fields ``(time, n_points)``."""
+        """Normalised, weighted stacked fields ``(time, n_points)``.
+
+        Parameters
+        ----------
+        fields : xarray.Dataset or xarray.DataArray
+            Anomaly fields ``(time, lat, lon)`` holding (at least) the fitted variables on the
+            fitted grid; a DataArray must be named.
+        argument : str
+            Name of the argument reported in error messages (default ``"fields"``).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(time, n_points)`` float64, ``(stack(fields) - mean) / scale``.
+        """
         return (self.stack(fields, argument) - self.mean) / self.scale
 
     def unstack(
@@ -331,6 +390,23 @@ class FieldStacker:
         """Physical stacked values ``(..., n_points)`` to a Dataset of ``(..., lat, lon)`` fields.
 
         ``dims`` names the leading dimensions of ``values``; land points are NaN.
+
+        Parameters
+        ----------
+        values : array_like
+            Stacked physical values ``(..., n_points)``.
+        dims : tuple of str
+            Names of the leading dimensions ``...`` of ``values`` (one per leading axis).
+        coords : dict, optional
+            Coordinates to assign to the result (e.g. ``{"time": ...}`` for the leading dims).
+        dtype : numpy dtype
+            Dtype of the output fields (default ``numpy.float32``).
+
+        Returns
+        -------
+        xarray.Dataset
+            One variable per fitted variable on ``(..., lat, lon)``, with its ``units``
+            attribute and CF attributes on ``lat`` and ``lon``.
         """
         values = np.asarray(values)
         lead = values.shape[:-1]
@@ -384,7 +460,19 @@ class FieldStacker:
 
     @classmethod
     def from_metadata(cls, meta: dict) -> FieldStacker:
-        """Inverse of :meth:`to_metadata`."""
+        """Inverse of :meth:`to_metadata`.
+
+        Parameters
+        ----------
+        meta : dict
+            Mapping as written by :meth:`to_metadata` (keys ``variables``, ``lat``, ``lon``,
+            ``mask``, ``mean``, ``scale`` and optionally ``units``).
+
+        Returns
+        -------
+        FieldStacker
+            The stacker, with float64 arrays and boolean masks.
+        """
         return cls(
             tuple(meta["variables"]),
             np.asarray(meta["lat"], dtype=float),
@@ -396,7 +484,23 @@ class FieldStacker:
         )
 
     def check_compatible(self, fields: xr.Dataset | xr.DataArray, argument: str = "fields") -> None:
-        """Raise a clear error unless ``fields`` has this stacker's variables, grid and ocean mask."""
+        """Raise a clear error unless ``fields`` has this stacker's variables, grid and ocean mask.
+
+        Parameters
+        ----------
+        fields : xarray.Dataset or xarray.DataArray
+            Fields ``(time, lat, lon)`` to check; the ocean mask is where a variable is finite
+            at some time step.
+        argument : str
+            Name of the argument reported in error messages (default ``"fields"``).
+
+        Raises
+        ------
+        VariableNotFoundError
+            When a fitted variable is missing.
+        ShapeMismatchError
+            When the grid or a variable's ocean mask differs from the fitted one.
+        """
         ds = as_dataset(fields, argument)
         absent = [v for v in self.variables if v not in ds]
         if absent:
