@@ -365,13 +365,8 @@ class FieldStacker:
     def transform(self, fields: xr.Dataset | xr.DataArray, argument: str = "fields") -> np.ndarray:
         """Normalised, weighted stacked fields ``(time, n_points)``.
 
-        Parameters
-        ----------
-        fields : xarray.Dataset or xarray.DataArray
-            Anomaly fields ``(time, lat, lon)`` holding (at least) the fitted variables on the
-            fitted grid; a DataArray must be named.
-        argument : str
-            Name of the argument reported in error messages (default ``"fields"``).
+        ``fields`` and ``argument`` are as in :meth:`stack` (fields ``(time, lat, lon)`` on the
+        fitted grid; ``argument`` is the name used in error messages).
 
         Returns
         -------
