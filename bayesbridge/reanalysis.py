@@ -132,17 +132,7 @@ def reconstruct(
     config : BridgeConfig, optional
         Default: EOF codec, seasonal linear dynamics, ensemble Kalman smoother.
     """
-    unknown = [v for v in variables if v not in OBSERVABLES]
-    if unknown:
-        raise VariableNotFoundError(
-            f"vars: {unknown} are not assimilable indices; known indices are {', '.join(OBSERVABLES)}."
-        )
-    absent = [v for v in variables if v not in observations.data_vars]
-    if absent:
-        raise VariableNotFoundError(
-            f"vars: {absent} not in the observation file, which has {', '.join(map(str, observations.data_vars))}."
-        )
-    obs = observations_from(observations, list(variables))
+    obs = observations_from(observations, list(variables))  # validates names, time axis
     operational = default_operational() if operational is None else operational
     for name in variables:
         needed = get_region(name).variable
