@@ -29,6 +29,7 @@ _SUBMODULES = (
     "infer",
     "posterior",
     "bridge",
+    "reanalysis",
     "diagnostics",
     "parallel",
     "sensitivity",

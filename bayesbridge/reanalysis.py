@@ -29,8 +29,17 @@ __all__ = ["read_observations", "reconstruct", "Reconstruction", "default_operat
 def read_observations(path: str | os.PathLike, *, start: str | None = None, end: str | None = None) -> xr.Dataset:
     """Index observations from a CSV (``time`` column: ``YYYY-MM`` or dates) or a netCDF file.
 
-    Returns a Dataset on ``time`` (monthly, cftime) with every column/variable of the file;
-    ``start``/``end`` (``YYYY-MM``) select a period.
+    Parameters
+    ----------
+    path : path
+        ``.csv``/``.txt`` (one column per index plus ``time``) or netCDF (variables on ``time``).
+    start, end : str, optional
+        First and last month to keep (``YYYY-MM``).
+
+    Returns
+    -------
+    xarray.Dataset
+        Every column/variable of the file on ``time`` (cftime; CSV months are stamped on day 1).
     """
     path = Path(path)
     if not path.exists():
@@ -64,7 +73,18 @@ def read_observations(path: str | os.PathLike, *, start: str | None = None, end:
 
 
 def default_operational(years: int = 200, seed: int = 0) -> xr.Dataset:
-    """The bundled synthetic operational model (twin experiment, DESIGN section 6), as anomalies."""
+    """The bundled synthetic operational model (twin experiment, DESIGN section 6), as anomalies.
+
+    Parameters
+    ----------
+    years, seed : int
+        Length and seed of the twin experiment it is taken from (cached after the first call).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``tos`` and ``zos`` anomalies on ``(time, lat, lon)`` (see :func:`bayesbridge.io.open_operational`).
+    """
     from bayesbridge.datasets import make_twin_experiment
     from bayesbridge.io import open_operational
 
@@ -131,6 +151,12 @@ def reconstruct(
         default :func:`default_operational`.
     config : BridgeConfig, optional
         Default: EOF codec, seasonal linear dynamics, ensemble Kalman smoother.
+    seed : int
+        Seed of codec fitting, the engine and the representation noise.
+
+    Returns
+    -------
+    Reconstruction
     """
     obs = observations_from(observations, list(variables))  # validates names, time axis
     operational = default_operational() if operational is None else operational

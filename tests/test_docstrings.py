@@ -53,6 +53,7 @@ MODULES = (
     "bayesbridge.posterior",
     "bayesbridge.posterior_plots",
     "bayesbridge.bridge",
+    "bayesbridge.reanalysis",
     "bayesbridge.diagnostics",
     "bayesbridge.diagnostics.enso",
     "bayesbridge.diagnostics.uq",
