@@ -454,17 +454,16 @@ def recentre(da: xr.DataArray | xr.Dataset, start: str, end: str) -> xr.DataArra
         Same type, dims and coordinates as ``da``, each calendar month's base-period mean
         removed.
     """
+    from bayesbridge.io import anomalies
+
     if not isinstance(da, xr.DataArray | xr.Dataset) or "time" not in da.dims:
         raise InputTypeError("da: expected an xarray DataArray/Dataset with a 'time' dimension.")
-    base = da.sel(time=slice(start, end))
-    if base.sizes.get("time", 0) == 0:
+    if da.sel(time=slice(start, end)).sizes.get("time", 0) == 0:
         raise InputValueError(
             f"start, end: the base period {start}..{end} contains no time step of the record "
             f"({da['time'].values[0]} .. {da['time'].values[-1]})."
         )
-    clim = base.groupby("time.month").mean("time")
-    out = da.groupby("time.month") - clim
-    return out.drop_vars("month", errors="ignore")
+    return anomalies(da, climatology=(start, end))
 
 
 # --------------------------------------------------------------------- equatorial structure
