@@ -4,9 +4,6 @@
   2,400 cycles; 300 in quick mode): our stochastic EnKF (perturbed observations) and ETKF against
   DAPPER's ``EnKF('PertObs')`` and ``EnKF('Sqrt')``, and filterpy's ``EnsembleKalmanFilter``.
   The keyed row compares like with like: DAPPER's PertObs EnKF against ours, per cycle.
-* ``gaussianhmm_vs_loop_kalman`` -- exact smoothing at 2,000 steps, latent 20: Pyro's
-  ``GaussianHMM`` parallel-scan algorithms (:func:`bayesbridge.infer.kalman.parallel_smoothed_mean`)
-  against filterpy's sequential ``KalmanFilter.batch_filter`` + ``rts_smoother`` loop.
 * ``batched_vs_sequential`` -- 64 independent runs of the ETKF (latent 32, 100 members) in one
   batched call against 64 calls one after another.
 
@@ -149,38 +146,6 @@ def _enkf_rows(quick: bool) -> list[BenchRow]:
     return rows
 
 
-def _kalman_row(quick: bool) -> BenchRow:
-    from bayesbridge.infer import assimilate
-    from bayesbridge.infer.kalman import parallel_smoothed_mean
-
-    d, m = 20, 3
-    T = 500 if quick else 2000
-    repeats = 1 if quick else 3
-    model, _, y = linear_problem(d, m, T, seed=2)
-    problem = f"exact smoother, linear latent {d}, {m} observables, {T} steps"
-    ours = measure(lambda: parallel_smoothed_mean(model, y), repeats=repeats)
-    loop = measure(lambda: assimilate(model, y, "kalman"), repeats=repeats)
-    extra = {"bayesbridge_torch_loop_s": loop.median_s}
-    try:
-        from filterpy.kalman import KalmanFilter
-    except ImportError as exc:
-        return BenchRow("GaussianHMM parallel smoother", problem, ours, "filterpy KalmanFilter loop", None,
-                        key="gaussianhmm_vs_loop_kalman", note=f"filterpy not installed ({exc})", extra=extra)
-    A, Q, H, R = (np.asarray(getattr(model, k)) for k in "AQHR")
-    yn = y.numpy()
-
-    def filterpy_run():
-        kf = KalmanFilter(dim_x=d, dim_z=m)
-        kf.F, kf.Q, kf.H, kf.R = A, Q, H, R
-        kf.x, kf.P = np.zeros(d), np.eye(d)
-        mu, cov, _, _ = kf.batch_filter(yn)
-        return kf.rts_smoother(mu, cov)
-
-    peer = measure(filterpy_run, repeats=repeats)
-    return BenchRow("GaussianHMM parallel smoother", problem, ours, "filterpy KalmanFilter batch_filter + rts_smoother",
-                    peer, key="gaussianhmm_vs_loop_kalman", extra=extra)
-
-
 def _batched_row(quick: bool) -> BenchRow:
     from bayesbridge.infer import assimilate
 
@@ -203,4 +168,4 @@ def _batched_row(quick: bool) -> BenchRow:
 def run(quick: bool) -> list[BenchRow]:
     """All rows of this module (see the module docstring); ``quick`` shortens every problem."""
     with _single_thread():
-        return [*_enkf_rows(quick), _kalman_row(quick), _batched_row(quick)]
+        return [*_enkf_rows(quick), _batched_row(quick)]

@@ -1,6 +1,6 @@
 """The whole benchmark suite: every row module, one report, a table and the JSON of DESIGN section 3.
 
-:func:`run_all` runs the row modules (:data:`MODULES`: ``enkf``, ``particle``, ``idealized``,
+:func:`run_all` runs the row modules (:data:`MODULES`: ``enkf``, ``kalman``, ``particle``, ``idealized``,
 ``latent``, ``memory``) in this process, one after another, and returns a :class:`BenchReport`.
 ``BenchReport.to_json()`` holds at least
 
@@ -34,12 +34,12 @@ from bayesbridge.errors import InputValueError
 
 __all__ = ["run_all", "BenchReport", "MODULES", "RATIO_KEYS", "TARGETS", "print_report"]
 
-MODULES: tuple[str, ...] = ("enkf", "particle", "idealized", "latent", "memory")
+MODULES: tuple[str, ...] = ("enkf", "kalman", "particle", "idealized", "latent", "memory")
 """Row modules ``bayesbridge.bench.<name>``, in running order."""
 
 RATIO_KEYS: dict[str, str] = {
     "enkf_vs_dapper": "enkf",
-    "gaussianhmm_vs_loop_kalman": "enkf",
+    "gaussianhmm_vs_loop_kalman": "kalman",
     "batched_vs_sequential": "enkf",
     "pf_vs_smcfilter": "particle",
     "idealized_vs_numpy": "idealized",
