@@ -287,13 +287,13 @@ class BoxObservation:
     Notes
     -----
     Row ``k`` of ``weights`` ``(m, n_points)`` holds ``cos(lat_j) / sum_{j in B_k} cos(lat_j)`` for
-    the points ``j`` of box ``B_k`` (the weights of :func:`bayesbridge.regions.box_weights`
-    restricted to the codec's ocean points), so ``h`` is the area-weighted box mean of the
-    decoded field. It is applied member by member, without linearisation.
+    the points ``j`` of box ``B_k`` (:func:`bayesbridge.regions.point_box_weights` on the codec's
+    points), so ``h`` is the area-weighted box mean of the decoded field. It is applied member by member, without linearisation.
     """
 
     def __init__(self, codec, boxes=("nino3", "nino4"), *, variables: dict[str, str] | None = None) -> None:
-        from bayesbridge.regions import get_region
+        from bayesbridge.errors import AllMissingError, GridCoverageError, VariableNotFoundError
+        from bayesbridge.regions import get_region, point_box_weights
 
         points = getattr(codec, "points", None)
         if points is None or getattr(points, "nlevels", 0) != 3:
@@ -301,24 +301,17 @@ class BoxObservation:
                 "codec: expected a fitted Codec whose `points` is a MultiIndex (variable, lat, lon); "
                 f"got {type(codec).__name__} with points={type(points).__name__}. Call codec.fit(ds) first."
             )
-        var = np.asarray(points.get_level_values(0)).astype(str)
-        lat = np.asarray(points.get_level_values(1), dtype=float)
-        lon = np.asarray(points.get_level_values(2), dtype=float)
         rows, names = [], []
         for box in boxes:
             reg = get_region(box)
             name = (variables or {}).get(reg.name, reg.variable)
-            inside = (var == name) & reg.contains_lat(lat) & reg.contains_lon(lon)
-            if not inside.any():
-                from bayesbridge.errors import AllMissingError
-
+            try:
+                rows.append(point_box_weights(points, reg, name))
+            except (AllMissingError, GridCoverageError, VariableNotFoundError) as exc:
                 raise AllMissingError(
-                    f"boxes: no codec point of variable {name!r} lies inside box {reg.name!r}; the codec "
-                    f"has variables {sorted(set(var))}. Choose boxes inside the codec's domain or pass "
-                    f"variables={{'{reg.name}': '<variable>'}}."
-                )
-            w = np.where(inside, np.cos(np.deg2rad(lat)), 0.0)
-            rows.append(w / w.sum())
+                    f"boxes: no codec point of variable {name!r} lies inside box {reg.name!r} ({exc}). "
+                    f"Choose boxes inside the codec's domain or pass variables={{'{reg.name}': '<variable>'}}."
+                ) from exc
             names.append(reg.name)
         self.codec = codec
         self.names = tuple(names)

@@ -15,7 +15,7 @@ representation-error standard deviation (the VAE residual, or a given array; zer
 requested). The block is reduced to the field summaries (mean, standard deviation with
 ``ddof = 1``, 5/50/95 % quantiles identical to :func:`torch.quantile`) and to the exact box indices of
 every draw, :math:`I_b^{(i)}(t) = \\sum_j W_{bj} x^{(i)}_{j,t}` with the normalised area weights
-``W`` of :func:`bayesbridge.regions.box_weights`, and discarded. Peak memory is therefore one
+``W`` of :func:`bayesbridge.regions.point_box_weights`, and discarded. Peak memory is therefore one
 block (``chunk_mb``) plus the outputs ``(time, lat, lon)``, independent of the number of draws;
 the full ``(draw, time, lat, lon)`` array is built only by :meth:`Posterior.sample_fields`, for
 the subset asked for.
@@ -59,7 +59,7 @@ from bayesbridge.errors import (
     VariableNotFoundError,
 )
 from bayesbridge.infer.result import AssimilationResult
-from bayesbridge.regions import REGIONS, STANDARD_BOXES, box_weights, get_region
+from bayesbridge.regions import REGIONS, STANDARD_BOXES, get_region, point_box_weights
 
 __all__ = ["Posterior", "Source", "QUANTILES", "FIELD_STATS", "DEFAULT_UNITS", "quantile_lastdim"]
 
@@ -333,6 +333,7 @@ class Posterior:
                 f"{self.lat.max():g} ({self.lat.size}) x lon {self.lon.min():g}..{self.lon.max():g} "
                 f"({self.lon.size}); pass the grid the codec was fitted on."
             )
+        self.points = points
         self.n_points = len(points)
         # per variable: slice positions in the point vector and (i, j) grid indices
         self._var_points = {v: np.flatnonzero(var == v) for v in self.variables}
@@ -340,15 +341,6 @@ class Posterior:
         codec_units = dict(getattr(stacker, "units", None) or {}) if stacker is not None else {}
         self.units = {v: (units or {}).get(v) or codec_units.get(v) or DEFAULT_UNITS.get(v, "1")
                       for v in self.variables}
-
-    def _grid_template(self) -> xr.DataArray:
-        return xr.DataArray(np.zeros((self.lat.size, self.lon.size)), dims=("lat", "lon"),
-                            coords={"lat": self.lat, "lon": self.lon})
-
-    def _valid(self, variable: str) -> xr.DataArray:
-        mask = np.zeros((self.lat.size, self.lon.size), bool)
-        mask[self._var_ij[variable]] = True
-        return xr.DataArray(mask, dims=("lat", "lon"), coords={"lat": self.lat, "lon": self.lon})
 
     def _representation_bank(self, residuals) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if residuals is None:
@@ -443,7 +435,6 @@ class Posterior:
     def _setup_boxes(self, boxes, area) -> None:
         strict = boxes is not None
         names = tuple(boxes) if boxes is not None else STANDARD_BOXES
-        template = self._grid_template()
         columns, kept = [], []
         for name in names:
             region = get_region(name)
@@ -455,13 +446,11 @@ class Posterior:
                     )
                 continue
             try:
-                w = box_weights(template, region, valid=self._valid(region.variable), area=area)
+                col = point_box_weights(self.points, region, lat=self.lat, lon=self.lon, area=area)
             except (GridCoverageError, AllMissingError):
                 if strict:
                     raise
                 continue
-            col = np.zeros(self.n_points)
-            col[self._var_points[region.variable]] = w.values[self._var_ij[region.variable]]
             columns.append(col)
             kept.append(region.name)
         self.boxes = tuple(kept)

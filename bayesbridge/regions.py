@@ -22,7 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from bayesbridge.errors import AllMissingError, GridCoverageError, InputTypeError, RegionError
+from bayesbridge.errors import (
+    AllMissingError,
+    GridCoverageError,
+    InputTypeError,
+    RegionError,
+    VariableNotFoundError,
+)
 
 __all__ = [
     "Region",
@@ -31,6 +37,7 @@ __all__ = [
     "get_region",
     "region_mask",
     "box_weights",
+    "point_box_weights",
     "box_index",
     "indices",
     "grid_extent",
@@ -271,6 +278,68 @@ def box_weights(
             f"with extent {grid_extent(obj)}; check the land mask or choose another region."
         )
     return (weights / total).transpose("lat", "lon").rename(f"{reg.name}_weights")
+
+
+def point_box_weights(
+    points,
+    region: str | Region,
+    variable: str | None = None,
+    *,
+    lat: np.ndarray | None = None,
+    lon: np.ndarray | None = None,
+    area: xr.DataArray | None = None,
+) -> np.ndarray:
+    """Row ``(n_points,)`` of a box-average operator over stacked grid points.
+
+    ``x @ row`` is the area-weighted mean over ``region`` of ``variable`` for a stacked field
+    ``x`` ``(..., n_points)`` (a codec's point vector). The weights are those of
+    :func:`box_weights` on the grid spanned by the points, with the points of ``variable``
+    as the valid mask, so every box average in bayesbridge (observation operators, codec
+    reports, posterior series) uses one definition.
+
+    Parameters
+    ----------
+    points : pandas.MultiIndex
+        Levels ``(variable, lat, lon)``, one entry per stacked value.
+    region : str or Region
+        A name from :data:`REGIONS` or a :class:`Region`.
+    variable : str, optional
+        Variable averaged (default: the region's own, ``tos`` for Nino boxes, ``zos`` for ``h_w``).
+    lat, lon : numpy.ndarray, optional
+        The full grid (default: the distinct coordinates of ``points``).
+    area : xarray.DataArray, optional
+        Cell areas on ``(lat, lon)`` (default ``cos(lat)``).
+
+    Raises
+    ------
+    VariableNotFoundError
+        If no point holds ``variable``.
+    GridCoverageError, AllMissingError
+        As :func:`box_weights`.
+    """
+    reg = get_region(region)
+    name = variable or reg.variable
+    var = np.asarray(points.get_level_values(0)).astype(str)
+    sel = np.flatnonzero(var == name)
+    if sel.size == 0:
+        raise VariableNotFoundError(
+            f"variable: box {reg.name!r} averages {name!r}, but the points hold "
+            f"{', '.join(dict.fromkeys(var.tolist()))}; pass variable= explicitly."
+        )
+    plat = np.asarray(points.get_level_values(1), dtype=float)[sel]
+    plon = np.asarray(points.get_level_values(2), dtype=float)[sel]
+    lat = np.unique(plat) if lat is None else np.asarray(lat, dtype=float)
+    lon = np.unique(plon) if lon is None else np.asarray(lon, dtype=float)
+    ii = np.abs(plat[:, None] - lat[None, :]).argmin(axis=1)
+    jj = np.abs(plon[:, None] - lon[None, :]).argmin(axis=1)
+    valid = np.zeros((lat.size, lon.size), dtype=bool)
+    valid[ii, jj] = True
+    coords = {"lat": lat, "lon": lon}
+    grid = xr.DataArray(np.zeros(valid.shape), dims=("lat", "lon"), coords=coords)
+    w = box_weights(grid, reg, valid=xr.DataArray(valid, dims=("lat", "lon"), coords=coords), area=area).values
+    row = np.zeros(len(points))
+    row[sel] = w[ii, jj]
+    return row
 
 
 def box_index(

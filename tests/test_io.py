@@ -236,3 +236,27 @@ def test_region_validation_and_weights(cmip):
     # the weights reproduce box_index on any field
     field = raw["zos"].isel(time=3)
     np.testing.assert_allclose(float((w * field.fillna(0)).sum()), float(regions.box_index(field, "nino3")), rtol=1e-5)
+
+
+def test_point_box_weights_equal_grid_box_index():
+    """Box means over stacked points equal box_index on the gridded field (masked points, areas)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(4)
+    lat, lon = np.arange(-10.0, 10.1, 2.0), np.arange(120.0, 281.0, 4.0)
+    ocean = rng.random((lat.size, lon.size)) > 0.2
+    area = xr.DataArray(rng.uniform(0.5, 1.5, ocean.shape), dims=("lat", "lon"), coords={"lat": lat, "lon": lon})
+    fields = {v: xr.DataArray(np.where(ocean, rng.standard_normal(ocean.shape), np.nan), dims=("lat", "lon"),
+                              coords={"lat": lat, "lon": lon}) for v in ("tos", "zos")}
+    ii, jj = np.nonzero(ocean)
+    points = pd.MultiIndex.from_tuples([(v, lat[i], lon[j]) for v in fields for i, j in zip(ii, jj)],
+                                       names=["variable", "lat", "lon"])
+    stacked = np.concatenate([fields[v].values[ii, jj] for v in fields])
+    for box in ("nino3", "nino4", "h_w"):
+        var = regions.get_region(box).variable
+        row = regions.point_box_weights(points, box, lat=lat, lon=lon, area=area)
+        want = float(regions.box_index(fields[var], box, area=area))
+        np.testing.assert_allclose(stacked @ row, want, rtol=1e-12)
+        assert np.all(row[[p[0] != var for p in points]] == 0.0)
+    with pytest.raises(errors.VariableNotFoundError, match="thetao"):
+        regions.point_box_weights(points, "nino3", "thetao")

@@ -37,7 +37,7 @@ from bayesbridge.errors import (
     TimeAxisError,
     VariableNotFoundError,
 )
-from bayesbridge.regions import Region, box_weights
+from bayesbridge.regions import Region
 
 __all__ = ["FieldStacker", "DataSplit", "split_years", "as_dataset", "iter_time_blocks", "is_lazy"]
 
@@ -422,23 +422,11 @@ class FieldStacker:
         """Row ``(n_points,)`` of a box-average operator: stacked-physical @ row = box index.
 
         ``variable`` defaults to the region's own variable (``tos`` for Nino boxes, ``zos`` for
-        ``h_w``). Uses :func:`bayesbridge.regions.box_weights` with the ocean mask.
+        ``h_w``). Uses :func:`bayesbridge.regions.point_box_weights` on the stacked points.
         """
-        from bayesbridge.regions import get_region
+        from bayesbridge.regions import point_box_weights
 
-        reg = get_region(region)
-        name = variable or reg.variable
-        if name not in self.variables:
-            raise VariableNotFoundError(
-                f"variable: box {reg.name!r} needs variable {name!r}, but the codec holds "
-                f"{', '.join(self.variables)}; pass variable= explicitly."
-            )
-        grid = xr.Dataset(coords={"lat": self.lat, "lon": self.lon})
-        valid = xr.DataArray(self.mask[name], dims=("lat", "lon"), coords=grid.coords)
-        w2d = box_weights(grid, reg, valid=valid).values
-        row = np.zeros(self.n_points)
-        row[self.slices[name]] = w2d[self.mask[name]]
-        return row
+        return point_box_weights(self.points, region, variable, lat=self.lat, lon=self.lon)
 
     # ------------------------------------------------------------------ serialisation
     def to_metadata(self) -> dict:
