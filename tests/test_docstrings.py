@@ -59,6 +59,7 @@ MODULES = (
     "bayesbridge.diagnostics.uq",
     "bayesbridge.diagnostics.explain",
     "bayesbridge.diagnostics.explain_plots",
+    "bayesbridge.diagnostics.regimes",
     "bayesbridge.diagnostics.arviz_compat",
     "bayesbridge.parallel",
     "bayesbridge.sensitivity",

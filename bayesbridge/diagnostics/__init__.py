@@ -1,11 +1,12 @@
 """Diagnostics: ENSO statistics (:mod:`.enso`), UQ scores (:mod:`.uq`), explanations
-(:mod:`.explain`) and the single ArviZ compatibility layer (:mod:`.arviz_compat`)."""
+(:mod:`.explain`, regime composites in :mod:`.regimes`) and the single ArviZ compatibility layer
+(:mod:`.arviz_compat`)."""
 
 from __future__ import annotations
 
 from importlib import import_module
 
-__all__ = ["enso", "uq", "explain", "arviz_compat"]
+__all__ = ["enso", "uq", "explain", "regimes", "arviz_compat"]
 
 
 def __getattr__(name: str):
