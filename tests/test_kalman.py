@@ -15,7 +15,12 @@ from bayesbridge.errors import (
     ShapeMismatchError,
 )
 from bayesbridge.infer import assimilate
-from bayesbridge.infer.kalman import KalmanConfig, gaussian_hmm, parallel_smoothed_mean
+from bayesbridge.infer.kalman import (
+    KalmanConfig,
+    gaussian_hmm,
+    parallel_smoothed_mean,
+    steady_state_smoother,
+)
 from bayesbridge.model import LinearGaussianModel
 
 f64 = torch.float64
@@ -198,14 +203,15 @@ def _joint_gaussian_oracle(As, b, Q, H, c, R, m0, P0, y):
     return post_mean.reshape(T, d), st.multivariate_normal(ym, Syy).logpdf(y.reshape(-1))
 
 
-def test_time_varying_affine_state_space_model_against_joint_gaussian():
-    """The exact engine accepts affine StateSpaceModels (seasonal LIM, EOF box operator)."""
+def _affine_case(seed: int, T: int, time_varying: bool):
+    """An affine StateSpaceModel (offsets b, c; A alternating if ``time_varying``), data and the
+    joint-Gaussian oracle's smoothed means and log-evidence."""
     from bayesbridge.model import StateSpaceModel
 
-    rng = np.random.default_rng(3)
-    d, m, T = 3, 2, 12
+    rng = np.random.default_rng(seed)
+    d, m = 3, 2
     A_even = 0.8 * np.linalg.qr(rng.standard_normal((d, d)))[0]
-    A_odd = 0.6 * np.linalg.qr(rng.standard_normal((d, d)))[0]
+    A_odd = 0.6 * np.linalg.qr(rng.standard_normal((d, d)))[0] if time_varying else A_even
     b = rng.standard_normal(d) * 0.3
     L = np.tril(rng.standard_normal((d, d))) * 0.3 + 0.5 * np.eye(d)
     H = rng.standard_normal((m, d))
@@ -215,10 +221,16 @@ def test_time_varying_affine_state_space_model_against_joint_gaussian():
     Ht, ct = torch.as_tensor(H), torch.as_tensor(c)
     model = StateSpaceModel(tr, lambda z: z @ Ht.mT + ct, s, initial_mean=np.zeros(d), initial_cov=np.eye(d))
     y = rng.standard_normal((T, m))
-    res = assimilate(model, y, method="kalman")
     As = [A_even if t % 2 == 0 else A_odd for t in range(T)]
     Q = [L @ L.T] * T
     smoothed, logev = _joint_gaussian_oracle(As, b, Q, H, c, np.diag(s**2), np.zeros(d), np.eye(d), y)
+    return model, y, smoothed, logev
+
+
+def test_time_varying_affine_state_space_model_against_joint_gaussian():
+    """The exact engine accepts affine StateSpaceModels (seasonal LIM, EOF box operator)."""
+    model, y, smoothed, logev = _affine_case(3, 12, time_varying=True)
+    res = assimilate(model, y, method="kalman")
     np.testing.assert_allclose(res.smoothed_mean.numpy(), smoothed, atol=1e-9)
     assert float(res.log_evidence) == pytest.approx(logev, abs=1e-9)
 
@@ -229,3 +241,128 @@ def test_nonlinear_state_space_model_is_refused():
     model = StateSpaceModel(LinearTransition(np.eye(2) * 0.5, np.eye(2)), lambda z: torch.tanh(z), 0.3)
     with pytest.raises(InputTypeError, match="linear-Gaussian"):
         assimilate(model, np.zeros((5, 2)), method="kalman")
+
+
+# --- steady-state engine (compiled, converged covariances reused) ------------------------------
+
+
+def _assert_same(a, b, atol=1e-8):
+    for k in ("filtered_mean", "filtered_cov", "smoothed_mean", "smoothed_cov", "log_evidence"):
+        torch.testing.assert_close(getattr(a, k), getattr(b, k), rtol=0, atol=atol, msg=k)
+
+
+def test_steady_engine_matches_gaussian_hmm_and_loop_at_d20_T2000():
+    model = random_model(20, 3, seed=11)
+    T = 2000
+    _, y = model.simulate(T, generator=torch.Generator().manual_seed(12))
+    fast = assimilate(model, y, "kalman")
+    # independent oracle: Pyro's GaussianHMM (parallel-scan smoother, filter at T, log_prob)
+    sm, le = parallel_smoothed_mean(model, y)
+    torch.testing.assert_close(fast.smoothed_mean, sm, rtol=0, atol=1e-8)
+    torch.testing.assert_close(fast.log_evidence, le, rtol=0, atol=1e-8)
+    post = gaussian_hmm(model, T).filter(y)
+    torch.testing.assert_close(fast.filtered_mean[-1], post.loc, rtol=0, atol=1e-8)
+    torch.testing.assert_close(fast.filtered_cov[-1], post.covariance_matrix, rtol=0, atol=1e-8)
+    # every step's covariances against the plain torch recursion
+    loop = assimilate(model, y, "kalman", engine="loop")
+    _assert_same(fast, loop)
+    torch.testing.assert_close(fast.diagnostics.innovation, loop.diagnostics.innovation, rtol=0, atol=1e-8)
+    torch.testing.assert_close(fast.diagnostics.innovation_var, loop.diagnostics.innovation_var, rtol=0, atol=1e-8)
+
+
+def test_tolerance_switches_to_steady_state_and_zero_tolerance_recomputes_every_step():
+    model = random_model(10, 2, seed=13)
+    T = 600
+    _, y = model.simulate(T, generator=torch.Generator().manual_seed(14))
+    exact = steady_state_smoother(model, y, tol=0.0)
+    assert int(exact.filter_cov_updates) == T and int(exact.smoother_cov_updates) == T
+    fast = steady_state_smoother(model, y)  # default 1e-12
+    assert int(fast.filter_cov_updates) < T // 3
+    assert int(fast.smoother_cov_updates) < 2 * T // 3
+    _assert_same(fast, exact, atol=1e-9)
+    # a loose tolerance reuses unconverged covariances: visibly (but boundedly) wrong
+    loose = steady_state_smoother(model, y, tol=1e-2)
+    assert int(loose.filter_cov_updates) < int(fast.filter_cov_updates)
+    err = float((loose.filtered_cov - exact.filtered_cov).abs().max())
+    assert 1e-9 < err < 0.1 * float(exact.filtered_cov.abs().max())
+    with pytest.raises(ParameterError, match="tol"):
+        steady_state_smoother(model, y, tol=-1.0)
+
+
+def test_steady_engine_with_missing_components_and_steps_matches_loop():
+    model = random_model(8, 3, seed=15)
+    T = 900
+    _, y = model.simulate(T, generator=torch.Generator().manual_seed(16), batch_shape=(4,))
+    y[0, 300, 1] = float("nan")  # single component, after convergence
+    y[0, 500:520, :] = float("nan")  # whole steps
+    y[1, :50, 0] = float("nan")  # gap before convergence
+    y[2, 700:, 2] = float("nan")  # gap up to the end
+    # run 3 fully observed
+    fast = steady_state_smoother(model, y)
+    loop = assimilate(model, y, "kalman", engine="loop")
+    _assert_same(fast, loop)
+    torch.testing.assert_close(fast.innovation, loop.diagnostics.innovation, rtol=0, atol=1e-8, equal_nan=True)
+    assert torch.isnan(fast.innovation[0, 510]).all() and torch.isnan(fast.innovation[0, 300, 1])
+    upd = fast.filter_cov_updates
+    # gaps cost extra covariance updates, and the filter re-converges after them
+    assert bool((upd[:3] > upd[3]).all()) and bool((upd < T // 2).all())
+    # the engine call takes the same path
+    _assert_same(assimilate(model, y, "kalman"), loop)
+
+
+def test_steady_engine_batch_equals_runs_one_by_one():
+    model = random_model(6, 2, seed=17)
+    _, y = model.simulate(300, generator=torch.Generator().manual_seed(18), batch_shape=(2, 3))
+    y[1, 2, 40:45] = float("nan")
+    res = steady_state_smoother(model, y)
+    assert res.filtered_cov.shape == (2, 3, 300, 6, 6) and res.log_evidence.shape == (2, 3)
+    for i in range(2):
+        for j in range(3):
+            one = assimilate(model, y[i, j], "kalman", engine="loop")
+            torch.testing.assert_close(res.smoothed_mean[i, j], one.smoothed_mean, rtol=0, atol=1e-9)
+            torch.testing.assert_close(res.smoothed_cov[i, j], one.smoothed_cov, rtol=0, atol=1e-9)
+            torch.testing.assert_close(res.log_evidence[i, j], one.log_evidence, rtol=0, atol=1e-9)
+    upd = res.filter_cov_updates.reshape(-1)
+    assert bool((upd[:5] == upd[0]).all()) and int(upd[5]) > int(upd[0])
+
+
+def test_time_invariant_affine_model_with_offset_uses_steady_engine():
+    model, y, smoothed, logev = _affine_case(5, 10, time_varying=False)
+    res = steady_state_smoother(model, y)  # refuses time-varying models, so this is the fast path
+    np.testing.assert_allclose(res.smoothed_mean.numpy(), smoothed, atol=1e-9)
+    assert float(res.log_evidence) == pytest.approx(logev, abs=1e-9)
+    # a time-varying model is refused by the steady engine
+    tv, y, _, _ = _affine_case(5, 10, time_varying=True)
+    with pytest.raises(ParameterError, match="time-invariant"):
+        steady_state_smoother(tv, y)
+    with pytest.raises(ParameterError, match="steady"):
+        assimilate(tv, y, "kalman", engine="steady")
+
+
+def test_gradients_flow_through_the_loop_path():
+    base = random_model(3, 2, seed=19)
+    _, y = base.simulate(25, generator=torch.Generator().manual_seed(20))
+    A = base.A.clone().requires_grad_(True)
+    model = LinearGaussianModel(A, base.Q, base.H, base.R, base.m0, base.P0)
+    res = assimilate(model, y, "kalman")
+    (grad,) = torch.autograd.grad(res.log_evidence, A)
+    # central finite differences of the (steady-engine) log-evidence
+    h = 1e-6
+    fd = torch.zeros_like(grad)
+    for i in range(3):
+        for j in range(3):
+            E = torch.zeros(3, 3, dtype=f64)
+            E[i, j] = h
+            up = steady_state_smoother(LinearGaussianModel(base.A + E, base.Q, base.H, base.R, base.m0, base.P0), y)
+            dn = steady_state_smoother(LinearGaussianModel(base.A - E, base.Q, base.H, base.R, base.m0, base.P0), y)
+            fd[i, j] = (up.log_evidence - dn.log_evidence) / (2 * h)
+    torch.testing.assert_close(grad, fd, rtol=1e-5, atol=1e-5)
+
+
+def test_engine_and_tolerance_options_are_validated():
+    with pytest.raises(ParameterError, match="engine.*'auto'"):
+        KalmanConfig(engine="fast")
+    with pytest.raises(ParameterError, match="steady_tol"):
+        KalmanConfig(steady_tol=-1e-3)
+    with pytest.raises(ParameterError, match="steady_tol"):
+        KalmanConfig(steady_tol=float("nan"))

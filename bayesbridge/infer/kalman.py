@@ -29,8 +29,12 @@ is block-diagonal (observed block exact, unit block for missing ones), the gain 
 for missing components and the log-density is that of the observed components only, so runs
 with different missing patterns are processed together.
 
-All runs in the leading batch dimensions of the observations are filtered at once (batched
-linear algebra; the only Python loop is over time). :func:`gaussian_hmm` builds the same model
+For time-invariant models (fixed ``A`` and ``Q``) :func:`steady_state_smoother` runs the same
+recursions in compiled loops and reuses the filter and smoother covariances once they have
+converged to their steady state (the Riccati fixed point), recomputing them only around missing
+values; it is what ``run`` uses unless the model is time-varying or an input requires gradients.
+Otherwise all runs in the leading batch dimensions of the observations are filtered at once
+(batched torch linear algebra; the only Python loop is over time). :func:`gaussian_hmm` builds the same model
 as :class:`pyro.distributions.GaussianHMM` (an independent implementation, used as the test
 oracle and, through its parallel-scan algorithms, by :func:`parallel_smoothed_mean`).
 """
@@ -40,18 +44,30 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, get_args
 
+import numpy as np
 import torch
+from numba import njit
 
 from bayesbridge.errors import InputTypeError, ParameterError
 from bayesbridge.infer.divergence import check_finite, check_innovations
 from bayesbridge.infer.result import AssimilationResult, StepDiagnostics
 
-__all__ = ["KalmanConfig", "run", "gaussian_hmm", "parallel_smoothed_mean", "masked_obs_system"]
+__all__ = [
+    "KalmanConfig",
+    "run",
+    "steady_state_smoother",
+    "SteadyStateOutput",
+    "gaussian_hmm",
+    "parallel_smoothed_mean",
+    "masked_obs_system",
+]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
 Noise = Callable[[str, int, tuple], torch.Tensor]
+Engine = Literal["auto", "steady", "loop"]
 
 
 @dataclass
@@ -69,14 +85,34 @@ class KalmanConfig:
         Alias of ``draws`` so that ``assimilate(..., method="kalman", members=N)`` works.
     check_divergence : bool
         Check states for NaN/inf at every step and the innovations' consistency at the end.
+    engine : {"auto", "steady", "loop"}
+        ``"steady"``: :func:`steady_state_smoother` (compiled; time-invariant ``A``, ``Q`` and no
+        input requiring gradients); ``"loop"``: batched torch loop over time (time-varying
+        models, autograd); ``"auto"`` (default): ``"steady"`` where it applies, else ``"loop"``.
+    steady_tol : float
+        Relative tolerance (>= 0) at which filter and smoother covariances count as converged and
+        are reused (see :func:`steady_state_smoother`); 0 recomputes them at every step.
     """
 
     smooth: bool = True
     draws: int = 0
     members: int | None = None
     check_divergence: bool = True
+    engine: Engine = "auto"
+    steady_tol: float = 1e-12
 
     def __post_init__(self) -> None:
+        if self.engine not in get_args(Engine):
+            raise ParameterError(
+                f"engine: expected one of {', '.join(map(repr, get_args(Engine)))}, got {self.engine!r}."
+            )
+        if (not isinstance(self.steady_tol, (int, float)) or isinstance(self.steady_tol, bool)
+                or not math.isfinite(self.steady_tol) or self.steady_tol < 0):
+            raise ParameterError(
+                f"steady_tol: expected a finite number >= 0 (e.g. 1e-12; 0 disables the steady-state "
+                f"reuse), got {self.steady_tol!r}."
+            )
+        self.steady_tol = float(self.steady_tol)
         if self.members is not None:
             if self.draws not in (0, self.members):
                 raise ParameterError(
@@ -212,38 +248,28 @@ class _InnovationLog:
         return -0.5 * (self.dof * _LOG_2PI + 2.0 * self.half_logdet + self.nis).sum(-1)
 
 
-def run(
-    model, y: torch.Tensor, config: KalmanConfig, generator: torch.Generator, *, noise: Noise | None = None
-) -> AssimilationResult:
-    """Exact Kalman filter (+ RTS smoother, + FFBS draws) for a linear-Gaussian model.
+@dataclass
+class _Pass:
+    """Internal output of one filter/smoother pass (loop or steady-state), before draws."""
 
-    Parameters
-    ----------
-    model : LinearGaussianModel or affine StateSpaceModel
-        Either attributes ``A (d, d)``, ``Q (d, d)``, ``H (m, d)``, ``R (m, m)``, ``m0 (d,)``,
-        ``P0 (d, d)``, or an ``affine_structure(T)`` (time-varying ``A_t``, offsets ``b_t``,
-        ``c``), see :func:`_affine_system`.
-    y : Tensor (*batch, T, m)
-        Validated observations (float64, NaN = missing).
-    config : KalmanConfig
-    generator : torch.Generator
-        Used only for posterior draws (``config.draws > 0``): one standard-normal tensor of shape
-        ``(T, *batch, draw, d)`` is drawn for all runs at once.
-    noise : callable, optional
-        ``noise(kind, step, shape) -> Tensor`` of standard normals replacing the generator
-        (kind ``"draws"``, step 0, shape ``(T, *batch, draw, d)``); for common-random-number
-        experiments and tests.
+    filtered_mean: torch.Tensor
+    filtered_cov: torch.Tensor
+    log_evidence: torch.Tensor
+    nis: torch.Tensor
+    dof: torch.Tensor
+    innovation: torch.Tensor
+    innovation_var: torch.Tensor
+    predicted_mean: torch.Tensor
+    predicted_cov: Callable[[], torch.Tensor]
+    smoothed_mean: torch.Tensor | None = None
+    smoothed_cov: torch.Tensor | None = None
+    gains: Callable[[], torch.Tensor] | None = None
 
-    Returns
-    -------
-    AssimilationResult
-        ``filtered_mean (*batch, T, d)``, ``filtered_cov (*batch, T, d, d)``,
-        ``smoothed_mean``/``smoothed_cov`` when ``config.smooth``, ``smoothed_ensemble
-        (*batch, T, draw, d)`` when ``config.draws > 0``, ``log_evidence (*batch,)``.
-    """
+
+def _loop_pass(A_seq, b_seq, Q_seq, H, c, R, m0, P0, y: torch.Tensor, config: KalmanConfig) -> _Pass:
+    """Kalman filter and RTS smoother by a torch loop over time (general, autograd-capable)."""
     batch = y.shape[:-2]
     T, m = y.shape[-2], y.shape[-1]
-    A_seq, b_seq, Q_seq, H, c, R, m0, P0 = _affine_system(model, T)
     d = A_seq.shape[-1]
     eye = torch.eye(d, dtype=torch.float64)
     mean = m0.expand(*batch, d)
@@ -280,22 +306,13 @@ def run(
             check_finite(mean, t, "kalman", "filtered mean")
         mf_all[..., t, :], Pf_all[..., t, :, :] = mean, cov
         mp_all[..., t, :], Pp_all[..., t, :, :] = mp, Pp
-    if config.check_divergence:
-        check_innovations(log.nis, log.dof, "kalman")
-    spread = (Pf_all.diagonal(dim1=-2, dim2=-1).mean(-1)).clamp_min(0.0).sqrt()
-    result = AssimilationResult(
-        method="kalman",
-        filtered_mean=mf_all,
-        filtered_cov=Pf_all,
-        log_evidence=log.log_ev,
-        diagnostics=StepDiagnostics(innovation=log.innov, spread=spread, innovation_var=log.innov_var),
-        config=config,
-    )
+    out = _Pass(mf_all, Pf_all, log.log_ev, log.nis, log.dof, log.innov, log.innov_var, mp_all, lambda: Pp_all)
     if config.smooth or config.draws > 0:
         gains = torch.empty(*batch, max(T - 1, 0), d, d, dtype=torch.float64)
         for t in range(T - 1):
             # G_t = P_t A_{t+1}^T (P_{t+1}^-)^{-1}  (P^- symmetric)
             gains[..., t, :, :] = _spd_solve(Pp_all[..., t + 1, :, :], A_seq[t + 1] @ Pf_all[..., t, :, :]).mT
+        out.gains = lambda: gains
     if config.smooth:
         ms_all = torch.empty_like(mf_all)
         Ps_all = torch.empty_like(Pf_all)
@@ -307,25 +324,502 @@ def run(
             Ps = Pf_all[..., t, :, :] + G @ (Ps - Pp_all[..., t + 1, :, :]) @ G.mT
             Ps = 0.5 * (Ps + Ps.mT)
             ms_all[..., t, :], Ps_all[..., t, :, :] = ms, Ps
-        result.smoothed_mean, result.smoothed_cov = ms_all, Ps_all
+        out.smoothed_mean, out.smoothed_cov = ms_all, Ps_all
+    return out
+
+
+def _steady_parts(model, y: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+    """``(A, b (T, d), Q, H, c, R, m0, P0)`` if the model has time-invariant ``A`` and ``Q``, else None."""
+    T = y.shape[-2]
+    if all(hasattr(model, n) for n in ("A", "Q", "H", "R", "m0", "P0")):
+        A, Q, H, R, m0, P0 = _linear_parts(model)
+        d, m = A.shape[0], H.shape[0]
+        return A, torch.zeros(T, d, dtype=torch.float64), Q, H, torch.zeros(m, dtype=torch.float64), R, m0, P0
+    if not hasattr(model, "affine_structure"):
+        return None
+    A_seq, b_seq, Q_seq, H, c, R, m0, P0 = _affine_system(model, T)
+    if not (torch.equal(A_seq, A_seq[:1].expand_as(A_seq)) and torch.equal(Q_seq, Q_seq[:1].expand_as(Q_seq))):
+        return None
+    return A_seq[0], b_seq, Q_seq[0], H, c, R, m0, P0
+
+
+def _needs_grad(*tensors: torch.Tensor) -> bool:
+    return any(isinstance(x, torch.Tensor) and x.requires_grad for x in tensors)
+
+
+def run(
+    model, y: torch.Tensor, config: KalmanConfig, generator: torch.Generator, *, noise: Noise | None = None
+) -> AssimilationResult:
+    """Exact Kalman filter (+ RTS smoother, + FFBS draws) for a linear-Gaussian model.
+
+    Time-invariant models (``A`` and ``Q`` the same at every step; offsets may vary) whose
+    inputs do not require gradients go through :func:`steady_state_smoother` (compiled,
+    steady-state covariances reused once converged, ``config.steady_tol``); the others
+    (time-varying ``A_t``, e.g. a seasonal linear inverse model, or autograd users) through a
+    batched torch loop over time. ``config.engine`` forces one or the other.
+
+    Parameters
+    ----------
+    model : LinearGaussianModel or affine StateSpaceModel
+        Either attributes ``A (d, d)``, ``Q (d, d)``, ``H (m, d)``, ``R (m, m)``, ``m0 (d,)``,
+        ``P0 (d, d)``, or an ``affine_structure(T)`` (time-varying ``A_t``, offsets ``b_t``,
+        ``c``), see :func:`_affine_system`.
+    y : Tensor (*batch, T, m)
+        Validated observations (float64, NaN = missing).
+    config : KalmanConfig
+    generator : torch.Generator
+        Used only for posterior draws (``config.draws > 0``): one standard-normal tensor of shape
+        ``(T, *batch, draw, d)`` is drawn for all runs at once.
+    noise : callable, optional
+        ``noise(kind, step, shape) -> Tensor`` of standard normals replacing the generator
+        (kind ``"draws"``, step 0, shape ``(T, *batch, draw, d)``); for common-random-number
+        experiments and tests.
+
+    Returns
+    -------
+    AssimilationResult
+        ``filtered_mean (*batch, T, d)``, ``filtered_cov (*batch, T, d, d)``,
+        ``smoothed_mean``/``smoothed_cov`` when ``config.smooth``, ``smoothed_ensemble
+        (*batch, T, draw, d)`` when ``config.draws > 0``, ``log_evidence (*batch,)``.
+    """
+    batch = y.shape[:-2]
+    T = y.shape[-2]
+    res: _Pass | None = None
+    A_seq = None
+    if config.engine != "loop":
+        parts = _steady_parts(model, y)
+        why = None
+        if parts is None:
+            why = "the model is time-varying (A_t or Q_t change with t) or not affine"
+        elif _needs_grad(y, *parts):
+            why = "an input requires gradients (the steady-state engine is not differentiable)"
+        else:
+            try:
+                out = _steady_pass(*parts, y, config.steady_tol, config.smooth or config.draws > 0)
+            except np.linalg.LinAlgError as exc:
+                why = f"a predicted covariance is singular ({exc})"
+            else:
+                res = out.as_pass()
+                A_seq = parts[0].expand(T, *parts[0].shape)
+        if why is not None and config.engine == "steady":
+            raise ParameterError(
+                f"engine: 'steady' cannot be used here because {why}; use engine='auto' or 'loop'."
+            )
+        if res is not None and config.check_divergence:
+            bad = ~torch.isfinite(res.filtered_mean).all(-1)
+            if bool(bad.any()):
+                t = int(bad.reshape(-1, T).any(0).nonzero()[0])
+                check_finite(res.filtered_mean[..., t, :], t, "kalman", "filtered mean")
+    if res is None:
+        A_seq, b_seq, Q_seq, H, c, R, m0, P0 = _affine_system(model, T)
+        res = _loop_pass(A_seq, b_seq, Q_seq, H, c, R, m0, P0, y, config)
+    if config.check_divergence:
+        check_innovations(res.nis, res.dof, "kalman")
+    spread = (res.filtered_cov.diagonal(dim1=-2, dim2=-1).mean(-1)).clamp_min(0.0).sqrt()
+    result = AssimilationResult(
+        method="kalman",
+        filtered_mean=res.filtered_mean,
+        filtered_cov=res.filtered_cov,
+        log_evidence=res.log_evidence,
+        diagnostics=StepDiagnostics(innovation=res.innovation, spread=spread, innovation_var=res.innovation_var),
+        config=config,
+    )
+    if config.smooth:
+        result.smoothed_mean, result.smoothed_cov = res.smoothed_mean, res.smoothed_cov
     if config.draws > 0:
         n = config.draws
+        d = res.filtered_mean.shape[-1]
         shape = (T, *batch, n, d)
         if noise is None:
             eps = torch.randn(shape, dtype=torch.float64, generator=generator)
         else:
             eps = noise("draws", 0, shape)
-        out = torch.empty(*batch, T, n, d, dtype=torch.float64)
-        z = mf_all[..., T - 1, :].unsqueeze(-2) + eps[T - 1] @ _psd_sqrt(Pf_all[..., T - 1, :, :]).mT
-        out[..., T - 1, :, :] = z
-        for t in range(T - 2, -1, -1):
-            G = gains[..., t, :, :]
-            cond_cov = Pf_all[..., t, :, :] - G @ Pp_all[..., t + 1, :, :] @ G.mT
-            cond_mean = mf_all[..., t, :].unsqueeze(-2) + (z - mp_all[..., t + 1, :].unsqueeze(-2)) @ G.mT
-            z = cond_mean + eps[t] @ _psd_sqrt(0.5 * (cond_cov + cond_cov.mT)).mT
-            out[..., t, :, :] = z
-        result.smoothed_ensemble = out
+        result.smoothed_ensemble = _ffbs(res, eps)
     return result
+
+
+def _ffbs(res: _Pass, eps: torch.Tensor) -> torch.Tensor:
+    """Forward-filter backward-sample trajectories ``(*batch, T, draw, d)`` from standard normals ``eps``
+    ``(T, *batch, draw, d)``."""
+    mf_all, Pf_all, mp_all = res.filtered_mean, res.filtered_cov, res.predicted_mean
+    Pp_all, gains = res.predicted_cov(), res.gains()
+    T = mf_all.shape[-2]
+    out = torch.empty(*mf_all.shape[:-1], eps.shape[-2], mf_all.shape[-1], dtype=torch.float64)
+    z = mf_all[..., T - 1, :].unsqueeze(-2) + eps[T - 1] @ _psd_sqrt(Pf_all[..., T - 1, :, :]).mT
+    out[..., T - 1, :, :] = z
+    for t in range(T - 2, -1, -1):
+        G = gains[..., t, :, :]
+        cond_cov = Pf_all[..., t, :, :] - G @ Pp_all[..., t + 1, :, :] @ G.mT
+        cond_mean = mf_all[..., t, :].unsqueeze(-2) + (z - mp_all[..., t + 1, :].unsqueeze(-2)) @ G.mT
+        z = cond_mean + eps[t] @ _psd_sqrt(0.5 * (cond_cov + cond_cov.mT)).mT
+        out[..., t, :, :] = z
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Steady-state engine: compiled kernels (numba), covariances reused once they have converged.
+# --------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _sym(P):  # pragma: no cover - compiled
+    return 0.5 * (P + P.T)
+
+
+@njit(cache=True)
+def _max_abs(P):  # pragma: no cover - compiled
+    return np.max(np.abs(P))
+
+
+@njit(cache=True)
+def _cov_pass(A, Q, H, R, P0, obs, tol):  # pragma: no cover - compiled
+    """Filter covariances for one missing-value pattern ``obs (T, m)``, stored once per distinct value.
+
+    Returns ``n`` (number of covariance updates), ``idx (T,)`` (entry of each step) and the
+    entries ``Pp, Pf (n, d, d)``, ``KT (n, m, d)`` (transposed gain), ``Li (n, m, m)`` (inverse
+    Cholesky factor of ``S``), ``hld (n,)`` (half log-determinant of ``S``), ``Sd (n, m)``.
+    """
+    T, m = obs.shape
+    d = A.shape[0]
+    AT = np.ascontiguousarray(A.T)
+    Pp_u = np.empty((T, d, d))
+    Pf_u = np.empty((T, d, d))
+    KT_u = np.empty((T, m, d))
+    Li_u = np.empty((T, m, m))
+    hld_u = np.empty(T)
+    Sd_u = np.empty((T, m))
+    idx = np.empty(T, np.int64)
+    P = np.ascontiguousarray(P0)
+    n = 0
+    steady = -1  # entry of the converged covariance, once found
+    active = False  # whether the recursion currently sits at the steady state
+    prev_full = False
+    for t in range(T):
+        full = True
+        for k in range(m):
+            if not obs[t, k]:
+                full = False
+        if active and full:
+            idx[t] = steady
+            continue
+        active = False
+        Pp = _sym(A @ P @ AT + Q)
+        Heff = H.copy()
+        Reff = R.copy()
+        for k in range(m):
+            if not obs[t, k]:
+                Heff[k, :] = 0.0
+                Reff[k, :] = 0.0
+                Reff[:, k] = 0.0
+                Reff[k, k] = 1.0
+        PHt = Pp @ np.ascontiguousarray(Heff.T)
+        S = _sym(Heff @ PHt + Reff)
+        L = np.linalg.cholesky(S)
+        Li = np.linalg.inv(L)
+        KT = (np.ascontiguousarray(Li.T) @ Li) @ np.ascontiguousarray(PHt.T)
+        # P = P^- - K S K^T = P^- - (P^- H^T) K^T: O(d^2 m) instead of the Joseph form's O(d^3)
+        Pn = _sym(Pp - PHt @ KT)
+        Pp_u[n] = Pp
+        Pf_u[n] = Pn
+        KT_u[n] = KT
+        Li_u[n] = Li
+        hld_u[n] = np.sum(np.log(np.diag(L)))
+        Sd_u[n] = np.diag(S)
+        idx[t] = n
+        if full and tol > 0.0:
+            scale = tol * _max_abs(Pn)
+            if steady >= 0 and _max_abs(Pn - Pf_u[steady]) <= scale:
+                active = True  # back at the steady state after a gap; keep the fresh entry n
+                steady = n
+            elif prev_full and _max_abs(Pn - P) <= scale:
+                active = True
+                steady = n
+        prev_full = full
+        P = Pn
+        n += 1
+    return n, idx, Pp_u[:n].copy(), Pf_u[:n].copy(), KT_u[:n].copy(), Li_u[:n].copy(), hld_u[:n].copy(), Sd_u[:n].copy()
+
+
+@njit(cache=True)
+def _smooth_cov_pass(A, idx, Pp_u, Pf_u, tol):  # pragma: no cover - compiled
+    """RTS gains and smoothed covariances for one pattern, stored once per distinct value.
+
+    Returns ``n_ps`` (smoothed-covariance updates), ``gidx (T - 1,)``, ``G (ng, d, d)``,
+    ``sidx (T,)``, ``Ps (n_ps, d, d)``.
+    """
+    T = idx.shape[0]
+    d = A.shape[0]
+    G_u = np.empty((max(T - 1, 1), d, d))
+    gidx = np.empty(max(T - 1, 0), np.int64)
+    Ps_u = np.empty((T, d, d))
+    sidx = np.empty(T, np.int64)
+    Ps = Pf_u[idx[T - 1]].copy()
+    Ps_u[0] = Ps
+    sidx[T - 1] = 0
+    ns = 1
+    ng = 0
+    prev_a = -1
+    prev_b = -1
+    settled = False
+    G = np.zeros((d, d))
+    GT = np.zeros((d, d))
+    for t in range(T - 2, -1, -1):
+        a = idx[t]
+        b = idx[t + 1]
+        same = a == prev_a and b == prev_b
+        if not same:
+            # G_t = P_t A^T (P_{t+1}^-)^{-1} = ((P_{t+1}^-)^{-1} A P_t)^T
+            GT = np.ascontiguousarray(np.linalg.solve(Pp_u[b], A @ Pf_u[a]))
+            G = np.ascontiguousarray(GT.T)
+            G_u[ng] = G
+            ng += 1
+            settled = False
+        gidx[t] = ng - 1
+        if settled:
+            sidx[t] = sidx[t + 1]
+            continue
+        Psn = _sym(Pf_u[a] + G @ (Ps - Pp_u[b]) @ GT)
+        Ps_u[ns] = Psn
+        sidx[t] = ns
+        ns += 1
+        if same and tol > 0.0 and _max_abs(Psn - Ps) <= tol * _max_abs(Psn):
+            settled = True
+        Ps = Psn
+        prev_a = a
+        prev_b = b
+    return ns, gidx, G_u[:ng].copy(), sidx, Ps_u[:ns].copy()
+
+
+@njit(cache=True)
+def _mean_pass(A, H, b, c, m0, y, run_idx, KT_u, Li_u, mf, mp, innov, nis):  # pragma: no cover - compiled
+    """Filtered/predicted means, innovations and NIS of every run ``y (B, T, m)`` given its gains."""
+    B, T, m = y.shape
+    d = A.shape[0]
+    v = np.empty(m)
+    mean = np.empty(d)
+    for r in range(B):
+        mean[:] = m0
+        for t in range(T):
+            j = run_idx[r, t]
+            for i in range(d):
+                s = b[t, i]
+                for k in range(d):
+                    s += A[i, k] * mean[k]
+                mp[r, t, i] = s
+            for k in range(m):
+                yk = y[r, t, k]
+                if np.isnan(yk):
+                    v[k] = 0.0
+                    innov[r, t, k] = np.nan
+                else:
+                    s = yk - c[k]
+                    for i in range(d):
+                        s -= H[k, i] * mp[r, t, i]
+                    v[k] = s
+                    innov[r, t, k] = s
+            for i in range(d):
+                s = mp[r, t, i]
+                for k in range(m):
+                    s += KT_u[j, k, i] * v[k]
+                mean[i] = s
+                mf[r, t, i] = s
+            q = 0.0
+            for k in range(m):
+                w = 0.0
+                for i in range(k + 1):
+                    w += Li_u[j, k, i] * v[i]
+                q += w * w
+            nis[r, t] = q
+
+
+@njit(cache=True)
+def _smooth_mean_pass(mf, mp, run_gidx, G_u, ms):  # pragma: no cover - compiled
+    """RTS smoothed means ``ms (B, T, d)`` from filtered/predicted means and gains."""
+    B, T, d = mf.shape
+    diff = np.empty(d)
+    for r in range(B):
+        for i in range(d):
+            ms[r, T - 1, i] = mf[r, T - 1, i]
+        for t in range(T - 2, -1, -1):
+            j = run_gidx[r, t]
+            for i in range(d):
+                diff[i] = ms[r, t + 1, i] - mp[r, t + 1, i]
+            for i in range(d):
+                s = mf[r, t, i]
+                for k in range(d):
+                    s += G_u[j, i, k] * diff[k]
+                ms[r, t, i] = s
+
+
+@dataclass
+class SteadyStateOutput:
+    """Exact filter/smoother output of :func:`steady_state_smoother`.
+
+    Attributes
+    ----------
+    filtered_mean, predicted_mean : Tensor (*batch, T, d)
+        ``E[z_t | y_{1:t}]`` and ``E[z_t | y_{1:t-1}]``.
+    filtered_cov : Tensor (*batch, T, d, d)
+    log_evidence : Tensor (*batch,)
+        ``log p(y_{1:T})`` over observed components.
+    nis, dof : Tensor (*batch, T)
+        Normalised innovation squared and number of observed components per step.
+    innovation, innovation_var : Tensor (*batch, T, m)
+        ``y_t - H m_t^-`` and the diagonal of ``S_t`` (NaN where missing).
+    smoothed_mean : Tensor (*batch, T, d) or None
+    smoothed_cov : Tensor (*batch, T, d, d) or None
+    filter_cov_updates, smoother_cov_updates : Tensor (*batch,) int64
+        Number of steps at which the run's filter (Riccati) and smoother covariances were
+        actually computed; at the other steps the converged values were reused. ``T`` each
+        when ``tol = 0``. Runs with the same missing-value pattern share one computation.
+    """
+
+    filtered_mean: torch.Tensor
+    filtered_cov: torch.Tensor
+    predicted_mean: torch.Tensor
+    log_evidence: torch.Tensor
+    nis: torch.Tensor
+    dof: torch.Tensor
+    innovation: torch.Tensor
+    innovation_var: torch.Tensor
+    filter_cov_updates: torch.Tensor
+    smoother_cov_updates: torch.Tensor
+    smoothed_mean: torch.Tensor | None = None
+    smoothed_cov: torch.Tensor | None = None
+    _predicted_cov: Callable[[], torch.Tensor] | None = None
+    _gains: Callable[[], torch.Tensor] | None = None
+
+    def as_pass(self) -> _Pass:
+        return _Pass(self.filtered_mean, self.filtered_cov, self.log_evidence, self.nis, self.dof,
+                     self.innovation, self.innovation_var, self.predicted_mean, self._predicted_cov,
+                     self.smoothed_mean, self.smoothed_cov, self._gains)
+
+
+def _gather(store: np.ndarray, index: np.ndarray) -> torch.Tensor:
+    """``store[index]`` for ``store (n, *e)`` and an integer ``index (*i)``: ``(*i, *e)`` (row copies)."""
+    return torch.from_numpy(np.take(store, index, axis=0))
+
+
+def _steady_pass(A, b, Q, H, c, R, m0, P0, y: torch.Tensor, tol: float, smooth: bool) -> SteadyStateOutput:
+    """Steady-state engine on prepared float64 parts; see :func:`steady_state_smoother`."""
+    batch = y.shape[:-2]
+    T, m = y.shape[-2], y.shape[-1]
+    d = A.shape[-1]
+    np_ = lambda x: np.ascontiguousarray(x.detach().numpy(), dtype=np.float64)  # noqa: E731
+    A_, b_, Q_, H_, c_, R_, m0_, P0_ = (np_(x) for x in (A, b, Q, H, c, R, m0, P0))
+    yb = np_(y.reshape(-1, T, m))
+    B = yb.shape[0]
+    obs = ~np.isnan(yb)
+    if B == 1 or not (~obs).any():
+        patterns, group = obs[:1], np.zeros(B, np.int64)
+    else:
+        patterns, group = np.unique(obs.reshape(B, -1), axis=0, return_inverse=True)
+        patterns, group = patterns.reshape(-1, T, m), group.reshape(-1).astype(np.int64)
+    f_parts, s_parts, f_off, g_off, s_off = [], [], 0, 0, 0
+    idx_g, gidx_g, sidx_g, nf_g, ns_g = [], [], [], [], []
+    for pat in patterns:
+        n, idx, Pp_u, Pf_u, KT_u, Li_u, hld_u, Sd_u = _cov_pass(A_, Q_, H_, R_, P0_, np.ascontiguousarray(pat), tol)
+        f_parts.append((Pp_u, Pf_u, KT_u, Li_u, hld_u, Sd_u))
+        idx_g.append(idx + f_off)
+        nf_g.append(n)
+        if smooth:
+            ns, gidx, G_u, sidx, Ps_u = _smooth_cov_pass(A_, idx, Pp_u, Pf_u, tol)
+            s_parts.append((G_u, Ps_u))
+            gidx_g.append(gidx + g_off)
+            sidx_g.append(sidx + s_off)
+            ns_g.append(ns)
+            g_off += G_u.shape[0]
+            s_off += Ps_u.shape[0]
+        f_off += n
+    Pp_c, Pf_c, KT_c, Li_c, hld_c, Sd_c = (np.concatenate(x) if len(x) > 1 else x[0] for x in zip(*f_parts, strict=True))
+    run_idx = np.stack(idx_g)[group]
+    mf = np.empty((B, T, d))
+    mp = np.empty((B, T, d))
+    innov = np.empty((B, T, m))
+    nis = np.empty((B, T))
+    _mean_pass(A_, H_, b_, c_, m0_, yb, run_idx, KT_c, Li_c, mf, mp, innov, nis)
+    tt = torch.from_numpy
+    dof = obs.sum(-1).astype(np.float64)
+    hld = np.where(dof > 0, hld_c[run_idx], 0.0)
+    log_ev = -0.5 * (dof * _LOG_2PI + 2.0 * hld + nis).sum(-1)
+    innov_var = np.where(obs, Sd_c[run_idx], np.nan)
+    shp = lambda x, *tail: x.reshape((*batch, *tail))  # noqa: E731
+    out = SteadyStateOutput(
+        filtered_mean=shp(tt(mf), T, d),
+        filtered_cov=shp(_gather(Pf_c, run_idx), T, d, d),
+        predicted_mean=shp(tt(mp), T, d),
+        log_evidence=shp(tt(log_ev)),
+        nis=shp(tt(nis), T),
+        dof=shp(tt(dof), T),
+        innovation=shp(tt(innov), T, m),
+        innovation_var=shp(tt(innov_var), T, m),
+        filter_cov_updates=shp(torch.tensor(nf_g, dtype=torch.int64)[tt(group)]),
+        smoother_cov_updates=shp(torch.tensor(ns_g if smooth else [0] * len(nf_g), dtype=torch.int64)[tt(group)]),
+        _predicted_cov=lambda: shp(_gather(Pp_c, run_idx), T, d, d),
+    )
+    if smooth:
+        G_c, Ps_c = (np.concatenate(x) if len(x) > 1 else x[0] for x in zip(*s_parts, strict=True))
+        run_gidx = np.stack(gidx_g)[group]
+        ms = np.empty((B, T, d))
+        _smooth_mean_pass(mf, mp, run_gidx, G_c, ms)
+        out.smoothed_mean = shp(tt(ms), T, d)
+        out.smoothed_cov = shp(_gather(Ps_c, np.stack(sidx_g)[group]), T, d, d)
+        out._gains = lambda: shp(_gather(G_c, run_gidx), T - 1, d, d)
+    return out
+
+
+def steady_state_smoother(model, y, *, tol: float = 1e-12, smooth: bool = True) -> SteadyStateOutput:
+    """Exact Kalman filter and RTS smoother reusing converged (steady-state) covariances.
+
+    For a time-invariant model (``A``, ``Q``, ``H``, ``R`` fixed; offsets ``b_t``, ``c`` allowed)
+    the covariances :math:`P_t^-, P_t, S_t, K_t` do not depend on the data and converge
+    geometrically to the solution of the discrete algebraic Riccati equation (Anderson & Moore
+    1979, ch. 4). Once a fully observed step changes the filtered covariance by at most
+    ``tol * max|P_t|`` (element-wise) from the previous fully observed step, the converged
+    :math:`P^-, P, K, S^{-1/2}` are reused and only the means are propagated
+    (matrix-vector work), as statsmodels' ``KalmanFilter`` does with its ``tolerance`` option.
+    A step with missing components (NaN) leaves the steady state: covariances are computed
+    again until they return within ``tol`` of the steady values. The RTS backward pass does
+    the same with the smoother gain :math:`G = P A^T (P^-)^{-1}` and the smoothed covariance
+    (a Stein-equation fixed point). Runs sharing a missing-value pattern share one covariance
+    computation; means of all runs are propagated by compiled loops (numba).
+
+    The error of a reused covariance is about ``tol * rho / (1 - rho)`` relative, ``rho`` the
+    contraction rate of the Riccati map (the squared spectral radius of the closed-loop
+    ``A (I - K H)``); ``tol = 0`` recomputes every step (the plain Kalman recursions).
+
+    Parameters
+    ----------
+    model : LinearGaussianModel or time-invariant affine StateSpaceModel
+    y : array (*batch, T, m)
+        Observations, NaN = missing.
+    tol : float
+        Relative convergence tolerance (>= 0).
+    smooth : bool
+        Also run the RTS smoother.
+
+    Returns
+    -------
+    SteadyStateOutput
+        Means, covariances, log-evidence, innovations and the counts of covariance updates.
+
+    Raises
+    ------
+    ParameterError
+        If the model is time-varying, or ``tol`` is negative.
+    """
+    from bayesbridge.model import as_tensor
+
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
+        raise ParameterError(f"tol: expected a finite number >= 0 (e.g. 1e-12), got {tol!r}.")
+    y = as_tensor(y, "y")
+    parts = _steady_parts(model, y)
+    if parts is None:
+        raise ParameterError(
+            "model: steady_state_smoother needs a time-invariant linear-Gaussian model (fixed A and Q); "
+            "use run() / assimilate(..., method='kalman'), which falls back to the general loop."
+        )
+    return _steady_pass(*parts, y, float(tol), smooth)
 
 
 def gaussian_hmm(model, T: int):
