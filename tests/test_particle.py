@@ -187,3 +187,78 @@ def test_divergence_names_time_step():
     y = torch.zeros(10, 2, dtype=torch.float64)
     with pytest.raises(FilterDivergenceError, match="time step 3"):
         assimilate(model, y, "pf", members=100, smoother="none")
+
+
+class _Opaque:
+    """A model whose transition and observation are plain callables: forces the torch loop."""
+
+    def __init__(self, model):
+        self.model, self.latent_dim, self.obs_dim = model, model.latent_dim, model.obs_dim
+
+    def initial(self):
+        return self.model.initial()
+
+    def transition_mean(self, z, step):
+        return self.model.transition_mean(z, step)
+
+    def transition_cov(self, step):
+        return self.model.transition_cov(step)
+
+    def observe(self, z):
+        return self.model.observe(z)
+
+    def obs_cov(self):
+        return self.model.obs_cov()
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "student_t"])
+def test_compiled_bootstrap_matches_torch_loop(likelihood):
+    # the linear bootstrap filter runs as a compiled kernel; the torch loop is an independent
+    # implementation drawing the same random numbers, so every output must agree to rounding
+    A, Q, H, R, m0, P0 = random_lg_problem(d=4, m=3, seed=7)
+    if likelihood == "gaussian":  # correlated observation errors (student_t needs a diagonal R)
+        R = R + 0.05 * (np.ones((3, 3)) - np.eye(3))
+    model = LinearGaussianModel(A, Q, H, R, m0, P0)
+    _, y = model.simulate(40, generator=torch.Generator().manual_seed(2), batch_shape=(2,))
+    y[0, 5, 1] = float("nan")
+    y[1, 9] = float("nan")
+    opts = dict(members=500, seed=3, obs_likelihood=likelihood, smoother="none", ess_threshold=0.7)
+    fast = assimilate(model, y, "pf", **opts)
+    ref = assimilate(_Opaque(model), y, "pf", **opts)
+    close = lambda a, b: torch.allclose(a, b, rtol=1e-9, atol=1e-9)  # noqa: E731
+    assert close(fast.log_evidence, ref.log_evidence)
+    assert close(fast.filtered_ensemble, ref.filtered_ensemble)
+    assert close(fast.log_weights, ref.log_weights)
+    assert close(fast.filtered_mean, ref.filtered_mean)
+    assert close(fast.filtered_cov, ref.filtered_cov)
+    assert close(fast.diagnostics.ess, ref.diagnostics.ess)
+    assert close(fast.diagnostics.innovation_var, ref.diagnostics.innovation_var)
+    assert torch.equal(fast.diagnostics.innovation.isnan(), ref.diagnostics.innovation.isnan())
+    assert close(fast.diagnostics.innovation.nan_to_num(), ref.diagnostics.innovation.nan_to_num())
+    # resampling happened in some steps and not in others, so both branches were compared
+    resampled = fast.diagnostics.ess < 0.7 * 500
+    assert bool(resampled.any()) and not bool(resampled.all())
+
+
+def test_compiled_bootstrap_with_correlated_errors_and_gaps_matches_kalman():
+    A, Q, H, R, m0, P0 = random_lg_problem(d=4, m=3, seed=4)
+    R = R + 0.08 * (np.ones((3, 3)) - np.eye(3))
+    model = LinearGaussianModel(A, Q, H, R, m0, P0)
+    _, y = model.simulate(50, generator=torch.Generator().manual_seed(8))
+    y[3, 0] = y[10, 2] = float("nan")
+    y[20] = float("nan")
+    mf, Pf, _, _, loglik = kalman_oracle(A, Q, H, R, m0, P0, y.numpy())
+    res = assimilate(model, y, "pf", members=10_000, seed=5, smoother="none")
+    assert abs(float(res.log_evidence) - loglik) < 1.0
+    z = (res.filtered_mean.numpy() - mf) / np.sqrt(np.einsum("tii->ti", Pf))
+    assert np.sqrt((z**2).mean()) < 0.1
+
+
+@pytest.mark.parametrize("opaque", [False, True])
+def test_divergence_names_step_of_impossible_observation(opaque):
+    A, Q, H, R, m0, P0 = random_lg_problem(d=4, m=2, seed=1)
+    model = LinearGaussianModel(A, Q, H, R, m0, P0)
+    _, y = model.simulate(12, generator=torch.Generator().manual_seed(0))
+    y[6, 0] = 1e200  # squared residual overflows: every weight is zero at step 6
+    with pytest.raises(FilterDivergenceError, match="zero weight at time step 6"):
+        assimilate(_Opaque(model) if opaque else model, y, "pf", members=200, smoother="none")

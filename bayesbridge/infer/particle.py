@@ -48,12 +48,13 @@ import math
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+import numpy as np
 import torch
 
 from bayesbridge.errors import FilterDivergenceError, ParameterError
 from bayesbridge.infer.divergence import REMEDIES, check_finite
 from bayesbridge.infer.result import AssimilationResult, StepDiagnostics
-from bayesbridge.model import LinearGaussianModel
+from bayesbridge.model import LinearGaussianModel, LinearTransition, StateSpaceModel
 
 __all__ = ["ParticleConfig", "run", "systematic_resample"]
 
@@ -240,14 +241,84 @@ def _f64(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float64 else x.to(torch.float64)
 
 
-def _noise_stream(generator: torch.Generator, T: int, shape: tuple, budget: int = 2**21):
-    """Standard normals ``shape`` for each of ``T`` steps, drawn in chunks of steps (fewer calls)."""
+def _noise_blocks(generator: torch.Generator, T: int, shape: tuple, budget: int = 2**21):
+    """Standard normals ``(K, *shape)`` for blocks of ``K`` consecutive steps: ``(start, block)``.
+
+    Drawn in float32 (about twice as fast as float64; Monte-Carlo noise needs no more digits) and
+    used in float64 algebra. One call per block instead of one per step.
+    """
     per_step = max(1, math.prod(shape))
     chunk = max(1, min(T, budget // per_step))
     for start in range(0, T, chunk):
-        # drawn in float32 (twice as fast; Monte-Carlo noise needs no more digits), used in float64
-        block = torch.randn(min(chunk, T - start), *shape, dtype=torch.float32, generator=generator)
-        yield from block.to(torch.float64)
+        yield start, torch.randn(min(chunk, T - start), *shape, dtype=torch.float32, generator=generator)
+
+
+def _is_diagonal(mat: torch.Tensor) -> bool:
+    return bool(torch.equal(mat, torch.diag_embed(mat.diagonal(dim1=-2, dim2=-1))))
+
+
+class _NoiseFactor:
+    """Square root ``L_t`` of the model-error covariance, cached while ``Q_t`` does not change."""
+
+    def __init__(self, model) -> None:
+        self.model, self.Q, self.L, self.diag = model, None, None, False
+
+    def __call__(self, t: int) -> torch.Tensor:
+        Q = _f64(self.model.transition_cov(t))
+        if self.Q is None or (Q is not self.Q and not torch.equal(self.Q, Q)):
+            self.Q, self.L = Q, _psd_sqrt(Q, "transition_cov")
+            self.diag = _is_diagonal(self.L)
+        return self.L
+
+    def scale(self, noise: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+        """``noise @ L^T`` (an elementwise product when ``L`` is diagonal)."""
+        return noise * L.diagonal() if self.diag else noise @ L.mT
+
+
+@dataclass
+class _FilterPass:
+    """Raw outputs of one forward pass (float64).
+
+    Attributes
+    ----------
+    particles : Tensor (*batch, T, N, d)
+    log_weights : Tensor (*batch, T, N)
+        Normalised, before resampling.
+    inv_ess : Tensor (*batch, T)
+        ``sum_i W_i^2`` (one over the ESS).
+    step_ev : Tensor (*batch, T)
+        Log-evidence increments ``log p(y_t | y_{1:t-1})``.
+    pred_mean, pred_sq : Tensor (*batch, T, m)
+        Predictive first and second moments of ``h(z_t)`` (weights of step ``t-1``).
+    extra_var : Tensor (*batch, T, m) or None
+        Extra predictive variance of the guided proposal (``diag(H Q H^T)``).
+    fmean : Tensor (*batch, T, d) or None
+        Weighted filtered mean (when the pass computed it on the fly).
+    fcov : Tensor (*batch, T, d, d) or None
+        Weighted filtered covariance (idem).
+    """
+
+    particles: torch.Tensor
+    log_weights: torch.Tensor
+    inv_ess: torch.Tensor
+    step_ev: torch.Tensor
+    pred_mean: torch.Tensor
+    pred_sq: torch.Tensor
+    extra_var: torch.Tensor | None = None
+    fmean: torch.Tensor | None = None
+    fcov: torch.Tensor | None = None
+
+
+def _raise_divergence(particles: torch.Tensor, finite: torch.Tensor) -> None:
+    """Raise :class:`FilterDivergenceError` naming the first step where ``finite`` ``(*batch, T)`` fails."""
+    T = finite.shape[-1]
+    bad_t = int(torch.nonzero(~finite.reshape(-1, T).all(0))[0])
+    check_finite(particles[..., bad_t, :, :], bad_t, "pf", "particles")
+    raise FilterDivergenceError(
+        f"pf: every particle has zero weight at time step {bad_t} (the observation is far outside "
+        f"the particle cloud). Remedies: use proposal='guided', obs_likelihood='student_t', "
+        f"or {REMEDIES}."
+    )
 
 
 def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generator) -> AssimilationResult:
@@ -255,7 +326,11 @@ def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generat
 
     The algorithm is the one of the module docstring: sequential importance resampling with
     the ``config.proposal`` proposal, systematic resampling when the ESS falls below
-    ``config.ess_threshold * N``, and backward simulation for the smoother.
+    ``config.ess_threshold * N``, and backward simulation for the smoother. A bootstrap filter
+    on a linear model (:class:`~bayesbridge.model.LinearGaussianModel`, or a
+    :class:`~bayesbridge.model.StateSpaceModel` with a
+    :class:`~bayesbridge.model.LinearTransition` and an observation matrix) runs as one compiled
+    kernel per block of steps; every other case runs the vectorised torch loop.
 
     Parameters
     ----------
@@ -279,136 +354,429 @@ def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generat
         (before resampling), ``filtered_mean``/``filtered_cov`` (weighted), ``log_evidence``
         ``(*batch,)``, ``smoothed_ensemble`` ``(*batch, T, n_trajectories, d)`` and its mean when
         ``smoother='backward'``; ``diagnostics.ess`` ``(*batch, T)`` is the ESS after weighting.
+
+    Raises
+    ------
+    FilterDivergenceError
+        Non-finite particles, or every weight zero, naming the first such time step.
     """
-    batch, (T, m) = tuple(y.shape[:-2]), tuple(y.shape[-2:])
+    batch = tuple(y.shape[:-2])
     N, d = config.members, int(model.latent_dim)
     dt = torch.float64
     m0, P0 = (v.to(dt) for v in model.initial())
-    R = model.obs_cov().to(dt)
-    lik = _Likelihood(R, config)
+    lik = _Likelihood(model.obs_cov().to(dt), config)
     mask_all = ~torch.isnan(y)
     y0 = torch.where(mask_all, y, 0.0)
-    full_steps = mask_all.movedim(-2, 0).reshape(T, -1).all(-1).tolist()
-    log_n = math.log(N)
-    inv_ess_min = 1.0 / (config.ess_threshold * N)
-    n_runs = math.prod(batch)
-    state_noise = _noise_stream(generator, T, (*batch, N, d))
-    obs_noise = _noise_stream(generator, T, (*batch, N, m, 1)) if config.proposal == "guided" else None
+    z0 = m0 + torch.randn(*batch, N, d, dtype=dt, generator=generator) @ _psd_sqrt(P0, "P0").mT
+    linear = _linear_parts(model) if config.proposal == "bootstrap" else None
+    if linear is not None:
+        fp = _filter_compiled(model, linear, y0, mask_all, z0, config, lik, generator)
+    else:
+        fp = _filter_torch(model, y0, mask_all, z0, config, lik, generator)
 
-    z = m0 + torch.randn(*batch, N, d, dtype=dt, generator=generator) @ _psd_sqrt(P0, "P0").mT
-    uniform = torch.full((*batch, N), -log_n, dtype=dt)
-    uniform_w = uniform.exp()
-    logw, W = uniform, uniform_w
-    particles = torch.empty(*batch, T, N, d, dtype=dt)
-    logw_store = torch.empty(*batch, T, N, dtype=dt)
-    ess_store = torch.empty(*batch, T, dtype=dt)
-    moments = torch.empty(*batch, T, 1, 2 * m, dtype=dt)
-    innov_var = torch.zeros(*batch, T, m, dtype=dt)
-    step_ev_store = torch.empty(*batch, T, dtype=dt)
-    cache: dict[str, object] = {"Q": None}
-
-    for t in range(T):
-        if t > 0:  # resample the weights of step t-1 where the ESS is low
-            need = ess_store[..., t - 1] > inv_ess_min  # ESS < threshold N
-            n_need = int(need.sum()) if batch else int(bool(need))
-            if n_need:
-                idx = systematic_resample(logw, generator)
-                z_res = torch.gather(z, -2, idx.unsqueeze(-1).expand(*idx.shape, d))
-                if n_need == n_runs:
-                    z, logw, W = z_res, uniform, uniform_w
-                else:
-                    z = torch.where(need[..., None, None], z_res, z)
-                    logw = torch.where(need[..., None], uniform, logw)
-                    W = logw.exp()
-        mu = _f64(model.transition_mean(z, t))
-        Q = _f64(model.transition_cov(t))
-        if cache["Q"] is None or (Q is not cache["Q"] and not torch.equal(cache["Q"], Q)):
-            cache["Q"], cache["LQ"] = Q, _psd_sqrt(Q, "transition_cov")
-        LQ = cache["LQ"]
-        mask, yt = mask_all[..., t, :], y0[..., t, :]
-        lik.set_step(mask, full_steps[t])
-        if config.proposal == "bootstrap":
-            z = mu + next(state_noise) @ LQ.mT
-            hz = _f64(model.observe(z))
-            incr = lik(yt, hz)
-            pred = hz
-            extra_var = 0.0
-        else:
-            H, linear = _obs_matrix(model, mu)  # (*batch, 1 or N, m, d)
-            Hm = H * mask[..., None, :, None].to(dt)  # zero rows where missing
-            Rg = _masked_cov(lik.R_gauss, mask).unsqueeze(-3)  # (*batch, 1, m, m)
-            LR = torch.linalg.cholesky(Rg)
-            S = Hm @ Q @ Hm.mT + Rg
-            LS = torch.linalg.cholesky(S)
-            K = torch.cholesky_solve(Hm @ Q, LS).mT  # (*batch, 1 or N, d, m) = Q Hm^T S^-1
-            hmu = model.observe(mu).to(dt)
-            e = torch.where(mask.unsqueeze(-2), yt.unsqueeze(-2) - hmu, 0.0)
-            w = next(state_noise) @ LQ.mT
-            v = (LR @ next(obs_noise)).squeeze(-1)
-            innov_draw = e - (Hm @ w.unsqueeze(-1)).squeeze(-1) - v
-            z = mu + w + (K @ innov_draw.unsqueeze(-1)).squeeze(-1)
-            log_pred = _gauss_logpdf(e, LS, lik.n_obs)  # \hat p(y | z_{t-1})
-            if linear and config.obs_likelihood == "gaussian":
-                incr = log_pred
-            else:
-                hz = model.observe(z).to(dt)
-                lin = hmu + (Hm @ (z - mu).unsqueeze(-1)).squeeze(-1)
-                lin_resid = torch.where(mask.unsqueeze(-2), yt.unsqueeze(-2) - lin, 0.0)
-                incr = lik(yt, hz) + log_pred - _gauss_logpdf(lin_resid, LR, lik.n_obs)
-            pred = hmu
-            extra_var = (Hm @ Q @ Hm.mT).diagonal(dim1=-2, dim2=-1)
-            if extra_var.shape[-2] > 1:
-                extra_var = (W.unsqueeze(-1) * extra_var).sum(-2)
-            else:
-                extra_var = extra_var.squeeze(-2)
-        total = logw + incr
-        step_ev = torch.logsumexp(total, -1)
-        step_ev_store[..., t] = step_ev
-        # predictive moments of h (weights of step t-1), turned into innovations after the loop
-        moments[..., t, :, :] = W.unsqueeze(-2) @ torch.cat([pred, pred * pred], -1)
-        if not isinstance(extra_var, float):
-            innov_var[..., t, :] = extra_var
-        logw = total - step_ev.unsqueeze(-1)
-        particles[..., t, :, :] = z
-        logw_store[..., t, :] = logw
-        W = logw.exp()
-        ess_store[..., t] = (W * W).sum(-1)  # 1 / ESS
-
-    ess_store = 1.0 / ess_store
-    log_ev = step_ev_store.sum(-1)
-    pmean, psq = moments.squeeze(-2).split(m, -1)
-    innov = torch.where(mask_all, y0 - pmean, float("nan"))
-    innov_var = innov_var + psq - pmean**2 + lik.R_gauss.diagonal()
-    # divergence checks once, after the loop (no per-step synchronisation); name the first bad step
-    finite = torch.isfinite(particles).flatten(-2).all(-1) & torch.isfinite(step_ev_store)  # (*batch, T)
+    particles, logw = fp.particles, fp.log_weights
+    W = logw.exp().unsqueeze(-1) if fp.fmean is None or fp.fcov is None else None
+    if fp.fmean is None:
+        fp.fmean = (W * particles).sum(-2)
+    # divergence: a finite weighted mean and evidence increment imply finite particles and weights
+    finite = torch.isfinite(fp.fmean).all(-1) & torch.isfinite(fp.step_ev)
     if not bool(finite.all()):
-        bad_t = int(torch.nonzero(~finite.reshape(-1, T).all(0))[0])
-        check_finite(particles[..., bad_t, :, :], bad_t, "pf", "particles")
-        raise FilterDivergenceError(
-            f"pf: every particle has zero weight at time step {bad_t} (the observation is far outside "
-            f"the particle cloud). Remedies: use proposal='guided', obs_likelihood='student_t', "
-            f"or {REMEDIES}."
-        )
-    W = logw_store.exp().unsqueeze(-1)
-    fmean = (W * particles).sum(-2)
-    dev = particles - fmean.unsqueeze(-2)
-    fcov = (W * dev).mT @ dev
-    spread = (fcov.diagonal(dim1=-2, dim2=-1).mean(-1)).sqrt()
+        _raise_divergence(particles, finite)
+    if fp.fcov is None:
+        dev = particles - fp.fmean.unsqueeze(-2)
+        fp.fcov = (W * dev).mT @ dev
+    innov = torch.where(mask_all, y0 - fp.pred_mean, float("nan"))
+    innov_var = fp.pred_sq - fp.pred_mean**2 + lik.R_gauss.diagonal()
+    if fp.extra_var is not None:
+        innov_var = innov_var + fp.extra_var
+    spread = fp.fcov.diagonal(dim1=-2, dim2=-1).mean(-1).sqrt()
     result = AssimilationResult(
         method="pf",
-        filtered_mean=fmean,
-        log_evidence=log_ev,
-        filtered_cov=fcov,
+        filtered_mean=fp.fmean,
+        log_evidence=fp.step_ev.sum(-1),
+        filtered_cov=fp.fcov,
         filtered_ensemble=particles,
-        log_weights=logw_store,
-        diagnostics=StepDiagnostics(innovation=innov, spread=spread, innovation_var=innov_var, ess=ess_store),
+        log_weights=logw,
+        diagnostics=StepDiagnostics(innovation=innov, spread=spread, innovation_var=innov_var, ess=1.0 / fp.inv_ess),
         config=config,
     )
     if config.smoother == "backward":
-        traj = backward_simulation(model, particles, logw_store, config.n_trajectories, generator)
+        traj = backward_simulation(model, particles, logw, config.n_trajectories, generator)
         result.smoothed_ensemble = traj
         result.smoothed_mean = traj.mean(-2)
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# Vectorised torch loop: any transition, either proposal, either observation-error family.
+# --------------------------------------------------------------------------------------------
+
+
+def _filter_torch(model, y0, mask_all, z, config: ParticleConfig, lik: _Likelihood, generator) -> _FilterPass:
+    """Forward pass over time with torch ops, vectorised over ``(*batch, N)``.
+
+    Branch-free: resampling is computed every step and kept where ``ESS < threshold N``
+    (``torch.where``), so no step reads a value back to Python.
+    """
+    batch, (T, m) = tuple(y0.shape[:-2]), tuple(y0.shape[-2:])
+    N, d = z.shape[-2:]
+    dt = torch.float64
+    full_steps = mask_all.movedim(-2, 0).reshape(T, -1).all(-1).tolist()
+    log_n = math.log(N)
+    inv_ess_min = 1.0 / (config.ess_threshold * N)
+    factor = _NoiseFactor(model)
+    guided = config.proposal == "guided"
+
+    uniform = torch.full((*batch, N), -log_n, dtype=dt)
+    logw, W = uniform, uniform.exp()
+    arange = torch.arange(N)
+    particles = torch.empty(*batch, T, N, d, dtype=dt)
+    logw_store = torch.empty(*batch, T, N, dtype=dt)
+    inv_ess = torch.empty(T, *batch, dtype=dt)
+    step_ev = torch.empty(T, *batch, dtype=dt)
+    moments = torch.empty(*batch, T, 1, 2 * m, dtype=dt)
+    extra = torch.zeros(*batch, T, m, dtype=dt) if guided else None
+    need = None
+
+    for start, block in _noise_blocks(generator, T, (*batch, N, d)):
+        K = block.shape[0]
+        Ls = [factor(t) for t in range(start, start + K)]
+        if all(L is Ls[0] for L in Ls):
+            wblock = factor.scale(block.to(dt), Ls[0])
+        else:
+            wblock = torch.stack([factor.scale(block[k].to(dt), Ls[k]) for k in range(K)])
+        vblock = torch.randn(K, *batch, N, m, 1, dtype=torch.float32, generator=generator).to(dt) if guided else None
+        # systematic-resampling points (u + i) / N, one uniform per run and step
+        points = torch.rand(K, *batch, 1, dtype=dt, generator=generator).add(arange).div_(N)
+        for k in range(K):
+            t = start + k
+            if need is not None:  # resample the weights of step t-1 where the ESS is low
+                cdf = torch.cumsum(W, -1)
+                idx = torch.searchsorted(cdf, points[k] * cdf[..., -1:]).clamp_max_(N - 1)
+                idx = torch.where(need.unsqueeze(-1), idx, arange)
+                z = torch.gather(z, -2, idx.unsqueeze(-1).expand(*idx.shape, d))
+                logw = torch.where(need.unsqueeze(-1), uniform, logw)
+                W = logw.exp()
+            mu = _f64(model.transition_mean(z, t))
+            mask, yt = mask_all[..., t, :], y0[..., t, :]
+            lik.set_step(mask, full_steps[t])
+            if not guided:
+                z = torch.add(mu, wblock[k], out=particles[..., t, :, :])
+                pred = _f64(model.observe(z))
+                incr = lik(yt, pred)
+            else:
+                z, pred, incr, extra_t = _guided_step(model, mu, mask, yt, lik, factor.Q, wblock[k], vblock[k], W)
+                particles[..., t, :, :] = z
+                extra[..., t, :] = extra_t
+            total = logw + incr
+            ev = torch.logsumexp(total, -1, out=step_ev[t])
+            # predictive moments of h (weights of step t-1), turned into innovations after the loop
+            torch.matmul(W.unsqueeze(-2), torch.cat([pred, pred * pred], -1), out=moments[..., t, :, :])
+            logw = torch.sub(total, ev.unsqueeze(-1), out=logw_store[..., t, :])
+            W = logw.exp()
+            need = torch.linalg.vecdot(W, W, out=inv_ess[t]) > inv_ess_min  # ESS < threshold N
+
+    pmean, psq = moments.squeeze(-2).split(m, -1)
+    return _FilterPass(
+        particles=particles,
+        log_weights=logw_store,
+        inv_ess=inv_ess.movedim(0, -1),
+        step_ev=step_ev.movedim(0, -1),
+        pred_mean=pmean,
+        pred_sq=psq,
+        extra_var=extra,
+    )
+
+
+def _guided_step(model, mu, mask, yt, lik: _Likelihood, Q, w, v_std, W):
+    """One guided-proposal step: ``(z, h(mu), log alpha, diag(H Q H^T))`` (see module docstring).
+
+    mu, w (*batch, N, d); mask, yt (*batch, m); v_std (*batch, N, m, 1); W (*batch, N).
+    """
+    dt = torch.float64
+    H, linear = _obs_matrix(model, mu)  # (*batch, 1 or N, m, d)
+    Hm = H * mask[..., None, :, None].to(dt)  # zero rows where missing
+    Rg = _masked_cov(lik.R_gauss, mask).unsqueeze(-3)  # (*batch, 1, m, m)
+    LR = torch.linalg.cholesky(Rg)
+    S = Hm @ Q @ Hm.mT + Rg
+    LS = torch.linalg.cholesky(S)
+    K = torch.cholesky_solve(Hm @ Q, LS).mT  # (*batch, 1 or N, d, m) = Q Hm^T S^-1
+    hmu = _f64(model.observe(mu))
+    e = torch.where(mask.unsqueeze(-2), yt.unsqueeze(-2) - hmu, 0.0)
+    v = (LR @ v_std).squeeze(-1)
+    innov_draw = e - (Hm @ w.unsqueeze(-1)).squeeze(-1) - v
+    z = mu + w + (K @ innov_draw.unsqueeze(-1)).squeeze(-1)
+    log_pred = _gauss_logpdf(e, LS, lik.n_obs)  # \hat p(y | z_{t-1})
+    if linear and lik.kind == "gaussian":
+        incr = log_pred
+    else:
+        hz = _f64(model.observe(z))
+        lin = hmu + (Hm @ (z - mu).unsqueeze(-1)).squeeze(-1)
+        lin_resid = torch.where(mask.unsqueeze(-2), yt.unsqueeze(-2) - lin, 0.0)
+        incr = lik(yt, hz) + log_pred - _gauss_logpdf(lin_resid, LR, lik.n_obs)
+    extra = (Hm @ Q @ Hm.mT).diagonal(dim1=-2, dim2=-1)
+    extra = (W.unsqueeze(-1) * extra).sum(-2) if extra.shape[-2] > 1 else extra.squeeze(-2)
+    return z, hmu, incr, extra
+
+
+# --------------------------------------------------------------------------------------------
+# Compiled bootstrap filter for linear transitions and observation matrices.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _LinearParts:
+    """``f(z) = A z + b``, ``h(z) = H z + c``: A (d, d), b (d,), H (m, d), c (m,)."""
+
+    A: torch.Tensor
+    b: torch.Tensor
+    H: torch.Tensor
+    c: torch.Tensor
+
+
+def _linear_parts(model) -> _LinearParts | None:
+    """The affine pieces of a model whose transition and observation are known to be linear."""
+    if type(model) is LinearGaussianModel:
+        A, H = model.A, model.H
+    elif type(model) is StateSpaceModel and type(model.transition) is LinearTransition and (
+        model.observation_matrix is not None
+    ):
+        A, H = model.transition.A, model.observation_matrix
+    else:
+        return None
+    A, H = _f64(A), _f64(H)
+    return _LinearParts(A, torch.zeros(A.shape[0], dtype=A.dtype), H, torch.zeros(H.shape[0], dtype=H.dtype))
+
+
+def _whitening_table(R: torch.Tensor, mask_all: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Whitening matrices of the observed components: ``(table (U, m, m), index (B, T), const (B, T))``.
+
+    ``table[index[b, t]] = L^{-1}`` with ``L`` the Cholesky factor of ``R`` restricted to the
+    components observed at ``(b, t)`` (identity on missing ones), so that the residual ``r``
+    (zero where missing) gives ``log p = -|L^{-1} r|^2 / 2 - const``,
+    ``const = log det L + n_obs log(2 pi) / 2``. Entry 0 is the fully observed case.
+    """
+    m = R.shape[-1]
+    mask = mask_all.reshape(-1, *mask_all.shape[-2:])  # (B, T, m)
+    full = mask.all(-1)
+    partial = (~full).nonzero()
+    covs = torch.cat([R.unsqueeze(0), _masked_cov(R, mask[partial[:, 0], partial[:, 1]])], 0)
+    L = torch.linalg.cholesky(covs)
+    eye = torch.eye(m, dtype=R.dtype).expand_as(L)
+    table = torch.linalg.solve_triangular(L, eye, upper=False)
+    index = torch.zeros(mask.shape[:2], dtype=torch.int64)
+    index[partial[:, 0], partial[:, 1]] = torch.arange(1, len(partial) + 1)
+    logdet = L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    const = logdet[index] + 0.5 * _LOG2PI * mask.sum(-1).to(R.dtype)
+    return table.contiguous(), index, const
+
+
+def _filter_compiled(model, parts: _LinearParts, y0, mask_all, z0, config: ParticleConfig, lik: _Likelihood,
+                     generator) -> _FilterPass:
+    """Bootstrap forward pass of a linear model: one compiled call per block of steps.
+
+    The kernel fuses, per step and run, propagation, weighting, log-evidence increment,
+    normalisation, ESS, filtered moments and systematic resampling (an O(N) merge of the
+    stratified points with the weights' running sum), reading no value back to Python. The
+    divergence check runs after each block and names the first bad step.
+    """
+    batch, (T, m) = tuple(y0.shape[:-2]), tuple(y0.shape[-2:])
+    N, d = z0.shape[-2:]
+    B = math.prod(batch)
+    dt = torch.float64
+    Q = _f64(model.transition_cov(0))
+    LQ = _psd_sqrt(Q, "transition_cov")
+    R = lik.R
+    if lik.kind == "student_t":
+        table = torch.zeros(1, m, m, dtype=dt)
+        index = torch.zeros(B, T, dtype=torch.int64)
+        const = torch.zeros(B, T, dtype=dt)
+        scale = lik.scale
+        lc = lik.const - torch.log(scale)
+    else:
+        table, index, const = _whitening_table(R, mask_all)
+        scale = lc = torch.ones(m, dtype=dt)
+    particles = torch.empty(*batch, T, N, d, dtype=dt)
+    logw = torch.empty(*batch, T, N, dtype=dt)
+    inv_ess = torch.empty(*batch, T, dtype=dt)
+    step_ev = torch.empty(*batch, T, dtype=dt)
+    pmean = torch.zeros(*batch, T, m, dtype=dt)
+    psq = torch.zeros(*batch, T, m, dtype=dt)
+    fmean = torch.empty(*batch, T, d, dtype=dt)
+    fcov = torch.empty(*batch, T, d, d, dtype=dt)
+    flat = lambda x, k: x.reshape(B, *x.shape[x.ndim - k:]).numpy()  # noqa: E731  (shares memory)
+    out = [flat(particles, 3), flat(logw, 2), flat(inv_ess, 1), flat(step_ev, 1), flat(pmean, 2), flat(psq, 2),
+           flat(fmean, 2), flat(fcov, 3)]
+    state_w = np.full((B, N), 1.0 / N)
+    need = np.zeros(B, dtype=np.bool_)
+    args = (
+        parts.A.contiguous().numpy(), parts.b.numpy(), LQ.contiguous().numpy(), _is_diagonal(LQ), parts.H.contiguous().numpy(),
+        parts.c.numpy(), y0.reshape(B, T, m).contiguous().numpy(), mask_all.reshape(B, T, m).contiguous().numpy(),
+        table.numpy(), index.numpy(), const.contiguous().numpy(), lik.kind == "student_t", _is_diagonal(R),
+        (1.0 / scale).numpy(), lc.numpy(), float(config.df), 1.0 / (config.ess_threshold * N),
+        z0.reshape(B, N, d).contiguous().numpy(),
+    )
+    kernel = _bootstrap_kernel()
+    for start, block in _noise_blocks(generator, T, (B, N, d)):
+        K = block.shape[0]
+        uni = torch.rand(K, B, dtype=dt, generator=generator).numpy()
+        kernel(start, block.numpy(), uni, *args, state_w, need, *out)
+        ok = np.isfinite(out[3][:, start:start + K]) & np.isfinite(out[6][:, start:start + K]).all(-1)
+        if not ok.all():  # stop at the first bad block
+            finite = torch.ones(B, T, dtype=torch.bool)
+            finite[:, start:start + K] = torch.from_numpy(ok)
+            _raise_divergence(particles, finite.reshape(*batch, T))
+    return _FilterPass(particles, logw, inv_ess, step_ev, pmean, psq, None, fmean, fcov)
+
+
+_KERNEL = None
+
+
+def _bootstrap_kernel():
+    """Compile (once; cached on disk) the fused bootstrap kernel."""
+    global _KERNEL
+    if _KERNEL is None:
+        import numba
+
+        _KERNEL = numba.njit(cache=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})(_bootstrap_block)
+    return _KERNEL
+
+
+def _bootstrap_block(t0, noise, uni, A, b, LQ, diag_q, H, c, y0, mask, table, index, const, student, diag_r,
+                     inv_scale, lc, df, inv_ess_min, z0, state_w, need,
+                     particles, logw, inv_ess, step_ev, pmean, psq, fmean, fcov):  # pragma: no cover - compiled
+    """Steps ``t0 .. t0 + K - 1`` of the bootstrap filter for every run (numba kernel).
+
+    noise (K, B, N, d) float32 standard normals; uni (K, B) resampling uniforms; y0, mask
+    (B, T, m); table/index/const from :func:`_whitening_table`; state_w (B, N) normalised
+    weights of the previous step and need (B,) its resampling flag (both updated in place);
+    outputs particles (B, T, N, d), logw (B, T, N), inv_ess, step_ev (B, T), pmean, psq
+    (B, T, m), fmean (B, T, d), fcov (B, T, d, d) (pmean and psq zero on entry).
+    """
+    K, B, N, d = noise.shape
+    m = H.shape[0]
+    inv_n = 1.0 / N
+    anc = np.empty(N, np.int64)
+    lwp = np.empty(N)
+    wp = np.empty(N)
+    tot = np.empty(N)
+    hz = np.empty(m)
+    r = np.empty(m)
+    mu = np.empty(d)
+    dev = np.empty((d, N))
+    wdev = np.empty((d, N))
+    half_df1 = 0.5 * (df + 1.0)
+    for bb in range(B):
+        for k in range(K):
+            t = t0 + k
+            src = z0[bb] if t == 0 else particles[bb, t - 1]
+            # ancestors and weights of step t-1 (systematic resampling where the ESS was low)
+            if t > 0 and need[bb]:
+                total = 0.0
+                for j in range(N):
+                    total += state_w[bb, j]
+                step = total * inv_n
+                j = 0
+                cum = state_w[bb, 0]
+                for i in range(N):
+                    p = (uni[k, bb] + i) * step
+                    while cum < p and j < N - 1:
+                        j += 1
+                        cum += state_w[bb, j]
+                    anc[i] = j
+                    lwp[i] = -math.log(N)
+                    wp[i] = inv_n
+            elif t > 0:
+                for i in range(N):
+                    anc[i] = i
+                    lwp[i] = logw[bb, t - 1, i]
+                    wp[i] = state_w[bb, i]
+            else:
+                for i in range(N):
+                    anc[i] = i
+                    lwp[i] = -math.log(N)
+                    wp[i] = inv_n
+            w_ix = index[bb, t]
+            mx = -math.inf
+            for i in range(N):
+                a = anc[i]
+                x = particles[bb, t, i]
+                for q in range(d):
+                    acc = b[q]
+                    for s in range(d):
+                        acc += A[q, s] * src[a, s]
+                    if diag_q:
+                        acc += LQ[q, q] * noise[k, bb, i, q]
+                    else:
+                        for s in range(q + 1):
+                            acc += LQ[q, s] * noise[k, bb, i, s]
+                    x[q] = acc
+                ll = 0.0
+                for q in range(m):
+                    h = c[q]
+                    for s in range(d):
+                        h += H[q, s] * x[s]
+                    hz[q] = h
+                    r[q] = y0[bb, t, q] - h if mask[bb, t, q] else 0.0
+                    pmean[bb, t, q] += wp[i] * h
+                    psq[bb, t, q] += wp[i] * h * h
+                if student:
+                    for q in range(m):
+                        if mask[bb, t, q]:
+                            u = r[q] * inv_scale[q]
+                            ll += lc[q] - half_df1 * math.log1p(u * u / df)
+                elif diag_r:
+                    for q in range(m):
+                        u = table[w_ix, q, q] * r[q]
+                        ll -= 0.5 * u * u
+                else:
+                    for q in range(m):
+                        u = 0.0
+                        for s in range(q + 1):
+                            u += table[w_ix, q, s] * r[s]
+                        ll -= 0.5 * u * u
+                v = lwp[i] + ll - const[bb, t]
+                tot[i] = v
+                if v > mx:
+                    mx = v
+            ssum = 0.0
+            for i in range(N):
+                e = math.exp(tot[i] - mx)
+                state_w[bb, i] = e
+                ssum += e
+            ev = mx + math.log(ssum)
+            step_ev[bb, t] = ev
+            inv_sum = 1.0 / ssum
+            s2 = 0.0
+            for q in range(d):
+                mu[q] = 0.0
+            for i in range(N):
+                w = state_w[bb, i] * inv_sum
+                state_w[bb, i] = w
+                logw[bb, t, i] = tot[i] - ev
+                s2 += w * w
+                for q in range(d):
+                    mu[q] += w * particles[bb, t, i, q]
+            inv_ess[bb, t] = s2
+            need[bb] = s2 > inv_ess_min
+            for q in range(d):
+                fmean[bb, t, q] = mu[q]
+            for i in range(N):  # weighted covariance from (d, N) buffers: contiguous inner loops
+                w = state_w[bb, i]
+                for q in range(d):
+                    dv = particles[bb, t, i, q] - mu[q]
+                    dev[q, i] = dv
+                    wdev[q, i] = w * dv
+            cov = fcov[bb, t]
+            for q in range(d):
+                for s in range(q, d):
+                    acc = 0.0
+                    for i in range(N):
+                        acc += wdev[q, i] * dev[s, i]
+                    cov[q, s] = acc
+            for q in range(d):
+                for s in range(q + 1, d):
+                    cov[s, q] = cov[q, s]
 
 
 def _categorical(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
