@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 import numpy as np
@@ -399,7 +399,7 @@ def run(
             except np.linalg.LinAlgError as exc:
                 why = f"a predicted covariance is singular ({exc})"
             else:
-                res = out.as_pass()
+                res = out._as_pass()
                 A_seq = parts[0].expand(T, *parts[0].shape)
         if why is not None and config.engine == "steady":
             raise ParameterError(
@@ -686,10 +686,10 @@ class SteadyStateOutput:
     smoother_cov_updates: torch.Tensor
     smoothed_mean: torch.Tensor | None = None
     smoothed_cov: torch.Tensor | None = None
-    _predicted_cov: Callable[[], torch.Tensor] | None = None
-    _gains: Callable[[], torch.Tensor] | None = None
+    _predicted_cov: Callable[[], torch.Tensor] | None = field(default=None, init=False, repr=False)
+    _gains: Callable[[], torch.Tensor] | None = field(default=None, init=False, repr=False)
 
-    def as_pass(self) -> _Pass:
+    def _as_pass(self) -> _Pass:
         return _Pass(self.filtered_mean, self.filtered_cov, self.log_evidence, self.nis, self.dof,
                      self.innovation, self.innovation_var, self.predicted_mean, self._predicted_cov,
                      self.smoothed_mean, self.smoothed_cov, self._gains)
@@ -755,8 +755,8 @@ def _steady_pass(A, b, Q, H, c, R, m0, P0, y: torch.Tensor, tol: float, smooth: 
         innovation_var=shp(tt(innov_var), T, m),
         filter_cov_updates=shp(torch.tensor(nf_g, dtype=torch.int64)[tt(group)]),
         smoother_cov_updates=shp(torch.tensor(ns_g if smooth else [0] * len(nf_g), dtype=torch.int64)[tt(group)]),
-        _predicted_cov=lambda: shp(_gather(Pp_c, run_idx), T, d, d),
     )
+    out._predicted_cov = lambda: shp(_gather(Pp_c, run_idx), T, d, d)
     if smooth:
         G_c, Ps_c = (np.concatenate(x) if len(x) > 1 else x[0] for x in zip(*s_parts, strict=True))
         run_gidx = np.stack(gidx_g)[group]
