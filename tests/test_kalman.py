@@ -366,3 +366,21 @@ def test_engine_and_tolerance_options_are_validated():
         KalmanConfig(steady_tol=-1e-3)
     with pytest.raises(ParameterError, match="steady_tol"):
         KalmanConfig(steady_tol=float("nan"))
+
+
+def test_single_step_and_singular_covariances_fall_back_consistently():
+    model = random_model(3, 2, seed=21)
+    _, y = model.simulate(1, generator=torch.Generator().manual_seed(22))
+    _assert_same(assimilate(model, y, "kalman"), assimilate(model, y, "kalman", engine="loop"), atol=1e-12)
+    # Q = 0 and P0 = 0: the state is known exactly, P^- is singular; the engine falls back to the loop
+    zero = torch.zeros(3, 3, dtype=f64)
+    known = LinearGaussianModel(model.A, zero, model.H, model.R, model.m0, zero)
+    _, y = model.simulate(15, generator=torch.Generator().manual_seed(23))
+    res = assimilate(known, y, "kalman")
+    z, m0 = [], model.m0
+    for _ in range(15):
+        m0 = model.A @ m0
+        z.append(m0)
+    torch.testing.assert_close(res.smoothed_mean, torch.stack(z), rtol=0, atol=1e-12)
+    with pytest.raises(ParameterError, match="singular"):
+        steady_state_smoother(known, y)

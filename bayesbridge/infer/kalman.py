@@ -806,7 +806,9 @@ def steady_state_smoother(model, y, *, tol: float = 1e-12, smooth: bool = True) 
     Raises
     ------
     ParameterError
-        If the model is time-varying, or ``tol`` is negative.
+        If the model is time-varying, ``tol`` is negative, or a predicted covariance
+        :math:`P_t^-` is singular (e.g. ``Q = 0`` and ``P0 = 0``; ``run`` then uses the loop,
+        whose smoother falls back to a pseudo-inverse).
     """
     from bayesbridge.model import as_tensor
 
@@ -819,7 +821,13 @@ def steady_state_smoother(model, y, *, tol: float = 1e-12, smooth: bool = True) 
             "model: steady_state_smoother needs a time-invariant linear-Gaussian model (fixed A and Q); "
             "use run() / assimilate(..., method='kalman'), which falls back to the general loop."
         )
-    return _steady_pass(*parts, y, float(tol), smooth)
+    try:
+        return _steady_pass(*parts, y, float(tol), smooth)
+    except np.linalg.LinAlgError as exc:
+        raise ParameterError(
+            f"model: a predicted covariance is singular ({exc}); give Q or P0 positive variance in "
+            f"every direction, or use assimilate(..., method='kalman', engine='loop')."
+        ) from exc
 
 
 def gaussian_hmm(model, T: int):
