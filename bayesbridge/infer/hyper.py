@@ -14,23 +14,147 @@ for one chain and reported as NaN).
 
 Observation-error scales include representation error; multiple independent runs
 (``observations`` with leading batch dims) share the scales.
+
+*Ensemble likelihood* (``likelihood="ensemble"``). For a nonlinear model, or to infer the
+multiplicative inflation ``lambda`` of an ensemble filter, the exact marginal likelihood is
+replaced by the ensemble Kalman (EnKF/ETKF) estimate of the innovation likelihood
+(:mod:`bayesbridge.infer.enkf`),
+
+.. math::
+    \\log \\hat p_N(y_{1:T} | s, \\sigma, \\lambda) = \\sum_t \\log N\\big(y_t;\\,
+    \\overline{h(z^f_t)},\\; \\lambda^2 Y_t^T Y_t / (N-1) + \\mathrm{diag}(s^2)\\big),
+
+computed with *common random numbers*: every evaluation draws the initial ensemble, the model
+errors (and the perturbed observations of the stochastic EnKF) from a generator re-seeded with
+the same ``seed``, so :math:`\\hat p_N` is a deterministic, differentiable function of
+``(s, sigma, lambda)``; autograd through the filter gives the gradient that NUTS and SVI need,
+and the posterior is :math:`p(s) p(\\sigma) p(\\lambda) \\hat p_N(y | s, \\sigma, \\lambda)` (a
+``pyro.factor`` site). This is the ensemble-Kalman likelihood of Stroud & Bengtsson (2007,
+*Sequential state and variance estimation within the ensemble Kalman filter*, MWR 135) and
+Katzfuss, Stroud & Wikle (2020, *Ensemble Kalman methods for high-dimensional hierarchical
+dynamic space-time models*, JASA 115), with fixed random numbers as in simulated-likelihood
+estimation. For a linear-Gaussian model the ETKF with second-order exact sampling and
+``members > 2 latent_dim`` reproduces the Kalman filter, so :math:`\\hat p_N` is then the exact
+likelihood of the inflated filter (forecast covariance :math:`\\lambda^2 (A P A^T + Q)`); with a
+stochastic EnKF or a nonlinear model it is an approximation whose error shrinks as ``members``
+grows.
+
+Inflation ``lambda >= 1`` gets the prior ``lambda - 1 ~ HalfNormal(inflation_scale)`` (mass at
+1, i.e. "no inflation unless the data ask for it") or ``LogNormal(log inflation_scale, 1)``; its
+draws are returned as the variable ``inflation``. Inflation above 1 signals an ensemble whose
+forecast spread is too small for the data: too small a model-error covariance, or too few
+members.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 import numpy as np
+import pyro
+import pyro.distributions as dist
 import torch
 
 from bayesbridge.diagnostics import arviz_compat
 from bayesbridge.errors import InputTypeError, ParameterError
+from bayesbridge.infer.enkf import EnKFConfig, Sampling, _choice, generator_noise
+from bayesbridge.infer.enkf import run as enkf_run
+from bayesbridge.model import as_tensor
 from bayesbridge.model_pyro import as_state_space_model, isolated_pyro, state_space_program
 
-__all__ = ["HyperConfig", "HyperPosterior", "infer_hyperparameters"]
+__all__ = [
+    "HyperConfig",
+    "EnsembleLikelihood",
+    "HyperPosterior",
+    "infer_hyperparameters",
+    "ensemble_log_likelihood",
+]
 
 HyperMethod = Literal["nuts", "svi"]
+Likelihood = Literal["exact", "ensemble"]
+EnsembleMethod = Literal["enkf", "etkf"]
+InflationPrior = Literal["halfnormal", "lognormal"]
+
+
+@dataclass
+class EnsembleLikelihood:
+    """Settings of the ensemble (EnKF/ETKF) likelihood with common random numbers.
+
+    Parameters
+    ----------
+    method : {"etkf", "enkf"}
+        ETKF (deterministic square root; exact for linear-Gaussian models with ``sampling="exact"``
+        and ``members > 2 latent_dim``) or stochastic EnKF with perturbed observations.
+    members : int
+        Ensemble size ``N`` (default 200); at least ``latent_dim + 1`` so that the forecast
+        covariance has full rank.
+    seed : int
+        Seed of the common random numbers, the same at every evaluation (default 0).
+    sampling : {"exact", "centred", "random"}
+        Initial-ensemble and model-error sampling (see :class:`~bayesbridge.infer.enkf.EnKFConfig`).
+    infer_inflation : bool
+        Sample the multiplicative inflation ``lambda >= 1`` with its prior (default False).
+    inflation_prior : {"halfnormal", "lognormal"}
+        Prior of ``lambda - 1``: ``HalfNormal(inflation_scale)`` or
+        ``LogNormal(log inflation_scale, 1)``.
+    inflation_scale : float
+        Scale of that prior (> 0, default 0.1: inflation of a few to 20 %).
+    inflation : float
+        Fixed inflation (>= 1) used when ``infer_inflation`` is False (default 1, none).
+    scales : {"infer", "fixed"}
+        ``"infer"`` (default): sample ``obs_scale`` and ``model_error_scale`` from the model's
+        priors. ``"fixed"``: hold them at the model's nominal values and infer the inflation only
+        (e.g. to tune the inflation of an operational filter); needs ``infer_inflation=True``.
+    """
+
+    method: EnsembleMethod = "etkf"
+    members: int = 200
+    seed: int = 0
+    sampling: Sampling = "exact"
+    infer_inflation: bool = False
+    inflation_prior: InflationPrior = "halfnormal"
+    inflation_scale: float = 0.1
+    inflation: float = 1.0
+    scales: Literal["infer", "fixed"] = "infer"
+
+    def __post_init__(self) -> None:
+        _choice(self.scales, "ensemble.scales", ("infer", "fixed"))
+        _choice(self.method, "ensemble.method", get_args(EnsembleMethod))
+        try:  # members, inflation and sampling as the engine validates them
+            EnKFConfig(variant=self.method, members=self.members, inflation=self.inflation, sampling=self.sampling)
+        except ParameterError as err:
+            raise ParameterError(f"ensemble.{err}") from err
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ParameterError(f"ensemble.seed: expected a non-negative integer, got {self.seed!r}.")
+        if not isinstance(self.infer_inflation, bool):
+            raise ParameterError(f"ensemble.infer_inflation: expected True or False, got {self.infer_inflation!r}.")
+        if not (np.isfinite(self.inflation_scale) and self.inflation_scale > 0):
+            raise ParameterError(
+                f"ensemble.inflation_scale: expected a positive prior scale for inflation - 1, got "
+                f"{self.inflation_scale!r}."
+            )
+        if self.scales == "fixed" and not self.infer_inflation:
+            raise ParameterError(
+                "ensemble.scales: 'fixed' holds the error scales at their nominal values, so with "
+                "infer_inflation=False nothing is left to infer; set infer_inflation=True or scales='infer'."
+            )
+
+    def inflation_excess_prior(self) -> dist.Distribution:
+        """Prior of ``lambda - 1`` (support ``(0, inf)``)."""
+        scale = torch.tensor(float(self.inflation_scale), dtype=torch.float64)
+        if self.inflation_prior == "halfnormal":
+            return dist.HalfNormal(scale)
+        return dist.LogNormal(scale.log(), torch.ones((), dtype=torch.float64))
+
+    def describe(self) -> str:
+        """One-line description (stored in the ArviZ attributes)."""
+        infl = (f"inflation ~ 1 + {self.inflation_prior}({self.inflation_scale})" if self.infer_inflation
+                else f"inflation {self.inflation}")
+        fixed = ", scales fixed at their nominal values" if self.scales == "fixed" else ""
+        return (f"ensemble ({self.method}, {self.members} members, {self.sampling} sampling, common random "
+                f"numbers seed {self.seed}, {infl}{fixed})")
 
 
 @dataclass
@@ -52,6 +176,13 @@ class HyperConfig:
         NUTS maximum tree depth (default 6).
     svi_steps, lr, guide : int, float, {"normal", "lowrank"}
         SVI settings (see :class:`~bayesbridge.infer.variational.SVIConfig`).
+    likelihood : {"exact", "ensemble"}
+        ``"exact"`` (default): Kalman marginal likelihood of an affine model (GaussianHMM).
+        ``"ensemble"``: EnKF/ETKF likelihood with common random numbers (any model; optional
+        inflation), configured by ``ensemble``.
+    ensemble : EnsembleLikelihood or dict, optional
+        Settings of the ensemble likelihood (default ``EnsembleLikelihood()``); only valid with
+        ``likelihood="ensemble"``.
     """
 
     method: HyperMethod = "nuts"
@@ -63,10 +194,27 @@ class HyperConfig:
     svi_steps: int = 1000
     lr: float = 0.03
     guide: Literal["normal", "lowrank"] = "lowrank"
+    likelihood: Likelihood = "exact"
+    ensemble: EnsembleLikelihood | None = None
 
     def __post_init__(self) -> None:
-        if self.method not in get_args(HyperMethod):
-            raise ParameterError(f"method: expected one of 'nuts', 'svi', got {self.method!r}.")
+        _choice(self.method, "method", get_args(HyperMethod))
+        _choice(self.likelihood, "likelihood", get_args(Likelihood))
+        _choice(self.guide, "guide", ("normal", "lowrank"))
+        if isinstance(self.ensemble, dict):
+            self.ensemble = EnsembleLikelihood(**self.ensemble)
+        if self.ensemble is not None and not isinstance(self.ensemble, EnsembleLikelihood):
+            raise InputTypeError(
+                f"ensemble: expected an EnsembleLikelihood or a dict of its fields, got {type(self.ensemble).__name__}."
+            )
+        if self.likelihood == "exact" and self.ensemble is not None:
+            what = "an inflation prior" if self.ensemble.infer_inflation else "ensemble settings"
+            raise ParameterError(
+                f"ensemble: got {what} with likelihood='exact'; the exact (Kalman/GaussianHMM) likelihood "
+                f"has no ensemble and no inflation. Set likelihood='ensemble' to use them, or drop ensemble."
+            )
+        if self.likelihood == "ensemble" and self.ensemble is None:
+            self.ensemble = EnsembleLikelihood()
         for name in ("num_samples", "chains", "max_tree_depth", "svi_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -85,7 +233,9 @@ class HyperPosterior:
     ----------
     method : str
     draws : dict of str to Tensor (chain, draw, ...)
-        ``obs_scale`` ``(chain, draw, m)`` and ``model_error_scale`` ``(chain, draw)``.
+        ``obs_scale`` ``(chain, draw, m)``, ``model_error_scale`` ``(chain, draw)`` (absent
+        with ``EnsembleLikelihood(scales="fixed")``) and, when inferred with the ensemble
+        likelihood, ``inflation`` ``(chain, draw)``.
     inference_data : ArviZ container
         ``posterior`` group (dims ``chain, draw, observable``), plus ``sample_stats`` (NUTS).
     rhat : dict of str to float
@@ -93,6 +243,8 @@ class HyperPosterior:
     ess_bulk : dict of str to float
         Smallest bulk ESS over the components of each variable.
     obs_names : tuple of str
+    likelihood : str
+        ``"exact"`` or ``"ensemble"``.
     """
 
     method: str
@@ -101,9 +253,10 @@ class HyperPosterior:
     rhat: dict[str, float] = field(default_factory=dict)
     ess_bulk: dict[str, float] = field(default_factory=dict)
     obs_names: tuple[str, ...] = ()
+    likelihood: str = "exact"
 
     def mean(self) -> dict[str, torch.Tensor]:
-        """Posterior means ``obs_scale (m,)``, ``model_error_scale ()``."""
+        """Posterior means ``obs_scale (m,)``, ``model_error_scale ()`` (and ``inflation ()``)."""
         return {k: v.mean((0, 1)) for k, v in self.draws.items()}
 
     def quantiles(self, q=(0.05, 0.5, 0.95)) -> dict[str, torch.Tensor]:
@@ -114,6 +267,156 @@ class HyperPosterior:
     def summary(self):
         """ArviZ summary table (mean, sd, HDI, ESS, R-hat)."""
         return arviz_compat.summary(self.inference_data)
+
+
+def _check_members(config: EnsembleLikelihood, latent_dim: int) -> None:
+    """The ensemble must span the latent space: ``members >= latent_dim + 1``."""
+    if config.members < latent_dim + 1:
+        raise ParameterError(
+            f"ensemble.members: expected at least latent_dim + 1 = {latent_dim + 1} members (a "
+            f"full-rank forecast covariance), got {config.members}; use more than 2 * latent_dim = "
+            f"{2 * latent_dim} for second-order exact sampling."
+        )
+
+
+class _ScaledModel:
+    """A StateSpace view of ``model`` at (possibly grad-carrying) scales ``s (m,)``, ``sigma ()``.
+
+    ``transition_cov(t) = sigma^2 L_t L_t^T`` and ``obs_cov() = diag(s^2)`` stay in the autograd
+    graph (unlike :meth:`StateSpaceModel.with_scales`, which stores floats); a time-invariant
+    ``L_t`` returns the same ``Q`` object at every step, so the filter factorises it once.
+    """
+
+    def __init__(self, ssm, obs_scale: torch.Tensor, model_error_scale: torch.Tensor) -> None:
+        self.ssm = ssm
+        self.latent_dim, self.obs_dim = ssm.latent_dim, ssm.obs_dim
+        self._R = torch.diag_embed(obs_scale**2)
+        self._sigma2 = model_error_scale**2
+        self._L0 = as_tensor(ssm.transition.noise_scale_tril(0), "noise_scale_tril")
+        self._Q0 = self._sigma2 * (self._L0 @ self._L0.mT)
+
+    def initial(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.ssm.initial()
+
+    def transition_mean(self, z: torch.Tensor, step: int) -> torch.Tensor:
+        return self.ssm.transition_mean(z, step)
+
+    def transition_cov(self, step: int) -> torch.Tensor:
+        Lt = as_tensor(self.ssm.transition.noise_scale_tril(step), "noise_scale_tril")
+        if Lt is self._L0 or torch.equal(Lt, self._L0):
+            return self._Q0
+        return self._sigma2 * (Lt @ Lt.mT)
+
+    def observe(self, z: torch.Tensor) -> torch.Tensor:
+        return self.ssm.observe(z)
+
+    def obs_cov(self) -> torch.Tensor:
+        return self._R
+
+
+def ensemble_log_likelihood(
+    model, observations, obs_scale, model_error_scale, inflation=1.0, config: EnsembleLikelihood | None = None
+) -> torch.Tensor:
+    """Ensemble (EnKF/ETKF) log-likelihood with common random numbers, differentiable.
+
+    .. math::
+        \\log \\hat p_N(y_{1:T}) = \\sum_t \\log N\\big(y_t;\\, \\overline{h(z^f_t)},\\;
+        \\lambda^2 Y_t^T Y_t / (N-1) + \\mathrm{diag}(s^2)\\big)
+
+    (missing components dropped), evaluated by :func:`bayesbridge.infer.enkf.run` with a noise
+    source re-seeded with ``config.seed`` at every call: the same scales give the same value
+    bit for bit, and the value is a smooth function of ``obs_scale``, ``model_error_scale`` and
+    ``inflation``, whose gradient autograd returns (Stroud & Bengtsson 2007; Katzfuss, Stroud &
+    Wikle 2020).
+
+    Parameters
+    ----------
+    model : StateSpaceModel or StateSpace
+        Converted with :func:`~bayesbridge.model_pyro.as_state_space_model`; may be nonlinear.
+    observations : Tensor (*batch, T, m)
+        Validated observations (float64, NaN = missing); the runs share the scales.
+    obs_scale : Tensor (m,)
+        Observation-error scales ``s``.
+    model_error_scale : Tensor ()
+        Model-error scale ``sigma`` (``Q_t = sigma^2 L_t L_t^T``).
+    inflation : float or Tensor ()
+        Multiplicative inflation ``lambda >= 1`` of the forecast anomalies.
+    config : EnsembleLikelihood, optional
+        Method, members, seed and sampling (default ``EnsembleLikelihood()``).
+
+    Returns
+    -------
+    Tensor (*batch,)
+        ``log p_N(y | s, sigma, lambda)`` per run, carrying gradients w.r.t. tensor inputs.
+    """
+    config = EnsembleLikelihood() if config is None else config
+    ssm = as_state_space_model(model)
+    _check_members(config, ssm.latent_dim)
+    s = as_tensor(obs_scale, "obs_scale") if not torch.is_tensor(obs_scale) else obs_scale
+    sigma = as_tensor(model_error_scale, "model_error_scale") if not torch.is_tensor(model_error_scale) else (
+        model_error_scale
+    )
+    scaled = _ScaledModel(ssm, s.reshape(ssm.obs_dim), sigma.reshape(()))
+    enkf_config = EnKFConfig(
+        variant=config.method, members=config.members, sampling=config.sampling,
+        store_ensemble=False, check_divergence=False,
+    )
+    # The engine takes a 0-dim tensor inflation (gradients flow through the anomaly scaling);
+    # it is set after validation, which would otherwise convert it to a float.
+    enkf_config.inflation = inflation
+    noise = generator_noise(torch.Generator().manual_seed(config.seed))  # common random numbers
+    return enkf_run(scaled, observations, enkf_config, torch.Generator(), noise=noise).log_evidence
+
+
+def _ensemble_program(ssm, ens: EnsembleLikelihood):
+    """Pyro program: scale (and inflation) priors plus the ensemble log-likelihood as a factor."""
+
+    def program(y):
+        if ens.scales == "infer":
+            s = pyro.sample("obs_scale", ssm.obs_scale_prior)
+            sigma = pyro.sample("model_error_scale", ssm.model_error_prior)
+        else:
+            s, sigma = ssm.obs_scale, torch.tensor(ssm.model_error_scale, dtype=torch.float64)
+        inflation = ens.inflation
+        if ens.infer_inflation:
+            inflation = 1.0 + pyro.sample("inflation_excess", ens.inflation_excess_prior())
+        try:
+            loglik = ensemble_log_likelihood(ssm, y, s, sigma, inflation, ens).sum()
+        except torch.linalg.LinAlgError:  # a degenerate innovation covariance: zero likelihood
+            loglik = torch.tensor(-math.inf, dtype=torch.float64)
+        pyro.factor("ensemble_log_likelihood", loglik)
+
+    return program
+
+
+def _svi_draws(program, y: torch.Tensor, config: HyperConfig, generator: torch.Generator) -> dict:
+    """SVI on the global sites of ``program`` (same guides and optimiser as ``fit_svi``).
+
+    Returns draws ``(1, num_samples, ...)`` of every guide site, sampled from the guide alone
+    (no further likelihood evaluations).
+    """
+    import pyro.infer.autoguide as autoguide
+    from pyro.infer import SVI, Trace_ELBO
+    from pyro.optim import ClippedAdam
+
+    with isolated_pyro(generator):
+        if config.guide == "normal":
+            guide = autoguide.AutoNormal(program, init_loc_fn=autoguide.init_to_median, init_scale=0.05)
+        else:
+            guide = autoguide.AutoLowRankMultivariateNormal(
+                program, init_loc_fn=autoguide.init_to_median, init_scale=0.05
+            )
+        svi = SVI(program, guide, ClippedAdam({"lr": config.lr, "clip_norm": 10.0}), Trace_ELBO())
+        for i in range(config.svi_steps):
+            loss = svi.step(y)
+            if not math.isfinite(loss):
+                raise ParameterError(
+                    f"svi: the ELBO became non-finite at step {i}; lower lr (now {config.lr}), use more "
+                    f"ensemble members or tighter priors on the error scales."
+                )
+        with torch.no_grad():
+            samples = [guide(y) for _ in range(config.num_samples)]
+    return {k: torch.stack([s[k] for s in samples]).detach().to(torch.float64).unsqueeze(0) for k in samples[0]}
 
 
 def _nuts_chains(program, y: torch.Tensor, config: HyperConfig, generator: torch.Generator):
@@ -136,22 +439,27 @@ def _nuts_chains(program, y: torch.Tensor, config: HyperConfig, generator: torch
 def infer_hyperparameters(
     model, observations, config: HyperConfig | None = None, *, seed: int | torch.Generator = 0, **options
 ) -> HyperPosterior:
-    """Posterior of the observation-error and model-error scales given ``observations``.
+    """Posterior of the observation-error and model-error scales (and inflation) given ``observations``.
 
     Parameters
     ----------
     model : StateSpaceModel or LinearGaussianModel
-        An affine model (its priors are used; a LinearGaussianModel gets the default priors of
-        :class:`~bayesbridge.model.StateSpaceModel` centred on ``sqrt(diag R)`` and 1).
+        Its priors are used (a LinearGaussianModel gets the default priors of
+        :class:`~bayesbridge.model.StateSpaceModel` centred on ``sqrt(diag R)`` and 1). The exact
+        likelihood needs an affine model; the ensemble likelihood takes any model.
     observations : array (T, m) or (*batch, T, m)
         NaN = missing; runs in the batch share the scales.
     config : HyperConfig, optional
-        Or give its fields as keyword ``options``.
+        Or give its fields as keyword ``options`` (e.g. ``likelihood="ensemble",
+        ensemble=EnsembleLikelihood(infer_inflation=True)``).
     seed : int or torch.Generator
+        Seeds NUTS/SVI (the ensemble's common random numbers use ``config.ensemble.seed``).
 
     Returns
     -------
     HyperPosterior
+        Draws of ``obs_scale``, ``model_error_scale`` and, if inferred, ``inflation``, with
+        R-hat and bulk ESS.
     """
     from bayesbridge.infer import prepare_observations
     from bayesbridge.infer.variational import SVIConfig, fit_svi
@@ -162,36 +470,47 @@ def infer_hyperparameters(
         raise InputTypeError("options: give either config or keyword options, not both.")
     ssm = as_state_space_model(model)
     y = prepare_observations(ssm, observations)
-    if ssm.affine_structure(int(y.shape[-2])) is None:
+    exact = config.likelihood == "exact"
+    if exact and ssm.affine_structure(int(y.shape[-2])) is None:
         raise ParameterError(
-            "model: hyperparameter inference marginalises the latent chain exactly and needs an affine "
-            "model; for a nonlinear model use assimilate(..., method='svi'), whose structured guide "
-            "also returns the scales' posterior in result.hyperparameters."
+            "model: the exact likelihood marginalises the latent chain exactly and needs an affine "
+            "model; for a nonlinear model use likelihood='ensemble' (EnKF/ETKF likelihood), or "
+            "assimilate(..., method='svi'), whose structured guide also returns the scales' posterior."
         )
+    if not exact:
+        _check_members(config.ensemble, ssm.latent_dim)
     generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
 
-    def program(obs):
+    def exact_program(obs):
         return state_space_program(ssm, obs)
 
+    program = exact_program if exact else _ensemble_program(ssm, config.ensemble)
     sample_stats = None
     if config.method == "nuts":
         draws, sample_stats = _nuts_chains(program, y, config, generator)
-    else:
+    elif exact:
         svi_cfg = SVIConfig(steps=config.svi_steps, lr=config.lr, guide=config.guide, members=config.num_samples)
         fit = fit_svi(ssm, y, svi_cfg, generator)
         draws = {k: fit.draws[k].unsqueeze(0) for k in ("obs_scale", "model_error_scale")}
-    draws["obs_scale"] = draws["obs_scale"].reshape(*draws["obs_scale"].shape[:2], ssm.obs_dim)
-    draws["model_error_scale"] = draws["model_error_scale"].reshape(draws["model_error_scale"].shape[:2])
+    else:
+        draws = _svi_draws(program, y, config, generator)
+    if "obs_scale" in draws:
+        draws["obs_scale"] = draws["obs_scale"].reshape(*draws["obs_scale"].shape[:2], ssm.obs_dim)
+        draws["model_error_scale"] = draws["model_error_scale"].reshape(draws["model_error_scale"].shape[:2])
+    if "inflation_excess" in draws:
+        excess = draws.pop("inflation_excess")
+        draws["inflation"] = 1.0 + excess.reshape(excess.shape[:2])
     idata = arviz_compat.from_dict(
         posterior={k: v.numpy() for k, v in draws.items()},
         sample_stats=sample_stats,
         coords={"observable": list(ssm.obs_names)},
         dims={"obs_scale": ["observable"]},
-        attrs={"inference_method": config.method, "likelihood": "exact (GaussianHMM)"},
+        attrs={"inference_method": config.method,
+               "likelihood": "exact (GaussianHMM)" if exact else config.ensemble.describe()},
     )
     n_chains = next(iter(draws.values())).shape[0]
     rhat, ess = {}, {}
     for name in draws:
         ess[name] = float(np.min(arviz_compat.ess(idata, var_names=[name])[name].values))
         rhat[name] = float(np.max(arviz_compat.rhat(idata, var_names=[name])[name].values)) if n_chains > 1 else float("nan")
-    return HyperPosterior(config.method, draws, idata, rhat, ess, tuple(ssm.obs_names))
+    return HyperPosterior(config.method, draws, idata, rhat, ess, tuple(ssm.obs_names), config.likelihood)
