@@ -43,19 +43,23 @@ from bayesbridge.errors import (
     InputTypeError,
     NotFittedError,
     ParameterError,
+    ShapeMismatchError,
     TimeAxisError,
     VariableNotFoundError,
 )
 from bayesbridge.infer import METHODS, AssimilationResult, assimilate
 from bayesbridge.regions import STANDARD_BOXES, get_region
 
-__all__ = ["BridgeConfig", "Bridge", "BridgeResult", "OBSERVABLES", "observations_from"]
+__all__ = ["BridgeConfig", "Bridge", "BridgeResult", "OBSERVABLES", "RUN_DIMS", "observations_from"]
 
 CodecKind = Literal["eof", "autoencoder", "vae"]
 DynamicsKind = Literal["linear", "seasonal", "neural"]
 
 OBSERVABLES: tuple[str, ...] = STANDARD_BOXES
 """Index names that can be assimilated (``nino12``, ``nino3``, ``nino34``, ``nino4``, ``h_w``)."""
+
+RUN_DIMS: tuple[str, ...] = ("run", "member", "draw")
+"""Names accepted for the dimension of independent runs in :meth:`Bridge.assimilate`."""
 
 _DEFAULT_FLOOR = {"nino12": 0.15, "nino3": 0.15, "nino34": 0.15, "nino4": 0.15, "h_w": 2.0}
 
@@ -143,7 +147,7 @@ class BridgeResult:
     model : StateSpaceModel
         The state-space model that was assimilated into.
     observations : xarray.Dataset
-        The assimilated indices on ``time``.
+        The assimilated indices on ``time``, or ``(run, time)`` for a batch of runs.
     obs_error : pandas.Series
         Observation-error standard deviation used per index.
     """
@@ -155,7 +159,7 @@ class BridgeResult:
     obs_error: pd.Series
 
 
-def observations_from(obj, variables: Sequence[str] | None = None) -> xr.Dataset:
+def observations_from(obj, variables: Sequence[str] | None = None, *, runs: bool = False) -> xr.Dataset:
     """Index observations as a Dataset on ``time`` with the requested variables (NaN = missing).
 
     Parameters
@@ -165,11 +169,16 @@ def observations_from(obj, variables: Sequence[str] | None = None) -> xr.Dataset
         column or index.
     variables : sequence of str, optional
         Indices to keep (default: every known index in :data:`OBSERVABLES` present).
+    runs : bool
+        Accept one extra dimension of independent runs, named one of :data:`RUN_DIMS`
+        (``run``, ``member`` as in ``MultiscaleENSO.simulate(members=K)``, or ``draw``); it is
+        renamed ``run`` and the series are broadcast to ``(run, time)``.
 
     Returns
     -------
     xarray.Dataset
-        float64 series on consecutive months; a single ``member`` is dropped.
+        float64 series on consecutive months, ``(time,)`` or, with ``runs``, ``(run, time)``;
+        a single ``member`` is always dropped.
     """
     if isinstance(obj, pd.DataFrame):
         frame = obj.set_index("time") if "time" in obj.columns else obj
@@ -203,12 +212,25 @@ def observations_from(obj, variables: Sequence[str] | None = None) -> xr.Dataset
             f"data has {', '.join(map(str, ds.data_vars)) or 'no variables'}."
         )
     out = ds[names]
-    if "member" in out.dims:
-        if out.sizes["member"] != 1:
-            raise InputTypeError(
-                "observations: several members given; assimilate one series at a time or loop over members."
-            )
+    if "member" in out.dims and out.sizes["member"] == 1:
         out = out.isel(member=0, drop=True)
+    extra = [str(d) for d in out.dims if d != "time"]
+    if extra:
+        if not runs:
+            raise ShapeMismatchError(
+                f"observations: expected series on time only, got dimensions {dict(out.sizes)}; select "
+                f"one series, or pass all runs to Bridge.assimilate (one run dimension: {', '.join(RUN_DIMS)})."
+            )
+        if len(extra) > 1 or extra[0] not in RUN_DIMS:
+            raise ShapeMismatchError(
+                f"observations: expected series on time plus at most one run dimension named one of "
+                f"{', '.join(RUN_DIMS)}, got dimensions {dict(out.sizes)}; stack or rename the extra "
+                f"dimensions first, e.g. ds.stack(run=('chain', 'draw'))."
+            )
+        out = out.rename({extra[0]: "run"}) if extra[0] != "run" else out
+        if out.sizes["run"] < 1:
+            raise ShapeMismatchError("observations: the run dimension is empty; pass at least one run.")
+        out = xr.broadcast(out)[0].transpose("run", "time")
     _check_monthly(out["time"])
     return out.astype("float64")
 
@@ -422,11 +444,22 @@ class Bridge:
     ) -> BridgeResult:
         """Assimilate index observations and return the decoded posterior.
 
+        Several independent runs (e.g. one idealized-model run per parameter draw,
+        :func:`bayesbridge.propagate.propagate_parameter_uncertainty`) are assimilated as ONE
+        batched call: observations ``(run, T, m)`` give an engine result
+        ``(run, T, member, d)``, and the posterior pools them, draw ``i = run * members + m``.
+        Its summaries are then those of the mixture over runs; for any scalar ``x``, by the law
+        of total variance,
+
+        .. math:: \\operatorname{Var}[x] = \\mathbb E_r\\big[\\operatorname{Var}[x \\mid r]\\big]
+                  + \\operatorname{Var}_r\\big[\\mathbb E[x \\mid r]\\big].
+
         Parameters
         ----------
         observations : Dataset or DataFrame
             Monthly index series on ``time`` (``nino3``, ``nino4``, ``nino34``, ``nino12``,
-            ``h_w``), NaN = missing.
+            ``h_w``), NaN = missing; optionally with one run dimension (``run``, ``member`` or
+            ``draw``, see :data:`RUN_DIMS`), all runs on the same months.
         variables : sequence of str, optional
             Which indices to assimilate (default: every known index present).
         seed : int
@@ -436,28 +469,39 @@ class Bridge:
             for validation.
         boxes : sequence of str, optional
             Boxes whose posterior series are reported (default: all standard boxes available).
+
+        Returns
+        -------
+        BridgeResult
+            With several runs, ``result`` has a leading ``run`` dimension, ``observations`` is on
+            ``(run, time)`` and the posterior holds ``run x members`` draws; its stored
+            observation series are then only the ``withheld`` ones (one series per name).
         """
         from bayesbridge.posterior import Posterior
 
         self._require()
-        obs = observations_from(observations, variables)
+        obs = observations_from(observations, variables, runs=True)
         names = list(obs.data_vars)
+        batched = "run" in obs.dims
         start_month = int(obs["time"].dt.month.values[0])
         model = self.state_space_model(names, start_month)
-        y = np.stack([obs[n].values for n in names], axis=-1)
+        y = np.stack([obs[n].values for n in names], axis=-1)  # (T, m) or (run, T, m)
         cfg = self.config
         options = dict(cfg.method_options)
         if cfg.method in ("enkf", "etkf", "enks"):
             options.setdefault("inflation", cfg.inflation)
         with _single_torch_thread():
             result = assimilate(model, y, method=cfg.method, members=cfg.members, seed=seed, **options)
-        observed = obs if withheld is None else xr.merge([obs, observations_from(withheld)])
+        series = [] if batched else [obs]
+        if withheld is not None:
+            series.append(observations_from(withheld))
+        observed = xr.merge(series) if series else None
         posterior = Posterior(
             result,
             self.codec,
             time=obs["time"].values,
             observations=observed,
-            assimilated=names,
+            assimilated=() if batched else names,
             representation_residuals=self.residual_points if cfg.representation_error else None,
             seed=seed,
             boxes=boxes,

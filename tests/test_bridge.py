@@ -152,3 +152,79 @@ def test_frame_with_time_index(twin):
     frame = pd.DataFrame({"nino3": twin.idealized_observations["nino3"].values},
                          index=pd.Index(twin.idealized_observations["time"].values, name="time"))
     assert observations_from(frame).sizes["time"] == twin.idealized_observations.sizes["time"]
+
+
+# ---------------------------------------------------------------- several runs in one batch
+def _variant(fitted, **options):
+    """The fitted bridge with another configuration (same codec, dynamics and residuals)."""
+    import copy
+
+    out = copy.copy(fitted)
+    out.config = BridgeConfig(latent_dim=10, **options)
+    return out
+
+
+def _box_functional(codec, box):
+    """``(a, w)`` with box index = ``a + w . z`` for the affine EOF decoder (probed, not read)."""
+    d = codec.latent_dim
+    probe = codec.decode(np.vstack([np.zeros((1, d)), np.eye(d)]))[regions.get_region(box).variable]
+    values = regions.box_index(probe, box).values
+    return values[0], values[1:] - values[0]
+
+
+def test_batched_identical_runs_reproduce_the_single_run(twin, fitted):
+    exact = _variant(fitted, method="kalman", members=40, representation_error=False)
+    obs = twin.idealized_observations[["nino3", "nino4", "h_w"]].isel(time=slice(0, 120))
+    single = exact.assimilate(obs, seed=1)
+    batch = exact.assimilate(xr.concat([obs] * 3, dim="run"), seed=1)
+    # the exact smoother is deterministic: every run of the batch is the single-series posterior
+    assert tuple(batch.result.smoothed_mean.shape) == (3, *single.result.smoothed_mean.shape)
+    np.testing.assert_allclose(batch.result.smoothed_mean.numpy(),
+                               np.broadcast_to(single.result.smoothed_mean.numpy(), (3, 120, 10)), atol=1e-10)
+    np.testing.assert_allclose(batch.result.smoothed_cov[1].numpy(), single.result.smoothed_cov.numpy(), atol=1e-10)
+    # pooled draws (3 x 40) estimate the same mean as the single run's 40 draws: Monte Carlo error only
+    s1, s3 = single.posterior.summary(), batch.posterior.summary()
+    assert batch.posterior.n_draws == 120
+    z = (s3["nino3_mean"] - s1["nino3_mean"]) / (s1["nino3_std"] * np.sqrt(1 / 40 + 1 / 120))
+    assert float(np.abs(z).max()) < 5.0
+    assert abs(float(z.mean())) < 0.5
+    assert batch.observations["nino3"].dims == ("run", "time")
+
+
+def test_batched_runs_pool_by_the_law_of_total_variance(twin, fitted):
+    from bayesbridge.idealized import MultiscaleENSO
+
+    exact = _variant(fitted, method="kalman", members=100, representation_error=False)
+    runs = MultiscaleENSO().simulate(years=10, members=3, seed=11)[["nino3", "nino4", "h_w"]]
+    pooled = exact.assimilate(runs, seed=4)  # `member` is the run dimension here
+    assert pooled.posterior.n_draws == 300
+    a, w = _box_functional(fitted.codec, "nino3")
+    # independent per-run posteriors: exact Gaussian moments of three separate calls
+    means, variances = [], []
+    for k in range(3):
+        one = exact.assimilate(runs.isel(member=k), seed=k).result
+        means.append(a + one.smoothed_mean.numpy() @ w)
+        variances.append(np.einsum("i,tij,j->t", w, one.smoothed_cov.numpy(), w))
+    means, variances = np.array(means), np.array(variances)
+    total = variances.mean(0) + means.var(0)  # E[Var | run] + Var[E | run]
+    draws = pooled.posterior.index_draws("nino3").values  # (draw, time), draw = run * 100 + member
+    assert np.mean(draws.var(0) / total) == pytest.approx(1.0, abs=0.06)
+    np.testing.assert_allclose(draws.mean(0), means.mean(0), atol=4.5 * np.sqrt(total.max() / 300))
+    # draws are grouped by run: the first 100 follow run 0
+    assert np.corrcoef(draws[:100].mean(0), means[0])[0, 1] > 0.99
+    # pooled 90 % intervals are wider than any single run's (Gaussian: 2 x 1.645 sd)
+    s = pooled.posterior.summary()
+    single_width = 2 * 1.6449 * np.sqrt(variances).mean(1)
+    assert float((s["nino3_q95"] - s["nino3_q05"]).mean()) > 1.05 * single_width.max()
+
+
+def test_run_dimension_errors(twin, fitted):
+    obs = twin.idealized_observations[["nino3", "nino4"]]
+    two = xr.concat([obs, obs], dim="run")
+    with pytest.raises(errors.ShapeMismatchError, match="time only"):
+        observations_from(two)
+    with pytest.raises(errors.ShapeMismatchError, match="run, member, draw"):
+        fitted.assimilate(two.rename(run="ensemble"))
+    with pytest.raises(errors.ShapeMismatchError, match="at most one run dimension"):
+        fitted.assimilate(xr.concat([two, two], dim="draw"))
+    assert observations_from(two, runs=True)["nino3"].dims == ("run", "time")
