@@ -32,6 +32,7 @@ _SUBMODULES = (
     "reanalysis",
     "diagnostics",
     "parallel",
+    "propagate",
     "sensitivity",
     "demo",
     "errors",

@@ -1,0 +1,95 @@
+"""Idealized-model parameter uncertainty through the bridge (bayesbridge.propagate), small sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from scipy import stats
+
+from bayesbridge import errors, io
+from bayesbridge.bridge import Bridge, BridgeConfig
+from bayesbridge.datasets import make_twin_experiment
+from bayesbridge.idealized import ENSOParameters, MultiscaleENSO
+from bayesbridge.propagate import parameter_table, propagate_parameter_uncertainty, thin_indices
+
+K, YEARS = 4, 20
+# ten draws around the published values (f = 0.65, wind_amp = 0.9): the posterior to thin
+DRAWS = {"f": np.linspace(0.55, 0.75, 10), "wind_amp": np.linspace(0.7, 1.1, 10)}
+
+
+@pytest.fixture(scope="module")
+def bridge(tmp_path_factory):
+    twin = make_twin_experiment(years=YEARS, seed=2, cache_dir=tmp_path_factory.mktemp("cache"))
+    ops = io.open_operational(twin.operational, region=None).load()
+    # exact smoother (deterministic given the observations) and no representation noise: cheap
+    return Bridge(BridgeConfig(latent_dim=6, members=20, method="kalman", representation_error=False)).fit(ops)
+
+
+@pytest.fixture(scope="module")
+def propagated(bridge):
+    return propagate_parameter_uncertainty(bridge, DRAWS, YEARS, seed=7, start=1850, draws=K, burn_in_years=5,
+                                           stat_draws=5)
+
+
+def test_runs_are_reproducible_simulations_at_the_thinned_draws(propagated):
+    rows = [0, 3, 6, 9]  # evenly spaced over ten draws, first and last included
+    np.testing.assert_array_equal(propagated.parameters["f"].values, DRAWS["f"][rows])
+    np.testing.assert_array_equal(propagated.parameters["wind_amp"].values, DRAWS["wind_amp"][rows])
+    children = np.random.SeedSequence(7).spawn(K)
+    for k in range(K):
+        params = ENSOParameters(f=DRAWS["f"][rows[k]], wind_amp=DRAWS["wind_amp"][rows[k]])
+        own = MultiscaleENSO(params).simulate(YEARS, members=1, seed=children[k], burn_in_years=5, start_year=1850)
+        for v in ("nino3", "nino4", "h_w"):
+            np.testing.assert_array_equal(propagated.runs[v].isel(run=k).values, own[v].isel(member=0).values)
+    assert propagated.runs["nino3"].dims == ("run", "time")
+    assert propagated.runs["time"].values[0].year == 1850 and propagated.runs["time"].values[0].month == 1
+    # per-draw statistics are those of each simulated run (scipy oracle)
+    np.testing.assert_allclose(propagated.statistics["nino3_skew"].values,
+                               stats.skew(propagated.runs["nino3"].values, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(propagated.statistics["nino3_std"].values,
+                               propagated.runs["nino3"].values.std(axis=1), rtol=1e-12)
+
+
+def test_one_batched_assimilation_equals_the_separate_runs(bridge, propagated):
+    res = propagated.bridge_result
+    assert tuple(res.result.smoothed_mean.shape[:2]) == (K, 12 * YEARS)
+    assert propagated.posterior.n_draws == K * 20
+    for k in (0, K - 1):
+        alone = bridge.assimilate(propagated.runs.isel(run=k), seed=0).result
+        np.testing.assert_allclose(res.result.smoothed_mean[k].numpy(), alone.smoothed_mean.numpy(), atol=1e-9)
+    # bridged per-run statistics come from that run's own draws: Nino 3 std follows the run's
+    corr = np.corrcoef(propagated.bridged_statistics["nino3_std"], propagated.statistics["nino3_std"])[0, 1]
+    assert corr > 0.8
+    spread = propagated.spread()
+    assert list(spread.columns) == ["mean", "q05", "q95"]
+    assert (spread["q05"] <= spread["mean"]).all() and (spread["mean"] <= spread["q95"]).all()
+    np.testing.assert_allclose(spread.loc["nino3_skew", "mean"], propagated.bridged_statistics["nino3_skew"].mean())
+
+
+def test_parameter_table_reads_the_calibration_formats():
+    from bayesbridge.diagnostics import arviz_compat
+
+    chains = {"f": DRAWS["f"].reshape(2, 5), "m": np.linspace(1.8, 2.2, 10).reshape(2, 5)}
+    expected = pd.DataFrame({k: v.reshape(-1) for k, v in chains.items()})  # chain-major
+    idata = arviz_compat.from_dict(posterior=chains)
+    pd.testing.assert_frame_equal(parameter_table(idata), expected, check_names=False, check_index_type=False)
+    dataset = xr.Dataset({k: (("chain", "draw"), v) for k, v in chains.items()})
+    pd.testing.assert_frame_equal(parameter_table(dataset), expected, check_names=False, check_index_type=False)
+    pd.testing.assert_frame_equal(parameter_table(expected), expected, check_names=False, check_index_type=False)
+    np.testing.assert_array_equal(thin_indices(10, 1), [0])
+    np.testing.assert_array_equal(thin_indices(7, 7), np.arange(7))
+
+
+def test_bad_parameter_draws_are_named(bridge):
+    with pytest.raises(errors.ParameterError, match="valid names are f, b0"):
+        parameter_table({"f": [0.6], "gamma": [1.0]})
+    with pytest.raises(errors.ShapeMismatchError, match="one length"):
+        parameter_table({"f": [0.6, 0.7], "m": [2.0]})
+    with pytest.raises(errors.InputTypeError, match="CalibrationResult"):
+        parameter_table([0.6, 0.7])
+    with pytest.raises(errors.ParameterError, match="draws: expected an integer in 1..2"):
+        propagate_parameter_uncertainty(bridge, {"f": [0.6, 0.7]}, YEARS, seed=0, draws=3)
+    with pytest.raises(errors.ParameterError, match="draw 1 is not a valid parameter set"):
+        propagate_parameter_uncertainty(bridge, {"f": [0.6, -0.7]}, YEARS, seed=0, burn_in_years=0)
