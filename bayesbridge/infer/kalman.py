@@ -462,13 +462,26 @@ def _ffbs(res: _Pass, eps: torch.Tensor) -> torch.Tensor:
 
 
 @njit(cache=True)
-def _sym(P):  # pragma: no cover - compiled
-    return 0.5 * (P + P.T)
-
-
-@njit(cache=True)
-def _max_abs(P):  # pragma: no cover - compiled
-    return np.max(np.abs(P))
+def _sym_update(out, base, X, prev, ref):  # pragma: no cover - compiled
+    """``out = base + (X + X^T) / 2``; returns ``max|out|``, ``max|out - prev|``, ``max|out - ref|``
+    (``prev``/``ref`` are skipped when they have no rows)."""
+    d = out.shape[0]
+    big = 0.0
+    dp = 0.0
+    dr = 0.0
+    use_prev = prev.shape[0] > 0
+    use_ref = ref.shape[0] > 0
+    for i in range(d):
+        for j in range(i, d):
+            v = 0.5 * (base[i, j] + base[j, i] + X[i, j] + X[j, i])
+            out[i, j] = v
+            out[j, i] = v
+            big = max(big, abs(v))
+            if use_prev:
+                dp = max(dp, abs(v - prev[i, j]), abs(v - prev[j, i]))
+            if use_ref:
+                dr = max(dr, abs(v - ref[i, j]), abs(v - ref[j, i]))
+    return big, dp, dr
 
 
 @njit(cache=True)
@@ -489,6 +502,15 @@ def _cov_pass(A, Q, H, R, P0, obs, tol):  # pragma: no cover - compiled
     hld_u = np.empty(T)
     Sd_u = np.empty((T, m))
     idx = np.empty(T, np.int64)
+    AP = np.empty((d, d))
+    APA = np.empty((d, d))
+    PHt = np.empty((d, m))
+    HT = np.empty((d, m))
+    HPH = np.empty((m, m))
+    S = np.empty((m, m))
+    KT = np.empty((m, d))
+    KSK = np.empty((d, d))
+    none = np.empty((0, 0))
     P = np.ascontiguousarray(P0)
     n = 0
     steady = -1  # entry of the converged covariance, once found
@@ -503,39 +525,42 @@ def _cov_pass(A, Q, H, R, P0, obs, tol):  # pragma: no cover - compiled
             idx[t] = steady
             continue
         active = False
-        Pp = _sym(A @ P @ AT + Q)
-        Heff = H.copy()
-        Reff = R.copy()
+        Pp = Pp_u[n]
+        np.dot(A, P, AP)
+        np.dot(AP, AT, APA)
+        _sym_update(Pp, Q, APA, none, none)
+        for i in range(d):  # H^T with rows of missing components zeroed
+            for k in range(m):
+                HT[i, k] = H[k, i] if obs[t, k] else 0.0
+        np.dot(Pp, HT, PHt)
+        np.dot(np.ascontiguousarray(HT.T), PHt, HPH)
         for k in range(m):
-            if not obs[t, k]:
-                Heff[k, :] = 0.0
-                Reff[k, :] = 0.0
-                Reff[:, k] = 0.0
-                Reff[k, k] = 1.0
-        PHt = Pp @ np.ascontiguousarray(Heff.T)
-        S = _sym(Heff @ PHt + Reff)
+            for j in range(m):
+                if obs[t, k] and obs[t, j]:
+                    S[k, j] = 0.5 * (HPH[k, j] + HPH[j, k] + R[k, j] + R[j, k])
+                else:
+                    S[k, j] = 1.0 if k == j else 0.0
         L = np.linalg.cholesky(S)
         Li = np.linalg.inv(L)
-        KT = (np.ascontiguousarray(Li.T) @ Li) @ np.ascontiguousarray(PHt.T)
+        np.dot(np.ascontiguousarray(Li.T) @ Li, np.ascontiguousarray(PHt.T), KT)
         # P = P^- - K S K^T = P^- - (P^- H^T) K^T: O(d^2 m) instead of the Joseph form's O(d^3)
-        Pn = _sym(Pp - PHt @ KT)
-        Pp_u[n] = Pp
-        Pf_u[n] = Pn
+        np.dot(PHt, KT, KSK)
+        KSK *= -1.0
+        big, dp, dr = _sym_update(Pf_u[n], Pp, KSK, P if prev_full else none, Pf_u[steady] if steady >= 0 else none)
         KT_u[n] = KT
         Li_u[n] = Li
-        hld_u[n] = np.sum(np.log(np.diag(L)))
-        Sd_u[n] = np.diag(S)
+        hld = 0.0
+        for k in range(m):
+            hld += np.log(L[k, k])
+            Sd_u[n, k] = S[k, k]
+        hld_u[n] = hld
         idx[t] = n
         if full and tol > 0.0:
-            scale = tol * _max_abs(Pn)
-            if steady >= 0 and _max_abs(Pn - Pf_u[steady]) <= scale:
-                active = True  # back at the steady state after a gap; keep the fresh entry n
-                steady = n
-            elif prev_full and _max_abs(Pn - P) <= scale:
-                active = True
+            if (steady >= 0 and dr <= tol * big) or (prev_full and dp <= tol * big):
+                active = True  # converged (or back at the steady state after a gap)
                 steady = n
         prev_full = full
-        P = Pn
+        P = Pf_u[n]
         n += 1
     return n, idx, Pp_u[:n].copy(), Pf_u[:n].copy(), KT_u[:n].copy(), Li_u[:n].copy(), hld_u[:n].copy(), Sd_u[:n].copy()
 
@@ -553,8 +578,13 @@ def _smooth_cov_pass(A, idx, Pp_u, Pf_u, tol):  # pragma: no cover - compiled
     gidx = np.empty(max(T - 1, 0), np.int64)
     Ps_u = np.empty((T, d, d))
     sidx = np.empty(T, np.int64)
-    Ps = Pf_u[idx[T - 1]].copy()
-    Ps_u[0] = Ps
+    X = np.empty((d, d))
+    GX = np.empty((d, d))
+    GXG = np.empty((d, d))
+    AP = np.empty((d, d))
+    none = np.empty((0, 0))
+    Ps_u[0] = Pf_u[idx[T - 1]]
+    Ps = Ps_u[0]
     sidx[T - 1] = 0
     ns = 1
     ng = 0
@@ -569,22 +599,28 @@ def _smooth_cov_pass(A, idx, Pp_u, Pf_u, tol):  # pragma: no cover - compiled
         same = a == prev_a and b == prev_b
         if not same:
             # G_t = P_t A^T (P_{t+1}^-)^{-1} = ((P_{t+1}^-)^{-1} A P_t)^T
-            GT = np.ascontiguousarray(np.linalg.solve(Pp_u[b], A @ Pf_u[a]))
-            G = np.ascontiguousarray(GT.T)
-            G_u[ng] = G
+            np.dot(A, Pf_u[a], AP)
+            GT = np.ascontiguousarray(np.linalg.solve(Pp_u[b], AP))
+            G = G_u[ng]
+            G[:, :] = GT.T
             ng += 1
             settled = False
         gidx[t] = ng - 1
         if settled:
             sidx[t] = sidx[t + 1]
             continue
-        Psn = _sym(Pf_u[a] + G @ (Ps - Pp_u[b]) @ GT)
-        Ps_u[ns] = Psn
+        Ppb = Pp_u[b]
+        for i in range(d):
+            for j in range(d):
+                X[i, j] = Ps[i, j] - Ppb[i, j]
+        np.dot(G, X, GX)
+        np.dot(GX, GT, GXG)
+        big, dp, _ = _sym_update(Ps_u[ns], Pf_u[a], GXG, Ps if same else none, none)
+        Ps = Ps_u[ns]
         sidx[t] = ns
         ns += 1
-        if same and tol > 0.0 and _max_abs(Psn - Ps) <= tol * _max_abs(Psn):
+        if same and tol > 0.0 and dp <= tol * big:
             settled = True
-        Ps = Psn
         prev_a = a
         prev_b = b
     return ns, gidx, G_u[:ng].copy(), sidx, Ps_u[:ns].copy()
