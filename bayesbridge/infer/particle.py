@@ -48,6 +48,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+import numba
 import numpy as np
 import torch
 
@@ -198,10 +199,9 @@ class _Likelihood:
         self.whiten = torch.linalg.inv(torch.linalg.cholesky(R)).mT.contiguous()  # u = r @ whiten
         self.const_full = float(torch.linalg.cholesky(R).diagonal().log().sum()) + 0.5 * m * _LOG2PI
 
-    def set_step(self, mask: torch.Tensor, full: bool) -> None:
-        """mask (*batch, m); ``full``: every component of every run observed."""
-        self.mask, self.full = mask, full
-        self.n_obs = mask.sum(-1).to(self.R.dtype)
+    def set_step(self, mask: torch.Tensor, full: bool, n_obs: torch.Tensor) -> None:
+        """mask (*batch, m); ``full``: every component of every run observed; n_obs (*batch,)."""
+        self.mask, self.full, self.n_obs = mask, full, n_obs
         if self.kind == "gaussian" and not full:
             self.chol = torch.linalg.cholesky(_masked_cov(self.R, mask))
 
@@ -309,11 +309,15 @@ class _FilterPass:
     fcov: torch.Tensor | None = None
 
 
-def _raise_divergence(particles: torch.Tensor, finite: torch.Tensor) -> None:
-    """Raise :class:`FilterDivergenceError` naming the first step where ``finite`` ``(*batch, T)`` fails."""
-    T = finite.shape[-1]
-    bad_t = int(torch.nonzero(~finite.reshape(-1, T).all(0))[0])
-    check_finite(particles[..., bad_t, :, :], bad_t, "pf", "particles")
+def _raise_divergence(particles: torch.Tensor, finite: torch.Tensor, offset: int = 0) -> None:
+    """Raise :class:`FilterDivergenceError` naming the first step where ``finite`` fails.
+
+    particles (*batch, K, N, d) and finite (*batch, K) cover steps ``offset .. offset + K - 1``.
+    """
+    K = finite.shape[-1]
+    k = int(torch.nonzero(~finite.reshape(-1, K).all(0))[0])
+    bad_t = offset + k
+    check_finite(particles[..., k, :, :], bad_t, "pf", "particles")
     raise FilterDivergenceError(
         f"pf: every particle has zero weight at time step {bad_t} (the observation is far outside "
         f"the particle cloud). Remedies: use proposal='guided', obs_likelihood='student_t', "
@@ -413,30 +417,39 @@ def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generat
 
 
 def _filter_torch(model, y0, mask_all, z, config: ParticleConfig, lik: _Likelihood, generator) -> _FilterPass:
-    """Forward pass over time with torch ops, vectorised over ``(*batch, N)``.
+    """Forward pass over time: the model's own torch functions, vectorised over ``(*batch, N)``.
 
-    Branch-free: resampling is computed every step and kept where ``ESS < threshold N``
-    (``torch.where``), so no step reads a value back to Python.
+    Per step, propagation and likelihood are torch ops (any transition, either proposal, either
+    observation-error family); weighting, log-evidence increment, ESS, moments and systematic
+    resampling are one compiled call (:func:`_weigh_step`) on shared memory, reading no value
+    back to Python.
     """
     batch, (T, m) = tuple(y0.shape[:-2]), tuple(y0.shape[-2:])
     N, d = z.shape[-2:]
+    B = math.prod(batch)
     dt = torch.float64
     full_steps = mask_all.movedim(-2, 0).reshape(T, -1).all(-1).tolist()
-    log_n = math.log(N)
+    n_obs = mask_all.sum(-1).to(dt)
     inv_ess_min = 1.0 / (config.ess_threshold * N)
     factor = _NoiseFactor(model)
     guided = config.proposal == "guided"
 
-    uniform = torch.full((*batch, N), -log_n, dtype=dt)
-    logw, W = uniform, uniform.exp()
-    arange = torch.arange(N)
     particles = torch.empty(*batch, T, N, d, dtype=dt)
-    logw_store = torch.empty(*batch, T, N, dtype=dt)
-    inv_ess = torch.empty(T, *batch, dtype=dt)
-    step_ev = torch.empty(T, *batch, dtype=dt)
-    moments = torch.empty(*batch, T, 1, 2 * m, dtype=dt)
+    logw = torch.empty(*batch, T, N, dtype=dt)
+    inv_ess = torch.empty(*batch, T, dtype=dt)
+    step_ev = torch.empty(*batch, T, dtype=dt)
+    pmean = torch.empty(*batch, T, m, dtype=dt)
+    psq = torch.empty(*batch, T, m, dtype=dt)
+    fmean = torch.empty(*batch, T, d, dtype=dt)
+    fcov = torch.empty(*batch, T, d, d, dtype=dt)
     extra = torch.zeros(*batch, T, m, dtype=dt) if guided else None
-    need = None
+    flat = lambda x, k: x.reshape(B, *x.shape[x.ndim - k:]).numpy()  # noqa: E731  (shares memory)
+    out = [flat(particles, 3), flat(logw, 2), flat(inv_ess, 1), flat(step_ev, 1), flat(pmean, 2), flat(psq, 2),
+           flat(fmean, 2), flat(fcov, 3)]
+    w, anc, lwp, wp = _carry(B, N)
+    W = torch.from_numpy(wp).reshape(*batch, N)  # weights of the parents (a view, updated in place)
+    zbuf = torch.empty(*batch, N, d, dtype=dt)
+    work = (flat(zbuf, 2), np.empty((d, N)), np.empty((d, N)))
 
     for start, block in _noise_blocks(generator, T, (*batch, N, d)):
         K = block.shape[0]
@@ -446,46 +459,30 @@ def _filter_torch(model, y0, mask_all, z, config: ParticleConfig, lik: _Likeliho
         else:
             wblock = torch.stack([factor.scale(block[k].to(dt), Ls[k]) for k in range(K)])
         vblock = torch.randn(K, *batch, N, m, 1, dtype=torch.float32, generator=generator).to(dt) if guided else None
-        # systematic-resampling points (u + i) / N, one uniform per run and step
-        points = torch.rand(K, *batch, 1, dtype=dt, generator=generator).add(arange).div_(N)
+        uni = torch.rand(K, B, dtype=dt, generator=generator).numpy()
         for k in range(K):
             t = start + k
-            if need is not None:  # resample the weights of step t-1 where the ESS is low
-                cdf = torch.cumsum(W, -1)
-                idx = torch.searchsorted(cdf, points[k] * cdf[..., -1:]).clamp_max_(N - 1)
-                idx = torch.where(need.unsqueeze(-1), idx, arange)
-                z = torch.gather(z, -2, idx.unsqueeze(-1).expand(*idx.shape, d))
-                logw = torch.where(need.unsqueeze(-1), uniform, logw)
-                W = logw.exp()
-            mu = _f64(model.transition_mean(z, t))
+            mu = _f64(model.transition_mean(z, t)).detach()
             mask, yt = mask_all[..., t, :], y0[..., t, :]
-            lik.set_step(mask, full_steps[t])
+            lik.set_step(mask, full_steps[t], n_obs[..., t])
             if not guided:
-                z = torch.add(mu, wblock[k], out=particles[..., t, :, :])
-                pred = _f64(model.observe(z))
+                z_t = torch.add(mu, wblock[k], out=particles[..., t, :, :])
+                pred = _f64(model.observe(z_t))
                 incr = lik(yt, pred)
             else:
-                z, pred, incr, extra_t = _guided_step(model, mu, mask, yt, lik, factor.Q, wblock[k], vblock[k], W)
-                particles[..., t, :, :] = z
+                z_t, pred, incr, extra_t = _guided_step(model, mu, mask, yt, lik, factor.Q, wblock[k], vblock[k], W)
+                particles[..., t, :, :] = z_t
                 extra[..., t, :] = extra_t
-            total = logw + incr
-            ev = torch.logsumexp(total, -1, out=step_ev[t])
-            # predictive moments of h (weights of step t-1), turned into innovations after the loop
-            torch.matmul(W.unsqueeze(-2), torch.cat([pred, pred * pred], -1), out=moments[..., t, :, :])
-            logw = torch.sub(total, ev.unsqueeze(-1), out=logw_store[..., t, :])
-            W = logw.exp()
-            need = torch.linalg.vecdot(W, W, out=inv_ess[t]) > inv_ess_min  # ESS < threshold N
+            _weigh_step(t, t == T - 1, uni[k], incr.detach().reshape(B, N).contiguous().numpy(),
+                        pred.detach().expand(*batch, N, m).reshape(B, N, m).contiguous().numpy(), *out,
+                        inv_ess_min, w, anc, lwp, wp, *work)
+            z = zbuf
+        blk = slice(start, start + K)
+        finite = torch.isfinite(step_ev[..., blk]) & torch.isfinite(fmean[..., blk, :]).all(-1)
+        if not bool(finite.all()):  # stop at the first bad block
+            _raise_divergence(particles[..., blk, :, :], finite, offset=start)
 
-    pmean, psq = moments.squeeze(-2).split(m, -1)
-    return _FilterPass(
-        particles=particles,
-        log_weights=logw_store,
-        inv_ess=inv_ess.movedim(0, -1),
-        step_ev=step_ev.movedim(0, -1),
-        pred_mean=pmean,
-        pred_sq=psq,
-        extra_var=extra,
-    )
+    return _FilterPass(particles, logw, inv_ess, step_ev, pmean, psq, extra, fmean, fcov)
 
 
 def _guided_step(model, mu, mask, yt, lik: _Likelihood, Q, w, v_std, W):
@@ -571,6 +568,16 @@ def _whitening_table(R: torch.Tensor, mask_all: torch.Tensor) -> tuple[torch.Ten
     return table.contiguous(), index, const
 
 
+def _carry(B: int, N: int) -> tuple[np.ndarray, ...]:
+    """State carried from step to step by the compiled pieces, before the first step.
+
+    ``w`` (B, N) weights of the last step; ``anc`` (B, N) parents of the next step's particles;
+    ``lwp``, ``wp`` (B, N) their log weights and weights (uniform before the first step).
+    """
+    return (np.full((B, N), 1.0 / N), np.broadcast_to(np.arange(N), (B, N)).copy(),
+            np.full((B, N), -math.log(N)), np.full((B, N), 1.0 / N))
+
+
 def _filter_compiled(model, parts: _LinearParts, y0, mask_all, z0, config: ParticleConfig, lik: _Likelihood,
                      generator) -> _FilterPass:
     """Bootstrap forward pass of a linear model: one compiled call per block of steps.
@@ -600,69 +607,170 @@ def _filter_compiled(model, parts: _LinearParts, y0, mask_all, z0, config: Parti
     logw = torch.empty(*batch, T, N, dtype=dt)
     inv_ess = torch.empty(*batch, T, dtype=dt)
     step_ev = torch.empty(*batch, T, dtype=dt)
-    pmean = torch.zeros(*batch, T, m, dtype=dt)
-    psq = torch.zeros(*batch, T, m, dtype=dt)
+    pmean = torch.empty(*batch, T, m, dtype=dt)
+    psq = torch.empty(*batch, T, m, dtype=dt)
     fmean = torch.empty(*batch, T, d, dtype=dt)
     fcov = torch.empty(*batch, T, d, d, dtype=dt)
     flat = lambda x, k: x.reshape(B, *x.shape[x.ndim - k:]).numpy()  # noqa: E731  (shares memory)
     out = [flat(particles, 3), flat(logw, 2), flat(inv_ess, 1), flat(step_ev, 1), flat(pmean, 2), flat(psq, 2),
            flat(fmean, 2), flat(fcov, 3)]
-    state_w = np.full((B, N), 1.0 / N)
-    need = np.zeros(B, dtype=np.bool_)
+    state = _carry(B, N)
     args = (
-        parts.A.contiguous().numpy(), parts.b.numpy(), LQ.contiguous().numpy(), _is_diagonal(LQ), parts.H.contiguous().numpy(),
-        parts.c.numpy(), y0.reshape(B, T, m).contiguous().numpy(), mask_all.reshape(B, T, m).contiguous().numpy(),
-        table.numpy(), index.numpy(), const.contiguous().numpy(), lik.kind == "student_t", _is_diagonal(R),
-        (1.0 / scale).numpy(), lc.numpy(), float(config.df), 1.0 / (config.ess_threshold * N),
-        z0.reshape(B, N, d).contiguous().numpy(),
+        parts.A.contiguous().numpy(), parts.b.numpy(), LQ.contiguous().numpy(), _is_diagonal(LQ),
+        parts.H.contiguous().numpy(), parts.c.numpy(), y0.reshape(B, T, m).contiguous().numpy(),
+        mask_all.reshape(B, T, m).contiguous().numpy(), table.numpy(), index.numpy(), const.contiguous().numpy(),
+        lik.kind == "student_t", _is_diagonal(R), (1.0 / scale).numpy(), lc.numpy(), float(config.df),
+        1.0 / (config.ess_threshold * N), z0.reshape(B, N, d).contiguous().numpy(),
     )
-    kernel = _bootstrap_kernel()
     for start, block in _noise_blocks(generator, T, (B, N, d)):
         K = block.shape[0]
         uni = torch.rand(K, B, dtype=dt, generator=generator).numpy()
-        kernel(start, block.numpy(), uni, *args, state_w, need, *out)
+        _bootstrap_block(start, T, block.numpy(), uni, *args, *state, *out)
         ok = np.isfinite(out[3][:, start:start + K]) & np.isfinite(out[6][:, start:start + K]).all(-1)
         if not ok.all():  # stop at the first bad block
-            finite = torch.ones(B, T, dtype=torch.bool)
-            finite[:, start:start + K] = torch.from_numpy(ok)
-            _raise_divergence(particles, finite.reshape(*batch, T))
+            finite = torch.from_numpy(ok).reshape(*batch, K)
+            _raise_divergence(particles[..., start:start + K, :, :], finite, offset=start)
     return _FilterPass(particles, logw, inv_ess, step_ev, pmean, psq, None, fmean, fcov)
 
 
-_KERNEL = None
+# --------------------------------------------------------------------------------------------
+# Compiled pieces (numba): weighting and resampling, and the whole bootstrap step of a linear
+# model. Fastmath without the no-NaN/no-inf flags, so divergence still shows as NaN/inf.
+# --------------------------------------------------------------------------------------------
+
+_jit = numba.njit(cache=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
 
 
-def _bootstrap_kernel():
-    """Compile (once; cached on disk) the fused bootstrap kernel."""
-    global _KERNEL
-    if _KERNEL is None:
-        import numba
+@_jit
+def _normalise(tot, x, logw_t, w, mu, cov, dev, wdev):  # pragma: no cover - compiled
+    """Normalise the log weights ``tot`` (N,) of particles ``x`` (N, d) of one run and step.
 
-        _KERNEL = numba.njit(cache=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})(_bootstrap_block)
-    return _KERNEL
+    Writes ``logw_t`` (N,) (normalised log weights), ``w`` (N,) (weights), ``mu`` (d,) and
+    ``cov`` (d, d) (weighted mean and covariance; ``dev``, ``wdev`` (d, N) are work buffers);
+    returns ``(log sum exp tot, sum w^2)``.
+    """
+    N, d = x.shape
+    mx = -math.inf
+    for i in range(N):
+        if tot[i] > mx:
+            mx = tot[i]
+    ssum = 0.0
+    for i in range(N):
+        e = math.exp(tot[i] - mx)
+        w[i] = e
+        ssum += e
+    ev = mx + math.log(ssum)
+    inv_sum = 1.0 / ssum
+    s2 = 0.0
+    for q in range(d):
+        mu[q] = 0.0
+    for i in range(N):
+        wi = w[i] * inv_sum
+        w[i] = wi
+        logw_t[i] = tot[i] - ev
+        s2 += wi * wi
+        for q in range(d):
+            mu[q] += wi * x[i, q]
+    for i in range(N):  # (d, N) buffers: contiguous inner loops below
+        for q in range(d):
+            dv = x[i, q] - mu[q]
+            dev[q, i] = dv
+            wdev[q, i] = w[i] * dv
+    for q in range(d):
+        for s in range(q, d):
+            acc = 0.0
+            for i in range(N):
+                acc += wdev[q, i] * dev[s, i]
+            cov[q, s] = acc
+            cov[s, q] = acc
+    return ev, s2
 
 
-def _bootstrap_block(t0, noise, uni, A, b, LQ, diag_q, H, c, y0, mask, table, index, const, student, diag_r,
-                     inv_scale, lc, df, inv_ess_min, z0, state_w, need,
+@_jit
+def _ancestors(need, w, logw_t, u, anc, lwp, wp):  # pragma: no cover - compiled
+    """Parents ``anc`` (N,) and their log weights / weights ``lwp``, ``wp`` (N,) for the next step.
+
+    Systematic resampling (points ``(u + i) / N`` merged with the running sum of ``w``: O(N))
+    when ``need``; otherwise every particle is its own parent and keeps its weight.
+    """
+    N = w.shape[0]
+    if need:
+        total = 0.0
+        for j in range(N):
+            total += w[j]
+        step = total / N
+        j = 0
+        cum = w[0]
+        for i in range(N):
+            p = (u + i) * step
+            while cum < p and j < N - 1:
+                j += 1
+                cum += w[j]
+            anc[i] = j
+            lwp[i] = -math.log(N)
+            wp[i] = 1.0 / N
+    else:
+        for i in range(N):
+            anc[i] = i
+            lwp[i] = logw_t[i]
+            wp[i] = w[i]
+
+
+@_jit
+def _weigh_step(t, last, u, incr, pred, particles, logw, inv_ess, step_ev, pmean, psq, fmean, fcov, inv_ess_min,
+                w, anc, lwp, wp, zbuf, dev, wdev):  # pragma: no cover - compiled
+    """Tail of a torch-loop step ``t`` for every run: weights, moments, ESS, resampling.
+
+    incr (B, N) log-likelihood increments; pred (B, N, m) predicted observations; particles
+    (B, T, N, d) with step ``t`` filled; lwp, wp (B, N) log weights / weights of step ``t-1``
+    after resampling (updated for step ``t+1``); u (B,) uniforms; zbuf (B, N, d) receives the
+    parents of step ``t+1`` (unless ``last``). Writes logw[:, t], inv_ess, step_ev,
+    pmean, psq, fmean, fcov at ``t``.
+    """
+    B, N = incr.shape
+    m = pred.shape[2]
+    d = particles.shape[3]
+    tot = np.empty(N)
+    for bb in range(B):
+        for q in range(m):
+            a1 = 0.0
+            a2 = 0.0
+            for i in range(N):
+                h = pred[bb, i, q]
+                a1 += wp[bb, i] * h
+                a2 += wp[bb, i] * h * h
+            pmean[bb, t, q] = a1
+            psq[bb, t, q] = a2
+        for i in range(N):
+            tot[i] = lwp[bb, i] + incr[bb, i]
+        x = particles[bb, t]
+        ev, s2 = _normalise(tot, x, logw[bb, t], w[bb], fmean[bb, t], fcov[bb, t], dev, wdev)
+        step_ev[bb, t] = ev
+        inv_ess[bb, t] = s2
+        if not last:
+            _ancestors(s2 > inv_ess_min, w[bb], logw[bb, t], u[bb], anc[bb], lwp[bb], wp[bb])
+            for i in range(N):
+                for q in range(d):
+                    zbuf[bb, i, q] = x[anc[bb, i], q]
+
+
+@_jit
+def _bootstrap_block(t0, T, noise, uni, A, b, LQ, diag_q, H, c, y0, mask, table, index, const, student, diag_r,
+                     inv_scale, lc, df, inv_ess_min, z0, w, anc, lwp, wp,
                      particles, logw, inv_ess, step_ev, pmean, psq, fmean, fcov):  # pragma: no cover - compiled
-    """Steps ``t0 .. t0 + K - 1`` of the bootstrap filter for every run (numba kernel).
+    """Steps ``t0 .. t0 + K - 1`` of the bootstrap filter of a linear model, every run.
 
-    noise (K, B, N, d) float32 standard normals; uni (K, B) resampling uniforms; y0, mask
-    (B, T, m); table/index/const from :func:`_whitening_table`; state_w (B, N) normalised
-    weights of the previous step and need (B,) its resampling flag (both updated in place);
-    outputs particles (B, T, N, d), logw (B, T, N), inv_ess, step_ev (B, T), pmean, psq
-    (B, T, m), fmean (B, T, d), fcov (B, T, d, d) (pmean and psq zero on entry).
+    noise (K, B, N, d) float32 standard normals; uni (K, B) resampling uniforms (``uni[k]``
+    resamples after step ``t0 + k``); y0, mask (B, T, m); table/index/const from
+    :func:`_whitening_table`; w, anc, lwp, wp (B, N) carried between blocks (see
+    :func:`_weigh_step`); outputs particles (B, T, N, d), logw (B, T, N), inv_ess, step_ev
+    (B, T), pmean, psq (B, T, m), fmean (B, T, d), fcov (B, T, d, d).
     """
     K, B, N, d = noise.shape
     m = H.shape[0]
-    inv_n = 1.0 / N
-    anc = np.empty(N, np.int64)
-    lwp = np.empty(N)
-    wp = np.empty(N)
     tot = np.empty(N)
     hz = np.empty(m)
     r = np.empty(m)
-    mu = np.empty(d)
     dev = np.empty((d, N))
     wdev = np.empty((d, N))
     half_df1 = 0.5 * (df + 1.0)
@@ -670,36 +778,12 @@ def _bootstrap_block(t0, noise, uni, A, b, LQ, diag_q, H, c, y0, mask, table, in
         for k in range(K):
             t = t0 + k
             src = z0[bb] if t == 0 else particles[bb, t - 1]
-            # ancestors and weights of step t-1 (systematic resampling where the ESS was low)
-            if t > 0 and need[bb]:
-                total = 0.0
-                for j in range(N):
-                    total += state_w[bb, j]
-                step = total * inv_n
-                j = 0
-                cum = state_w[bb, 0]
-                for i in range(N):
-                    p = (uni[k, bb] + i) * step
-                    while cum < p and j < N - 1:
-                        j += 1
-                        cum += state_w[bb, j]
-                    anc[i] = j
-                    lwp[i] = -math.log(N)
-                    wp[i] = inv_n
-            elif t > 0:
-                for i in range(N):
-                    anc[i] = i
-                    lwp[i] = logw[bb, t - 1, i]
-                    wp[i] = state_w[bb, i]
-            else:
-                for i in range(N):
-                    anc[i] = i
-                    lwp[i] = -math.log(N)
-                    wp[i] = inv_n
             w_ix = index[bb, t]
-            mx = -math.inf
+            for q in range(m):
+                pmean[bb, t, q] = 0.0
+                psq[bb, t, q] = 0.0
             for i in range(N):
-                a = anc[i]
+                a = anc[bb, i]
                 x = particles[bb, t, i]
                 for q in range(d):
                     acc = b[q]
@@ -718,8 +802,8 @@ def _bootstrap_block(t0, noise, uni, A, b, LQ, diag_q, H, c, y0, mask, table, in
                         h += H[q, s] * x[s]
                     hz[q] = h
                     r[q] = y0[bb, t, q] - h if mask[bb, t, q] else 0.0
-                    pmean[bb, t, q] += wp[i] * h
-                    psq[bb, t, q] += wp[i] * h * h
+                    pmean[bb, t, q] += wp[bb, i] * h
+                    psq[bb, t, q] += wp[bb, i] * h * h
                 if student:
                     for q in range(m):
                         if mask[bb, t, q]:
@@ -735,48 +819,12 @@ def _bootstrap_block(t0, noise, uni, A, b, LQ, diag_q, H, c, y0, mask, table, in
                         for s in range(q + 1):
                             u += table[w_ix, q, s] * r[s]
                         ll -= 0.5 * u * u
-                v = lwp[i] + ll - const[bb, t]
-                tot[i] = v
-                if v > mx:
-                    mx = v
-            ssum = 0.0
-            for i in range(N):
-                e = math.exp(tot[i] - mx)
-                state_w[bb, i] = e
-                ssum += e
-            ev = mx + math.log(ssum)
+                tot[i] = lwp[bb, i] + ll - const[bb, t]
+            ev, s2 = _normalise(tot, particles[bb, t], logw[bb, t], w[bb], fmean[bb, t], fcov[bb, t], dev, wdev)
             step_ev[bb, t] = ev
-            inv_sum = 1.0 / ssum
-            s2 = 0.0
-            for q in range(d):
-                mu[q] = 0.0
-            for i in range(N):
-                w = state_w[bb, i] * inv_sum
-                state_w[bb, i] = w
-                logw[bb, t, i] = tot[i] - ev
-                s2 += w * w
-                for q in range(d):
-                    mu[q] += w * particles[bb, t, i, q]
             inv_ess[bb, t] = s2
-            need[bb] = s2 > inv_ess_min
-            for q in range(d):
-                fmean[bb, t, q] = mu[q]
-            for i in range(N):  # weighted covariance from (d, N) buffers: contiguous inner loops
-                w = state_w[bb, i]
-                for q in range(d):
-                    dv = particles[bb, t, i, q] - mu[q]
-                    dev[q, i] = dv
-                    wdev[q, i] = w * dv
-            cov = fcov[bb, t]
-            for q in range(d):
-                for s in range(q, d):
-                    acc = 0.0
-                    for i in range(N):
-                        acc += wdev[q, i] * dev[s, i]
-                    cov[q, s] = acc
-            for q in range(d):
-                for s in range(q + 1, d):
-                    cov[s, q] = cov[q, s]
+            if t < T - 1:
+                _ancestors(s2 > inv_ess_min, w[bb], logw[bb, t], uni[k, bb], anc[bb], lwp[bb], wp[bb])
 
 
 def _categorical(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
