@@ -38,8 +38,19 @@ draw ``\\tilde z_T ~ W_T``, then for ``t = T-1 .. 1`` draw ``\\tilde z_t = z_t^i
 probability ``\\propto W_t^i p(\\tilde z_{t+1} | z_t^i)``; each draw is a trajectory from the
 particle approximation of ``p(z_{1:T} | y_{1:T})``.
 
+Implementation
+--------------
 Everything is vectorised over particles and a leading batch of independent runs; the only
-Python loop is over time.
+Python loop is over time, and no step reads a value back to Python. Model noise and the
+resampling uniforms are drawn for blocks of steps at once. Per step, the model's own torch
+functions propagate and weigh the particles; one compiled (numba) call then fuses
+normalisation, the log-evidence increment, the ESS, the filtered moments and systematic
+resampling (an O(N) merge of the stratified points with the running sum of the weights). A
+bootstrap filter on a linear model (:class:`~bayesbridge.model.LinearGaussianModel`, or a
+:class:`~bayesbridge.model.StateSpaceModel` with a :class:`~bayesbridge.model.LinearTransition`
+and an observation matrix) runs entirely compiled, one call per block of steps; both routes
+draw the same random numbers and agree to rounding. Divergence (non-finite weighted means or
+evidence increments) is checked once per block and names the first bad step.
 """
 
 from __future__ import annotations
@@ -258,21 +269,22 @@ def _is_diagonal(mat: torch.Tensor) -> bool:
 
 
 class _NoiseFactor:
-    """Square root ``L_t`` of the model-error covariance, cached while ``Q_t`` does not change."""
+    """Model-error covariance ``Q_t`` and a square root ``L_t``, refactorised only when ``Q_t`` changes."""
 
     def __init__(self, model) -> None:
-        self.model, self.Q, self.L, self.diag = model, None, None, False
+        self.model, self.Q, self.L = model, None, None
 
-    def __call__(self, t: int) -> torch.Tensor:
+    def __call__(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(Q_t, L_t)``, both ``(d, d)``."""
         Q = _f64(self.model.transition_cov(t))
         if self.Q is None or (Q is not self.Q and not torch.equal(self.Q, Q)):
             self.Q, self.L = Q, _psd_sqrt(Q, "transition_cov")
-            self.diag = _is_diagonal(self.L)
-        return self.L
+        return self.Q, self.L
 
-    def scale(self, noise: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def scale(noise: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
         """``noise @ L^T`` (an elementwise product when ``L`` is diagonal)."""
-        return noise * L.diagonal() if self.diag else noise @ L.mT
+        return noise * L.diagonal() if _is_diagonal(L) else noise @ L.mT
 
 
 @dataclass
@@ -292,10 +304,10 @@ class _FilterPass:
         Predictive first and second moments of ``h(z_t)`` (weights of step ``t-1``).
     extra_var : Tensor (*batch, T, m) or None
         Extra predictive variance of the guided proposal (``diag(H Q H^T)``).
-    fmean : Tensor (*batch, T, d) or None
-        Weighted filtered mean (when the pass computed it on the fly).
-    fcov : Tensor (*batch, T, d, d) or None
-        Weighted filtered covariance (idem).
+    fmean : Tensor (*batch, T, d)
+        Weighted filtered mean.
+    fcov : Tensor (*batch, T, d, d)
+        Weighted filtered covariance.
     """
 
     particles: torch.Tensor
@@ -304,9 +316,19 @@ class _FilterPass:
     step_ev: torch.Tensor
     pred_mean: torch.Tensor
     pred_sq: torch.Tensor
-    extra_var: torch.Tensor | None = None
-    fmean: torch.Tensor | None = None
-    fcov: torch.Tensor | None = None
+    extra_var: torch.Tensor | None
+    fmean: torch.Tensor
+    fcov: torch.Tensor
+
+
+def _allocate(batch: tuple, T: int, N: int, d: int, m: int) -> tuple[_FilterPass, list[np.ndarray]]:
+    """Empty outputs of a pass, and their ``(B, ...)`` numpy views (shared memory) in the order
+    particles, log_weights, inv_ess, step_ev, pred_mean, pred_sq, fmean, fcov."""
+    B = math.prod(batch)
+    e = lambda *shape: torch.empty(*batch, T, *shape, dtype=torch.float64)  # noqa: E731
+    fp = _FilterPass(e(N, d), e(N), e(), e(), e(m), e(m), None, e(d), e(d, d))
+    tensors = (fp.particles, fp.log_weights, fp.inv_ess, fp.step_ev, fp.pred_mean, fp.pred_sq, fp.fmean, fp.fcov)
+    return fp, [x.reshape(B, T, *x.shape[len(batch) + 1:]).numpy() for x in tensors]
 
 
 def _raise_divergence(particles: torch.Tensor, finite: torch.Tensor, offset: int = 0) -> None:
@@ -379,16 +401,6 @@ def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generat
         fp = _filter_torch(model, y0, mask_all, z0, config, lik, generator)
 
     particles, logw = fp.particles, fp.log_weights
-    W = logw.exp().unsqueeze(-1) if fp.fmean is None or fp.fcov is None else None
-    if fp.fmean is None:
-        fp.fmean = (W * particles).sum(-2)
-    # divergence: a finite weighted mean and evidence increment imply finite particles and weights
-    finite = torch.isfinite(fp.fmean).all(-1) & torch.isfinite(fp.step_ev)
-    if not bool(finite.all()):
-        _raise_divergence(particles, finite)
-    if fp.fcov is None:
-        dev = particles - fp.fmean.unsqueeze(-2)
-        fp.fcov = (W * dev).mT @ dev
     innov = torch.where(mask_all, y0 - fp.pred_mean, float("nan"))
     innov_var = fp.pred_sq - fp.pred_mean**2 + lik.R_gauss.diagonal()
     if fp.extra_var is not None:
@@ -434,30 +446,21 @@ def _filter_torch(model, y0, mask_all, z, config: ParticleConfig, lik: _Likeliho
     factor = _NoiseFactor(model)
     guided = config.proposal == "guided"
 
-    particles = torch.empty(*batch, T, N, d, dtype=dt)
-    logw = torch.empty(*batch, T, N, dtype=dt)
-    inv_ess = torch.empty(*batch, T, dtype=dt)
-    step_ev = torch.empty(*batch, T, dtype=dt)
-    pmean = torch.empty(*batch, T, m, dtype=dt)
-    psq = torch.empty(*batch, T, m, dtype=dt)
-    fmean = torch.empty(*batch, T, d, dtype=dt)
-    fcov = torch.empty(*batch, T, d, d, dtype=dt)
-    extra = torch.zeros(*batch, T, m, dtype=dt) if guided else None
-    flat = lambda x, k: x.reshape(B, *x.shape[x.ndim - k:]).numpy()  # noqa: E731  (shares memory)
-    out = [flat(particles, 3), flat(logw, 2), flat(inv_ess, 1), flat(step_ev, 1), flat(pmean, 2), flat(psq, 2),
-           flat(fmean, 2), flat(fcov, 3)]
+    fp, out = _allocate(batch, T, N, d, m)
+    particles, step_ev, fmean = fp.particles, fp.step_ev, fp.fmean
+    fp.extra_var = extra = torch.zeros(*batch, T, m, dtype=dt) if guided else None
     w, anc, lwp, wp = _carry(B, N)
     W = torch.from_numpy(wp).reshape(*batch, N)  # weights of the parents (a view, updated in place)
     zbuf = torch.empty(*batch, N, d, dtype=dt)
-    work = (flat(zbuf, 2), np.empty((d, N)), np.empty((d, N)))
+    work = (zbuf.view(B, N, d).numpy(), np.empty((d, N)), np.empty((d, N)))
 
     for start, block in _noise_blocks(generator, T, (*batch, N, d)):
         K = block.shape[0]
-        Ls = [factor(t) for t in range(start, start + K)]
-        if all(L is Ls[0] for L in Ls):
-            wblock = factor.scale(block.to(dt), Ls[0])
+        QLs = [factor(t) for t in range(start, start + K)]
+        if all(L is QLs[0][1] for _, L in QLs):
+            wblock = factor.scale(block.to(dt), QLs[0][1])
         else:
-            wblock = torch.stack([factor.scale(block[k].to(dt), Ls[k]) for k in range(K)])
+            wblock = torch.stack([factor.scale(block[k].to(dt), QLs[k][1]) for k in range(K)])
         vblock = torch.randn(K, *batch, N, m, 1, dtype=torch.float32, generator=generator).to(dt) if guided else None
         uni = torch.rand(K, B, dtype=dt, generator=generator).numpy()
         for k in range(K):
@@ -470,7 +473,7 @@ def _filter_torch(model, y0, mask_all, z, config: ParticleConfig, lik: _Likeliho
                 pred = _f64(model.observe(z_t))
                 incr = lik(yt, pred)
             else:
-                z_t, pred, incr, extra_t = _guided_step(model, mu, mask, yt, lik, factor.Q, wblock[k], vblock[k], W)
+                z_t, pred, incr, extra_t = _guided_step(model, mu, mask, yt, lik, QLs[k][0], wblock[k], vblock[k], W)
                 particles[..., t, :, :] = z_t
                 extra[..., t, :] = extra_t
             _weigh_step(t, t == T - 1, uni[k], incr.detach().reshape(B, N).contiguous().numpy(),
@@ -482,7 +485,7 @@ def _filter_torch(model, y0, mask_all, z, config: ParticleConfig, lik: _Likeliho
         if not bool(finite.all()):  # stop at the first bad block
             _raise_divergence(particles[..., blk, :, :], finite, offset=start)
 
-    return _FilterPass(particles, logw, inv_ess, step_ev, pmean, psq, extra, fmean, fcov)
+    return fp
 
 
 def _guided_step(model, mu, mask, yt, lik: _Likelihood, Q, w, v_std, W):
@@ -603,17 +606,7 @@ def _filter_compiled(model, parts: _LinearParts, y0, mask_all, z0, config: Parti
     else:
         table, index, const = _whitening_table(R, mask_all)
         scale = lc = torch.ones(m, dtype=dt)
-    particles = torch.empty(*batch, T, N, d, dtype=dt)
-    logw = torch.empty(*batch, T, N, dtype=dt)
-    inv_ess = torch.empty(*batch, T, dtype=dt)
-    step_ev = torch.empty(*batch, T, dtype=dt)
-    pmean = torch.empty(*batch, T, m, dtype=dt)
-    psq = torch.empty(*batch, T, m, dtype=dt)
-    fmean = torch.empty(*batch, T, d, dtype=dt)
-    fcov = torch.empty(*batch, T, d, d, dtype=dt)
-    flat = lambda x, k: x.reshape(B, *x.shape[x.ndim - k:]).numpy()  # noqa: E731  (shares memory)
-    out = [flat(particles, 3), flat(logw, 2), flat(inv_ess, 1), flat(step_ev, 1), flat(pmean, 2), flat(psq, 2),
-           flat(fmean, 2), flat(fcov, 3)]
+    fp, out = _allocate(batch, T, N, d, m)
     state = _carry(B, N)
     args = (
         parts.A.contiguous().numpy(), parts.b.numpy(), LQ.contiguous().numpy(), _is_diagonal(LQ),
@@ -629,8 +622,8 @@ def _filter_compiled(model, parts: _LinearParts, y0, mask_all, z0, config: Parti
         ok = np.isfinite(out[3][:, start:start + K]) & np.isfinite(out[6][:, start:start + K]).all(-1)
         if not ok.all():  # stop at the first bad block
             finite = torch.from_numpy(ok).reshape(*batch, K)
-            _raise_divergence(particles[..., start:start + K, :, :], finite, offset=start)
-    return _FilterPass(particles, logw, inv_ess, step_ev, pmean, psq, None, fmean, fcov)
+            _raise_divergence(fp.particles[..., start:start + K, :, :], finite, offset=start)
+    return fp
 
 
 # --------------------------------------------------------------------------------------------
