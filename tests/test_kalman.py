@@ -302,6 +302,7 @@ def test_steady_engine_with_missing_components_and_steps_matches_loop():
     loop = assimilate(model, y, "kalman", engine="loop")
     _assert_same(fast, loop)
     torch.testing.assert_close(fast.innovation, loop.diagnostics.innovation, rtol=0, atol=1e-8, equal_nan=True)
+    torch.testing.assert_close(fast.spread, loop.diagnostics.spread, rtol=0, atol=1e-10)
     assert torch.isnan(fast.innovation[0, 510]).all() and torch.isnan(fast.innovation[0, 300, 1])
     upd = fast.filter_cov_updates
     # gaps cost extra covariance updates, and the filter re-converges after them

@@ -264,6 +264,7 @@ class _Pass:
     smoothed_mean: torch.Tensor | None = None
     smoothed_cov: torch.Tensor | None = None
     gains: Callable[[], torch.Tensor] | None = None
+    spread: torch.Tensor | None = None
 
 
 def _loop_pass(A_seq, b_seq, Q_seq, H, c, R, m0, P0, y: torch.Tensor, config: KalmanConfig) -> _Pass:
@@ -415,7 +416,9 @@ def run(
         res = _loop_pass(A_seq, b_seq, Q_seq, H, c, R, m0, P0, y, config)
     if config.check_divergence:
         check_innovations(res.nis, res.dof, "kalman")
-    spread = (res.filtered_cov.diagonal(dim1=-2, dim2=-1).mean(-1)).clamp_min(0.0).sqrt()
+    spread = res.spread
+    if spread is None:
+        spread = (res.filtered_cov.diagonal(dim1=-2, dim2=-1).mean(-1)).clamp_min(0.0).sqrt()
     result = AssimilationResult(
         method="kalman",
         filtered_mean=res.filtered_mean,
@@ -702,6 +705,8 @@ class SteadyStateOutput:
         Normalised innovation squared and number of observed components per step.
     innovation, innovation_var : Tensor (*batch, T, m)
         ``y_t - H m_t^-`` and the diagonal of ``S_t`` (NaN where missing).
+    spread : Tensor (*batch, T)
+        ``sqrt(tr P_t / d)``.
     smoothed_mean : Tensor (*batch, T, d) or None
     smoothed_cov : Tensor (*batch, T, d, d) or None
     filter_cov_updates, smoother_cov_updates : Tensor (*batch,) int64
@@ -718,6 +723,7 @@ class SteadyStateOutput:
     dof: torch.Tensor
     innovation: torch.Tensor
     innovation_var: torch.Tensor
+    spread: torch.Tensor
     filter_cov_updates: torch.Tensor
     smoother_cov_updates: torch.Tensor
     smoothed_mean: torch.Tensor | None = None
@@ -728,7 +734,7 @@ class SteadyStateOutput:
     def _as_pass(self) -> _Pass:
         return _Pass(self.filtered_mean, self.filtered_cov, self.log_evidence, self.nis, self.dof,
                      self.innovation, self.innovation_var, self.predicted_mean, self._predicted_cov,
-                     self.smoothed_mean, self.smoothed_cov, self._gains)
+                     self.smoothed_mean, self.smoothed_cov, self._gains, self.spread)
 
 
 def _gather(store: np.ndarray, index: np.ndarray) -> torch.Tensor:
@@ -789,6 +795,7 @@ def _steady_pass(A, b, Q, H, c, R, m0, P0, y: torch.Tensor, tol: float, smooth: 
         dof=shp(tt(dof), T),
         innovation=shp(tt(innov), T, m),
         innovation_var=shp(tt(innov_var), T, m),
+        spread=shp(tt(np.sqrt(np.maximum(np.diagonal(Pf_c, axis1=-2, axis2=-1).mean(-1), 0.0))[run_idx]), T),
         filter_cov_updates=shp(torch.tensor(nf_g, dtype=torch.int64)[tt(group)]),
         smoother_cov_updates=shp(torch.tensor(ns_g if smooth else [0] * len(nf_g), dtype=torch.int64)[tt(group)]),
     )
