@@ -98,6 +98,10 @@ def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/demo"),
     quick: Annotated[bool, typer.Option("--quick", help="Small experiment (under two minutes on two cores).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the twin experiment and of the assimilation.")] = 0,
+    parameter_draws: Annotated[int, typer.Option(
+        "--parameter-draws", min=0,
+        help="K > 0: also propagate idealized-model parameter uncertainty (K prior parameter draws, "
+             "one run each, assimilated as one batch).")] = 0,
 ) -> None:
     """Run the twin experiment end to end and write posterior.nc, inference_data.nc,
     metrics.json, report.md and figures/ into OUT."""
@@ -105,7 +109,8 @@ def demo(
 
     from bayesbridge.demo import DemoConfig, run_demo
 
-    steps = ("twin", "read", "fit", "assimilate", "decode", "evaluate", "explain", "write")
+    steps = ("twin", "read", "fit", "assimilate", "decode", "evaluate",
+             *(("param_uq",) if parameter_draws else ()), "explain", "write")
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("demo", total=len(steps))
 
@@ -113,7 +118,7 @@ def demo(
             done = steps.index(step) if step in steps else 0
             bar.update(task, completed=done, description=f"demo: {step}")
 
-        result = run_demo(out, DemoConfig(quick=quick, seed=seed), progress=advance)
+        result = run_demo(out, DemoConfig(quick=quick, seed=seed, parameter_draws=parameter_draws), progress=advance)
         bar.update(task, completed=len(steps), description="demo: done")
     m = result.metrics
     table = Table(title="Twin experiment: truth / operational / bridged")

@@ -10,7 +10,11 @@ Steps (each timed into ``metrics.json`` as ``timing.<step>_s``):
    latent space with an ensemble Kalman smoother;
 5. ``decode`` - chunked posterior field summaries and index draws;
 6. ``evaluate`` - truth / operational / bridged ENSO statistics, skewness and std maps, and UQ
-   scores of the posterior Nino 3.4 series against the truth;
+   scores of the posterior Nino 3.4 series against the truth; the structural bound of any
+   decoding through the operational model's patterns (:func:`pattern_bound_maps`);
+6b. ``param_uq`` (only with ``parameter_draws = K > 0``) - idealized-model parameter uncertainty:
+   ``K`` parameter vectors (:func:`prior_parameter_draws`), one idealized run each, assimilated
+   as one batch (:func:`bayesbridge.propagate.propagate_parameter_uncertainty`);
 7. ``explain`` - gain maps and latent increments;
 8. ``write`` - ``posterior.nc``, ``inference_data.nc``, ``metrics.json``, ``report.md`` and
    ``figures/*.png``, staged and moved into place together (all or nothing).
@@ -39,7 +43,17 @@ from scipy import stats
 
 from bayesbridge.errors import ParameterError
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo", "field_statistics", "index_statistics", "STATS"]
+__all__ = [
+    "DemoConfig",
+    "DemoResult",
+    "run_demo",
+    "field_statistics",
+    "index_statistics",
+    "pattern_bound_maps",
+    "prior_parameter_draws",
+    "STATS",
+    "PARAM_UQ_STATS",
+]
 
 STATS: tuple[str, ...] = (
     "nino3_skew",
@@ -52,6 +66,9 @@ STATS: tuple[str, ...] = (
     "la_nina_per_70yr",
 )
 """The index statistics reported as ``twin.<stat>.{truth,operational,bridged}``."""
+
+PARAM_UQ_STATS: tuple[str, ...] = ("nino3_skew", "nino4_skew", "nino3_std", "extreme_per_70yr")
+"""Statistics reported as ``twin.param_uq.<stat>.{mean,q05,q95}`` when ``parameter_draws > 0``."""
 
 
 @dataclass
@@ -76,6 +93,10 @@ class DemoConfig:
         Posterior draws averaged for the bridged statistics (DESIGN section 6: about 20).
     cache_dir : str, optional
         Cache of the twin experiment (default ``$BAYESBRIDGE_CACHE_DIR``).
+    parameter_draws : int
+        ``K > 0``: also propagate idealized-model parameter uncertainty, ``K`` parameter vectors
+        from :func:`prior_parameter_draws` (no calibration is run), one run each, assimilated as
+        one batch (``twin.param_uq.*`` metrics); 0 (default) skips this step.
     """
 
     quick: bool = False
@@ -86,6 +107,7 @@ class DemoConfig:
     method: str = "enks"
     stat_draws: int = 20
     cache_dir: str | None = None
+    parameter_draws: int = 0
 
     def __post_init__(self) -> None:
         if self.years is None:
@@ -96,6 +118,10 @@ class DemoConfig:
             raise ParameterError(f"years: expected at least 10 years, got {self.years}.")
         if self.stat_draws < 1:
             raise ParameterError(f"stat_draws: expected >= 1, got {self.stat_draws}.")
+        if isinstance(self.parameter_draws, bool) or not isinstance(self.parameter_draws, int) or self.parameter_draws < 0:
+            raise ParameterError(
+                f"parameter_draws: expected an integer >= 0 (0 skips parameter uncertainty), got {self.parameter_draws!r}."
+            )
 
 
 @dataclass
@@ -114,6 +140,8 @@ class DemoResult:
         The assimilation (posterior, engine result, model).
     twin : TwinExperiment
         The twin experiment that was bridged.
+    propagation : ParameterPropagation or None
+        The parameter-uncertainty runs (``parameter_draws > 0``), else ``None``.
     """
 
     out_dir: Path
@@ -121,6 +149,7 @@ class DemoResult:
     files: dict[str, Path]
     bridge_result: object = field(repr=False)
     twin: object = field(repr=False)
+    propagation: object = field(default=None, repr=False)
 
 
 def index_statistics(nino3: np.ndarray, nino4: np.ndarray, time) -> dict[str, float]:
@@ -180,6 +209,68 @@ def field_statistics(field: xr.DataArray) -> xr.Dataset:
         {"std": (("lat", "lon"), std.reshape(shape)), "skew": (("lat", "lon"), skew.reshape(shape))},
         coords=coords,
     )
+
+
+def pattern_bound_maps(twin, seed: int) -> xr.Dataset:
+    """Std and skewness maps of the operational patterns driven by the truth's own indices.
+
+    The scoring-only oracle :func:`bayesbridge.datasets.twin.operational_pattern_fields`
+    (operational generator, ``twin.truth_driver``'s indices, noise seed ``seed``), read as
+    anomalies by :func:`bayesbridge.io.open_operational` like the truth. Every field decoded
+    through the operational model's patterns lives in this family, so the RMSE of these maps
+    against the truth's (``twin.map_rmse.<stat>.pattern_bound``) is a structural bound for the
+    bridge. It never feeds the bridge.
+
+    Parameters
+    ----------
+    twin : TwinExperiment
+        The twin experiment (its ``truth_driver`` and ``metadata["start_year"]``).
+    seed : int
+        Seed of the oracle's red noise.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``std``, ``skew`` of ``tos`` on ``(lat, lon)`` (:func:`field_statistics`).
+    """
+    from bayesbridge import io
+    from bayesbridge.datasets.twin import operational_pattern_fields
+
+    start = int(twin.metadata.get("start_year", 1850))
+    fields = operational_pattern_fields(twin.truth_driver, seed, start_year=start)
+    return field_statistics(io.open_operational(fields, variables="tos", region=None)["tos"].load())
+
+
+def prior_parameter_draws(k: int, seed: int):
+    """``k`` MultiscaleENSO parameter vectors from the calibration's prior, ``(draw, parameter)``.
+
+    No calibration posterior is bundled, so the demo draws uniformly from the prior box of
+    :func:`bayesbridge.idealized.calibrate.calibrate` for its default calibrated parameters
+    (:data:`~bayesbridge.idealized.calibrate.DEFAULT_PRIORS`: ``f`` 0.5-0.8, ``wind_amp``
+    0.6-1.2, ``noise_scale`` 0.5-1.5, ``m`` 1.5-2.5), a box centred on the published 2024 values
+    (0.65, 0.9, 1, 2). Stream 61 of ``numpy.random.default_rng([seed, stream])``.
+
+    Parameters
+    ----------
+    k : int
+        Number of draws (>= 1).
+    seed : int
+        Seed of the draws.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per draw, one column per parameter.
+    """
+    import pandas as pd
+
+    from bayesbridge.idealized.calibrate import DEFAULT_PRIORS, CalibrationConfig
+
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ParameterError(f"k: expected an integer >= 1, got {k!r}.")
+    rng = np.random.default_rng([seed, 61])
+    names = CalibrationConfig().parameters
+    return pd.DataFrame({n: rng.uniform(*DEFAULT_PRIORS[n], size=k) for n in names})
 
 
 def _weighted_rmse(a: xr.DataArray, b: xr.DataArray) -> float:
@@ -299,26 +390,41 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
             "operational": field_statistics(operational["tos"]),
             "bridged": _bridged_maps(post, n_stat, cfg.seed),
         }
+        bound = pattern_bound_maps(twin, cfg.seed)
         for stat in ("std", "skew"):
             for src in ("operational", "bridged"):
                 metrics[f"twin.map_rmse.{stat}.{src}"] = _weighted_rmse(maps[src][stat], maps["truth"][stat])
+            metrics[f"twin.map_rmse.{stat}.pattern_bound"] = _weighted_rmse(bound[stat], maps["truth"][stat])
         scores = uq.uq_scores(post.index_draws("nino34"), idx_truth["nino34"].drop_vars(["area", "mask"], errors="ignore"))
         metrics.update(scores.to_dict("twin.uq"))
         for box in ("nino12", "nino3", "nino4"):
             cov = uq.interval_coverage(post.index_draws(box), idx_truth[box], 0.9)
             metrics[f"twin.uq.coverage90_{box}"] = float(cov)
+    propagation = None
+    if cfg.parameter_draws:
+        from bayesbridge.propagate import propagate_parameter_uncertainty
+
+        with timer("param_uq"):
+            propagation = propagate_parameter_uncertainty(
+                bridge, prior_parameter_draws(cfg.parameter_draws, cfg.seed), cfg.years, seed=cfg.seed,
+                start=int(twin.metadata.get("start_year", 1850)), stat_draws=cfg.stat_draws)
+            spread = propagation.spread()
+            for stat in PARAM_UQ_STATS:
+                for col in ("mean", "q05", "q95"):
+                    metrics[f"twin.param_uq.{stat}.{col}"] = float(spread.loc[stat, col])
     with timer("explain"):
         explanation = _explain(res, bridge.codec, twin.idealized_observations, cfg.seed)
         metrics.update(explanation.to_dict())
     with timer("write"), _staging(out) as stage:
         files = _write_outputs(stage, cfg, post, summary, metrics, timer.times, maps, per_source,
-                               idx_truth, explanation, twin)
+                               idx_truth, explanation, twin, propagation)
         for step, seconds in timer.times.items():
             metrics[f"timing.{step}_s"] = seconds
         metrics["timing.write_s"] = time.perf_counter() - timer.started["write"]
         files["metrics"] = _write_json(stage / "metrics.json", metrics)
         files = {k: out / p.relative_to(stage) for k, p in files.items()}
-    return DemoResult(out_dir=out, metrics=metrics, files=files, bridge_result=res, twin=twin)
+    return DemoResult(out_dir=out, metrics=metrics, files=files, bridge_result=res, twin=twin,
+                      propagation=propagation)
 
 
 @contextlib.contextmanager
@@ -409,7 +515,8 @@ def _write_json(path: Path, payload: dict) -> Path:
     return path
 
 
-def _write_outputs(out, cfg, post, summary, metrics, times, maps, per_source, idx_truth, explanation, twin):
+def _write_outputs(out, cfg, post, summary, metrics, times, maps, per_source, idx_truth, explanation, twin,
+                   propagation=None):
     from bayesbridge.diagnostics import arviz_compat
     from bayesbridge.report import write_report
 
@@ -428,6 +535,7 @@ def _write_outputs(out, cfg, post, summary, metrics, times, maps, per_source, id
             truth_indices=idx_truth,
             posterior=post,
             explanation=explanation,
+            propagation=propagation,
         )
     )
     return files

@@ -115,6 +115,10 @@ def test_demo_quick_cli_writes_contract_outputs(tmp_path):
         assert np.isfinite(metrics[f"twin.uq.{key}"])
     for stat in ("std", "skew"):
         assert metrics[f"twin.map_rmse.{stat}.operational"] > 0
+        # structural bound: operational patterns driven by the truth's indices, recomputed here
+        assert metrics[f"twin.map_rmse.{stat}.pattern_bound"] == pytest.approx(
+            _pattern_bound_oracle(twin, seed=4)[stat], rel=1e-4)
+    assert not any(k.startswith("twin.param_uq.") for k in metrics)  # K = 0 by default
     assert any(k.startswith("timing.") for k in metrics)
     # the truth statistics are those of the truth's own Nino 3 box
     truth = regions.indices(io.open_operational(twin.truth, region=None).load())
@@ -133,6 +137,31 @@ def test_demo_quick_cli_writes_contract_outputs(tmp_path):
     assert (out / "inference_data.nc").exists() and (out / "report.md").exists()
     assert len(list((out / "figures").glob("*.png"))) >= 5
     assert not list(out.glob(".bayesbridge-staging-*"))
+
+
+def _pattern_bound_oracle(twin, seed):
+    """Independent recomputation of ``twin.map_rmse.{std,skew}.pattern_bound`` in numpy/scipy."""
+    from scipy import stats
+
+    from bayesbridge.datasets import twin as tw
+
+    drivers = {v: twin.truth_driver[v].values for v in ("nino3", "nino4", "h_w")}
+    rng = np.random.default_rng([seed, 9])  # the oracle's documented noise stream
+    oracle = tw._fields(drivers, rng, 1850, tw.COLD_TONGUE_SHIFT_DEG, 0.0)["tos"].values.astype(float)
+    truth = twin.truth["tos"].values.astype(float)
+    month = np.arange(truth.shape[0]) % 12
+
+    def anomalies(x):
+        return x - np.stack([x[month == k].mean(0) for k in range(12)])[month]
+
+    a, b = anomalies(oracle), anomalies(truth)
+    w = np.broadcast_to(np.cos(np.deg2rad(twin.truth["lat"].values))[:, None], a.shape[1:])
+    ocean = np.isfinite(b).all(0)
+    out = {}
+    for stat, f in (("std", lambda x: x.std(0)), ("skew", lambda x: stats.skew(x, axis=0))):
+        d2 = (f(a) - f(b))[ocean] ** 2
+        out[stat] = float(np.sqrt((d2 * w[ocean]).sum() / w[ocean].sum()))
+    return out
 
 
 def test_demo_failure_leaves_no_partial_output(tmp_path, monkeypatch):

@@ -93,3 +93,63 @@ def test_bad_parameter_draws_are_named(bridge):
         propagate_parameter_uncertainty(bridge, {"f": [0.6, 0.7]}, YEARS, seed=0, draws=3)
     with pytest.raises(errors.ParameterError, match="draw 1 is not a valid parameter set"):
         propagate_parameter_uncertainty(bridge, {"f": [0.6, -0.7]}, YEARS, seed=0, burn_in_years=0)
+
+
+def test_prior_parameter_draws_are_centred_on_the_published_values():
+    from bayesbridge.demo import prior_parameter_draws
+    from bayesbridge.idealized.calibrate import DEFAULT_PRIORS
+
+    draws = prior_parameter_draws(4000, seed=1)
+    published = ENSOParameters()
+    for name in draws.columns:
+        lo, hi = DEFAULT_PRIORS[name]
+        assert (lo + hi) / 2 == pytest.approx(getattr(published, name))
+        assert draws[name].between(lo, hi).all()
+        # uniform on [lo, hi]: Kolmogorov-Smirnov against scipy's uniform law
+        assert stats.kstest(draws[name], "uniform", args=(lo, hi - lo)).pvalue > 1e-3
+    pd.testing.assert_frame_equal(prior_parameter_draws(3, seed=1), prior_parameter_draws(3, seed=1))
+
+
+_SMALL_DEMO = {"quick": True, "years": 10, "members": 10, "latent_dim": 6, "stat_draws": 2}
+
+
+def _check_param_uq(result, out):
+    from bayesbridge.demo import PARAM_UQ_STATS
+
+    prop = result.propagation
+    assert len(prop.parameters) == 2 and prop.posterior.n_draws == 2 * 10
+    for stat in PARAM_UQ_STATS:
+        values = prop.bridged_statistics[stat]
+        assert result.metrics[f"twin.param_uq.{stat}.mean"] == pytest.approx(values.mean())
+        assert result.metrics[f"twin.param_uq.{stat}.q05"] == pytest.approx(np.quantile(values, 0.05))
+        assert result.metrics[f"twin.param_uq.{stat}.q95"] == pytest.approx(np.quantile(values, 0.95))
+    report = (out / "report.md").read_text()
+    assert "## Idealized-model parameter uncertainty" in report and "prior, not posterior" in report
+
+
+def test_demo_parameter_draws_add_metrics_and_a_report_section(tmp_path):
+    from bayesbridge.demo import DemoConfig, run_demo
+
+    result = run_demo(tmp_path / "k2", DemoConfig(**_SMALL_DEMO, parameter_draws=2, cache_dir=str(tmp_path / "c")))
+    _check_param_uq(result, tmp_path / "k2")
+    # the default experiment's own posterior is untouched: its Nino 3 statistics are recomputed here
+    from bayesbridge.demo import index_statistics
+
+    post = result.bridge_result.posterior
+    n3, n4 = post.index_draws("nino3").values, post.index_draws("nino4").values
+    time = result.bridge_result.observations["time"].values
+    skew = np.mean([index_statistics(n3[i], n4[i], time)["nino3_skew"] for i in range(2)])
+    assert result.metrics["twin.nino3_skew.bridged"] == pytest.approx(skew)
+
+
+@pytest.mark.slow
+def test_demo_parameter_draws_leave_the_default_outputs_unchanged(tmp_path):
+    from bayesbridge.demo import DemoConfig, run_demo
+
+    base = run_demo(tmp_path / "k0", DemoConfig(**_SMALL_DEMO, cache_dir=str(tmp_path / "c")))
+    with_uq = run_demo(tmp_path / "k2", DemoConfig(**_SMALL_DEMO, parameter_draws=2, cache_dir=str(tmp_path / "c")))
+    _check_param_uq(with_uq, tmp_path / "k2")
+    shared = {k: v for k, v in base.metrics.items() if not k.startswith("timing.")}
+    assert {k: with_uq.metrics[k] for k in shared} == shared
+    assert not any(k.startswith("twin.param_uq") for k in base.metrics)
+    assert "parameter uncertainty" not in (tmp_path / "k0" / "report.md").read_text()

@@ -75,6 +75,7 @@ __all__ = [
     "centroid_period",
     "synthetic_truth",
     "synthetic_operational",
+    "operational_pattern_fields",
     "twin_from_drivers",
     "make_twin_experiment",
     "write_cmip6",
@@ -99,7 +100,7 @@ ZOS_NOISE_M = 3.0  # thermocline-displacement noise (m)
 OPERATIONAL_CAP_DEGC = 2.0  # |T_E|, |T_C| of the operational model stay below this
 OPERATIONAL_NINO_CORR = 0.75  # corr(T_E, T_C) built into the operational model
 OPERATIONAL_PHASE_LOCKING = 0.1  # relative seasonal modulation of its Nino 3 amplitude
-_STREAMS = {"truth_driver": 1, "truth_noise": 3, "oscillator": 4, "op_noise": 5}
+_STREAMS = {"truth_driver": 1, "truth_noise": 3, "oscillator": 4, "op_noise": 5, "pattern_oracle": 9}
 _LAND_BOXES = (  # (lat_min, lat_max, lon_min, lon_max), inclusive
     (8.0, 20.0, 276.0, 280.0),  # Central America
     (12.0, 20.0, 272.0, 280.0),
@@ -539,6 +540,37 @@ def synthetic_truth(driver: xr.Dataset, seed: int, *, start_year: int = 1850) ->
         "tos_noise_std_degc": f"{TOS_NOISE_DEGC[0]} + {TOS_NOISE_DEGC[1]} |lat|/20",
         "zos_noise_std_m_thermocline": ZOS_NOISE_M})
     return ds
+
+
+def operational_pattern_fields(driver: xr.Dataset, seed: int, *, start_year: int = 1850) -> xr.Dataset:
+    """The operational generator's fields driven by given indices: a scoring-only oracle.
+
+    Exactly the operational model's construction (patterns and cold tongue shifted
+    :data:`COLD_TONGUE_SHIFT_DEG` west, no nonlinear term, its noise amplitudes) but driven by
+    ``driver``'s indices instead of the oscillator, with red noise from stream 9 of
+    ``default_rng([seed, stream])``. Driven by the truth's own indices (``truth_driver``), it is
+    the best any method decoding through the operational model's patterns can be expected to do:
+    the distance of its statistic maps to the truth's is a structural bound. Never an input of
+    the bridge.
+
+    Parameters
+    ----------
+    driver : xarray.Dataset
+        ``nino3``, ``nino4`` (degC), ``h_w`` (m) on ``time`` (one member, first month January).
+    seed : int
+        Seed of the red noise.
+    start_year : int
+        Calendar year of the first month.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``tos``, ``zos`` float32 on ``(time, lat, lon)`` (absolute values), NaN over land.
+    """
+    seed = _check_int("seed", seed, 0)
+    start_year = _check_int("start_year", start_year, 1)
+    rng = np.random.default_rng([seed, _STREAMS["pattern_oracle"]])
+    return _fields(_driver_arrays(driver), rng, start_year, COLD_TONGUE_SHIFT_DEG, 0.0)
 
 
 _BIASES = {
