@@ -329,16 +329,16 @@ def _loop_pass(A_seq, b_seq, Q_seq, H, c, R, m0, P0, y: torch.Tensor, config: Ka
     return out
 
 
-def _steady_parts(model, y: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
-    """``(A, b (T, d), Q, H, c, R, m0, P0)`` if the model has time-invariant ``A`` and ``Q``, else None."""
-    T = y.shape[-2]
-    if all(hasattr(model, n) for n in ("A", "Q", "H", "R", "m0", "P0")):
+def _steady_parts(model, T: int, system: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, ...] | None:
+    """``(A, b (T, d), Q, H, c, R, m0, P0)`` if the model has time-invariant ``A`` and ``Q``, else None.
+
+    ``system`` is the model's :func:`_affine_system` when already computed.
+    """
+    if system is None and all(hasattr(model, n) for n in ("A", "Q", "H", "R", "m0", "P0")):
         A, Q, H, R, m0, P0 = _linear_parts(model)
         d, m = A.shape[0], H.shape[0]
         return A, torch.zeros(T, d, dtype=torch.float64), Q, H, torch.zeros(m, dtype=torch.float64), R, m0, P0
-    if not hasattr(model, "affine_structure"):
-        return None
-    A_seq, b_seq, Q_seq, H, c, R, m0, P0 = _affine_system(model, T)
+    A_seq, b_seq, Q_seq, H, c, R, m0, P0 = _affine_system(model, T) if system is None else system
     if not (torch.equal(A_seq, A_seq[:1].expand_as(A_seq)) and torch.equal(Q_seq, Q_seq[:1].expand_as(Q_seq))):
         return None
     return A_seq[0], b_seq, Q_seq[0], H, c, R, m0, P0
@@ -386,9 +386,10 @@ def run(
     batch = y.shape[:-2]
     T = y.shape[-2]
     res: _Pass | None = None
-    A_seq = None
+    linear = all(hasattr(model, n) for n in ("A", "Q", "H", "R", "m0", "P0"))
+    system = None if linear else _affine_system(model, T)
     if config.engine != "loop":
-        parts = _steady_parts(model, y)
+        parts = _steady_parts(model, T, system)
         why = None
         if parts is None:
             why = "the model is time-varying (A_t or Q_t change with t) or not affine"
@@ -401,7 +402,6 @@ def run(
                 why = f"a predicted covariance is singular ({exc})"
             else:
                 res = out._as_pass()
-                A_seq = parts[0].expand(T, *parts[0].shape)
         if why is not None and config.engine == "steady":
             raise ParameterError(
                 f"engine: 'steady' cannot be used here because {why}; use engine='auto' or 'loop'."
@@ -412,8 +412,7 @@ def run(
                 t = int(bad.reshape(-1, T).any(0).nonzero()[0])
                 check_finite(res.filtered_mean[..., t, :], t, "kalman", "filtered mean")
     if res is None:
-        A_seq, b_seq, Q_seq, H, c, R, m0, P0 = _affine_system(model, T)
-        res = _loop_pass(A_seq, b_seq, Q_seq, H, c, R, m0, P0, y, config)
+        res = _loop_pass(*(_affine_system(model, T) if system is None else system), y, config)
     if config.check_divergence:
         check_innovations(res.nis, res.dof, "kalman")
     spread = res.spread
@@ -858,7 +857,7 @@ def steady_state_smoother(model, y, *, tol: float = 1e-12, smooth: bool = True) 
     if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
         raise ParameterError(f"tol: expected a finite number >= 0 (e.g. 1e-12), got {tol!r}.")
     y = as_tensor(y, "y")
-    parts = _steady_parts(model, y)
+    parts = _steady_parts(model, y.shape[-2])
     if parts is None:
         raise ParameterError(
             "model: steady_state_smoother needs a time-invariant linear-Gaussian model (fixed A and Q); "
