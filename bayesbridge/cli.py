@@ -136,6 +136,12 @@ def demo(
         f"Nino 3.4 posterior: CRPS {m['twin.uq.crps']:.3f}, 90 % coverage {m['twin.uq.coverage90']:.2f}, "
         f"spread/skill {m['twin.uq.spread_skill']:.2f}"
     )
+    if parameter_draws:
+        from bayesbridge.demo import PARAM_UQ_STATS
+
+        console.print(f"Parameter uncertainty ({parameter_draws} prior draws), bridged mean [q05, q95]: " + "; ".join(
+            f"{s} {m[f'twin.param_uq.{s}.mean']:.2f} [{m[f'twin.param_uq.{s}.q05']:.2f}, "
+            f"{m[f'twin.param_uq.{s}.q95']:.2f}]" for s in PARAM_UQ_STATS))
     console.print(f"wrote {out}/posterior.nc, inference_data.nc, metrics.json, report.md, figures/")
 
 
