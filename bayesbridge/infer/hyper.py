@@ -44,12 +44,17 @@ Inflation ``lambda >= 1`` gets the prior ``lambda - 1 ~ HalfNormal(inflation_sca
 draws are returned as the variable ``inflation``. Inflation above 1 signals an ensemble whose
 forecast spread is too small for the data: too small a model-error covariance, or too few
 members.
+
+Cost: every NUTS leapfrog step and every SVI step runs the ensemble filter forward and back
+once (``O(T N d (m + d))``, a Python loop over the ``T`` steps), against one parallel-scan
+GaussianHMM evaluation for the exact likelihood; prefer ``method="svi"`` for long series and
+``likelihood="exact"`` whenever the model is linear-Gaussian and no inflation is wanted.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal, get_args
 
 import numpy as np
@@ -59,7 +64,7 @@ import torch
 
 from bayesbridge.diagnostics import arviz_compat
 from bayesbridge.errors import InputTypeError, ParameterError
-from bayesbridge.infer.enkf import EnKFConfig, Sampling, _choice, generator_noise
+from bayesbridge.infer.enkf import EnKFConfig, Sampling, _choice
 from bayesbridge.infer.enkf import run as enkf_run
 from bayesbridge.model import as_tensor
 from bayesbridge.model_pyro import as_state_space_model, isolated_pyro, state_space_program
@@ -202,6 +207,12 @@ class HyperConfig:
         _choice(self.likelihood, "likelihood", get_args(Likelihood))
         _choice(self.guide, "guide", ("normal", "lowrank"))
         if isinstance(self.ensemble, dict):
+            valid = [f.name for f in fields(EnsembleLikelihood)]
+            unknown = sorted(set(self.ensemble) - set(valid))
+            if unknown:
+                raise InputTypeError(
+                    f"ensemble: {', '.join(unknown)} not understood; valid fields are {', '.join(valid)}."
+                )
             self.ensemble = EnsembleLikelihood(**self.ensemble)
         if self.ensemble is not None and not isinstance(self.ensemble, EnsembleLikelihood):
             raise InputTypeError(
@@ -364,8 +375,8 @@ def ensemble_log_likelihood(
     # The engine takes a 0-dim tensor inflation (gradients flow through the anomaly scaling);
     # it is set after validation, which would otherwise convert it to a float.
     enkf_config.inflation = inflation
-    noise = generator_noise(torch.Generator().manual_seed(config.seed))  # common random numbers
-    return enkf_run(scaled, observations, enkf_config, torch.Generator(), noise=noise).log_evidence
+    generator = torch.Generator().manual_seed(config.seed)  # re-seeded: common random numbers
+    return enkf_run(scaled, observations, enkf_config, generator).log_evidence
 
 
 def _ensemble_program(ssm, ens: EnsembleLikelihood):
