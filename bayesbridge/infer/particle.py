@@ -452,7 +452,7 @@ def _filter_torch(model, y0, mask_all, z, config: ParticleConfig, lik: _Likeliho
     w, anc, lwp, wp = _carry(B, N)
     W = torch.from_numpy(wp).reshape(*batch, N)  # weights of the parents (a view, updated in place)
     zbuf = torch.empty(*batch, N, d, dtype=dt)
-    work = (zbuf.view(B, N, d).numpy(), np.empty((d, N)), np.empty((d, N)))
+    work = (zbuf.view(B, N, d).numpy(), np.empty((N, d)), np.empty((N, d)))
 
     for start, block in _noise_blocks(generator, T, (*batch, N, d)):
         K = block.shape[0]
@@ -639,7 +639,7 @@ def _normalise(tot, x, logw_t, w, mu, cov, dev, wdev):  # pragma: no cover - com
     """Normalise the log weights ``tot`` (N,) of particles ``x`` (N, d) of one run and step.
 
     Writes ``logw_t`` (N,) (normalised log weights), ``w`` (N,) (weights), ``mu`` (d,) and
-    ``cov`` (d, d) (weighted mean and covariance; ``dev``, ``wdev`` (d, N) are work buffers);
+    ``cov`` (d, d) (weighted mean and covariance; ``dev``, ``wdev`` (N, d) are work buffers);
     returns ``(log sum exp tot, sum w^2)``.
     """
     N, d = x.shape
@@ -664,18 +664,17 @@ def _normalise(tot, x, logw_t, w, mu, cov, dev, wdev):  # pragma: no cover - com
         s2 += wi * wi
         for q in range(d):
             mu[q] += wi * x[i, q]
-    for i in range(N):  # (d, N) buffers: contiguous inner loops below
+    for i in range(N):
         for q in range(d):
             dv = x[i, q] - mu[q]
-            dev[q, i] = dv
-            wdev[q, i] = w[i] * dv
-    for q in range(d):
-        for s in range(q, d):
-            acc = 0.0
-            for i in range(N):
-                acc += wdev[q, i] * dev[s, i]
-            cov[q, s] = acc
-            cov[s, q] = acc
+            dev[i, q] = dv
+            wdev[i, q] = w[i] * dv
+    np.dot(wdev.T, dev, cov)
+    for q in range(d):  # exactly symmetric
+        for s in range(q + 1, d):
+            v = 0.5 * (cov[q, s] + cov[s, q])
+            cov[q, s] = v
+            cov[s, q] = v
     return ev, s2
 
 
@@ -762,10 +761,15 @@ def _bootstrap_block(t0, T, noise, uni, A, b, LQ, diag_q, H, c, y0, mask, table,
     K, B, N, d = noise.shape
     m = H.shape[0]
     tot = np.empty(N)
-    hz = np.empty(m)
+    hz = np.empty((N, m))
+    gbuf = np.empty((N, d))
+    nbuf = np.empty((N, d))
+    AT = np.ascontiguousarray(A.T)
+    HT = np.ascontiguousarray(H.T)
+    LQT = np.ascontiguousarray(LQ.T)
     r = np.empty(m)
-    dev = np.empty((d, N))
-    wdev = np.empty((d, N))
+    dev = np.empty((N, d))
+    wdev = np.empty((N, d))
     half_df1 = 0.5 * (df + 1.0)
     for bb in range(B):
         for k in range(K):
@@ -775,25 +779,29 @@ def _bootstrap_block(t0, T, noise, uni, A, b, LQ, diag_q, H, c, y0, mask, table,
             for q in range(m):
                 pmean[bb, t, q] = 0.0
                 psq[bb, t, q] = 0.0
-            for i in range(N):
+            x = particles[bb, t]
+            for i in range(N):  # parents, then x = parents A^T + noise L^T (+ b) with BLAS
                 a = anc[bb, i]
-                x = particles[bb, t, i]
                 for q in range(d):
-                    acc = b[q]
-                    for s in range(d):
-                        acc += A[q, s] * src[a, s]
-                    if diag_q:
-                        acc += LQ[q, q] * noise[k, bb, i, q]
-                    else:
-                        for s in range(q + 1):
-                            acc += LQ[q, s] * noise[k, bb, i, s]
-                    x[q] = acc
+                    gbuf[i, q] = src[a, q]
+            np.dot(gbuf, AT, x)
+            if diag_q:
+                for i in range(N):
+                    for q in range(d):
+                        x[i, q] += b[q] + LQ[q, q] * noise[k, bb, i, q]
+            else:
+                for i in range(N):
+                    for q in range(d):
+                        gbuf[i, q] = noise[k, bb, i, q]
+                np.dot(gbuf, LQT, nbuf)
+                for i in range(N):
+                    for q in range(d):
+                        x[i, q] += b[q] + nbuf[i, q]
+            np.dot(x, HT, hz)
+            for i in range(N):
                 ll = 0.0
                 for q in range(m):
-                    h = c[q]
-                    for s in range(d):
-                        h += H[q, s] * x[s]
-                    hz[q] = h
+                    h = hz[i, q] + c[q]
                     r[q] = y0[bb, t, q] - h if mask[bb, t, q] else 0.0
                     pmean[bb, t, q] += wp[bb, i] * h
                     psq[bb, t, q] += wp[bb, i] * h * h
