@@ -254,11 +254,35 @@ def test_compiled_bootstrap_with_correlated_errors_and_gaps_matches_kalman():
     assert np.sqrt((z**2).mean()) < 0.1
 
 
+@pytest.mark.parametrize("store", [True, False])
 @pytest.mark.parametrize("opaque", [False, True])
-def test_divergence_names_step_of_impossible_observation(opaque):
+def test_divergence_names_step_of_impossible_observation(opaque, store):
     A, Q, H, R, m0, P0 = random_lg_problem(d=4, m=2, seed=1)
     model = LinearGaussianModel(A, Q, H, R, m0, P0)
     _, y = model.simulate(12, generator=torch.Generator().manual_seed(0))
     y[6, 0] = 1e200  # squared residual overflows: every weight is zero at step 6
     with pytest.raises(FilterDivergenceError, match="zero weight at time step 6"):
-        assimilate(_Opaque(model) if opaque else model, y, "pf", members=200, smoother="none")
+        assimilate(_Opaque(model) if opaque else model, y, "pf", members=200, smoother="none", store_ensemble=store)
+
+
+@pytest.mark.parametrize("opaque", [False, True])
+def test_without_stored_ensemble_same_filter(opaque):
+    # store_ensemble=False keeps two steps of particles in a ring; every summary is unchanged
+    A, Q, H, R, m0, P0 = random_lg_problem(d=3, m=2, seed=6)
+    model = LinearGaussianModel(A, Q, H, R, m0, P0)
+    _, y = model.simulate(30, generator=torch.Generator().manual_seed(1), batch_shape=(2,))
+    y[1, 4] = float("nan")
+    model = _Opaque(model) if opaque else model
+    full = assimilate(model, y, "pf", members=300, seed=9, smoother="none")
+    lean = assimilate(model, y, "pf", members=300, seed=9, smoother="none", store_ensemble=False)
+    assert lean.filtered_ensemble is None and lean.log_weights is None
+    assert full.filtered_ensemble.shape == (2, 30, 300, 3)
+    for a, b in [(full.log_evidence, lean.log_evidence), (full.filtered_mean, lean.filtered_mean),
+                 (full.filtered_cov, lean.filtered_cov), (full.diagnostics.ess, lean.diagnostics.ess)]:
+        assert torch.equal(a, b)
+    # and the stored ensemble is consistent with the returned weighted mean
+    w = full.log_weights.exp().unsqueeze(-1)
+    assert torch.allclose((w * full.filtered_ensemble).sum(-2), full.filtered_mean, atol=1e-12)
+    # the backward smoother still works (it keeps what it needs)
+    sm = assimilate(model, y, "pf", members=300, seed=9, smoother="backward", n_trajectories=5, store_ensemble=False)
+    assert sm.filtered_ensemble is None and sm.smoothed_ensemble.shape == (2, 30, 5, 3)

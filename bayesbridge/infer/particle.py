@@ -106,6 +106,10 @@ class ParticleConfig:
         must be diagonal.
     df : float
         Degrees of freedom of the Student-t error (> 0).
+    store_ensemble : bool
+        Return ``filtered_ensemble`` ``(*batch, T, N, d)`` and ``log_weights`` (memory ``T N d``
+        per run). ``False`` keeps only the last two steps (the backward smoother still stores
+        what it needs, without returning it).
     """
 
     members: int = 1000
@@ -116,6 +120,7 @@ class ParticleConfig:
     n_trajectories: int = 100
     obs_likelihood: ObsLikelihood = "gaussian"
     df: float = 4.0
+    store_ensemble: bool = True
 
     def __post_init__(self) -> None:
         _check_choice("proposal", self.proposal, Proposal)
@@ -293,9 +298,10 @@ class _FilterPass:
 
     Attributes
     ----------
-    particles : Tensor (*batch, T, N, d)
-    log_weights : Tensor (*batch, T, N)
-        Normalised, before resampling.
+    particles : Tensor (*batch, T or 2, N, d)
+        Step ``t`` in slot ``t % T`` (all steps kept) or ``t % 2`` (``store_ensemble=False``).
+    log_weights : Tensor (*batch, T or 2, N)
+        Normalised, before resampling (same slots).
     inv_ess : Tensor (*batch, T)
         ``sum_i W_i^2`` (one over the ESS).
     step_ev : Tensor (*batch, T)
@@ -321,25 +327,34 @@ class _FilterPass:
     fcov: torch.Tensor
 
 
-def _allocate(batch: tuple, T: int, N: int, d: int, m: int) -> tuple[_FilterPass, list[np.ndarray]]:
+def _allocate(batch: tuple, T: int, N: int, d: int, m: int, ring: int) -> tuple[_FilterPass, list[np.ndarray]]:
     """Empty outputs of a pass, and their ``(B, ...)`` numpy views (shared memory) in the order
-    particles, log_weights, inv_ess, step_ev, pred_mean, pred_sq, fmean, fcov."""
+    particles, log_weights, inv_ess, step_ev, pred_mean, pred_sq, fmean, fcov.
+
+    Particles and log weights of step ``t`` live in slot ``t % ring`` (``ring = T``: all kept).
+    """
     B = math.prod(batch)
     e = lambda *shape: torch.empty(*batch, T, *shape, dtype=torch.float64)  # noqa: E731
-    fp = _FilterPass(e(N, d), e(N), e(), e(), e(m), e(m), None, e(d), e(d, d))
+    r = lambda *shape: torch.empty(*batch, ring, *shape, dtype=torch.float64)  # noqa: E731
+    fp = _FilterPass(r(N, d), r(N), e(), e(), e(m), e(m), None, e(d), e(d, d))
     tensors = (fp.particles, fp.log_weights, fp.inv_ess, fp.step_ev, fp.pred_mean, fp.pred_sq, fp.fmean, fp.fcov)
-    return fp, [x.reshape(B, T, *x.shape[len(batch) + 1:]).numpy() for x in tensors]
+    return fp, [x.reshape(B, *x.shape[len(batch):]).numpy() for x in tensors]
 
 
-def _raise_divergence(particles: torch.Tensor, finite: torch.Tensor, offset: int = 0) -> None:
-    """Raise :class:`FilterDivergenceError` naming the first step where ``finite`` fails.
-
-    particles (*batch, K, N, d) and finite (*batch, K) cover steps ``offset .. offset + K - 1``.
-    """
-    K = finite.shape[-1]
+def _check_block(fp: _FilterPass, start: int, K: int, stored: bool) -> None:
+    """Raise :class:`FilterDivergenceError` at the first of steps ``start .. start + K - 1``
+    whose weighted mean or evidence increment is not finite (finite ones imply finite particles
+    and weights), naming the step and, when they are stored, counting non-finite particles."""
+    blk = slice(start, start + K)
+    finite = torch.isfinite(fp.step_ev[..., blk]) & torch.isfinite(fp.fmean[..., blk, :]).all(-1)
+    if bool(finite.all()):
+        return
     k = int(torch.nonzero(~finite.reshape(-1, K).all(0))[0])
-    bad_t = offset + k
-    check_finite(particles[..., k, :, :], bad_t, "pf", "particles")
+    bad_t = start + k
+    if stored:
+        check_finite(fp.particles[..., bad_t, :, :], bad_t, "pf", "particles")
+    elif not bool(torch.isinf(fp.step_ev[..., bad_t]).any()):
+        check_finite(fp.fmean[..., bad_t, :], bad_t, "pf", "weighted particle mean")
     raise FilterDivergenceError(
         f"pf: every particle has zero weight at time step {bad_t} (the observation is far outside "
         f"the particle cloud). Remedies: use proposal='guided', obs_likelihood='student_t', "
@@ -411,8 +426,8 @@ def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generat
         filtered_mean=fp.fmean,
         log_evidence=fp.step_ev.sum(-1),
         filtered_cov=fp.fcov,
-        filtered_ensemble=particles,
-        log_weights=logw,
+        filtered_ensemble=particles if config.store_ensemble else None,
+        log_weights=logw if config.store_ensemble else None,
         diagnostics=StepDiagnostics(innovation=innov, spread=spread, innovation_var=innov_var, ess=1.0 / fp.inv_ess),
         config=config,
     )
@@ -446,8 +461,10 @@ def _filter_torch(model, y0, mask_all, z, config: ParticleConfig, lik: _Likeliho
     factor = _NoiseFactor(model)
     guided = config.proposal == "guided"
 
-    fp, out = _allocate(batch, T, N, d, m)
-    particles, step_ev, fmean = fp.particles, fp.step_ev, fp.fmean
+    stored = config.store_ensemble or config.smoother == "backward"
+    ring = T if stored else 2
+    fp, out = _allocate(batch, T, N, d, m, ring)
+    particles = fp.particles
     fp.extra_var = extra = torch.zeros(*batch, T, m, dtype=dt) if guided else None
     w, anc, lwp, wp = _carry(B, N)
     W = torch.from_numpy(wp).reshape(*batch, N)  # weights of the parents (a view, updated in place)
@@ -469,21 +486,18 @@ def _filter_torch(model, y0, mask_all, z, config: ParticleConfig, lik: _Likeliho
             mask, yt = mask_all[..., t, :], y0[..., t, :]
             lik.set_step(mask, full_steps[t], n_obs[..., t])
             if not guided:
-                z_t = torch.add(mu, wblock[k], out=particles[..., t, :, :])
+                z_t = torch.add(mu, wblock[k], out=particles[..., t % ring, :, :])
                 pred = _f64(model.observe(z_t))
                 incr = lik(yt, pred)
             else:
                 z_t, pred, incr, extra_t = _guided_step(model, mu, mask, yt, lik, QLs[k][0], wblock[k], vblock[k], W)
-                particles[..., t, :, :] = z_t
+                particles[..., t % ring, :, :] = z_t
                 extra[..., t, :] = extra_t
-            _weigh_step(t, t == T - 1, uni[k], incr.detach().reshape(B, N).contiguous().numpy(),
+            _weigh_step(t, t % ring, t == T - 1, uni[k], incr.detach().reshape(B, N).contiguous().numpy(),
                         pred.detach().expand(*batch, N, m).reshape(B, N, m).contiguous().numpy(), *out,
                         inv_ess_min, w, anc, lwp, wp, *work)
             z = zbuf
-        blk = slice(start, start + K)
-        finite = torch.isfinite(step_ev[..., blk]) & torch.isfinite(fmean[..., blk, :]).all(-1)
-        if not bool(finite.all()):  # stop at the first bad block
-            _raise_divergence(particles[..., blk, :, :], finite, offset=start)
+        _check_block(fp, start, K, stored)  # stop at the first bad block
 
     return fp
 
@@ -606,7 +620,9 @@ def _filter_compiled(model, parts: _LinearParts, y0, mask_all, z0, config: Parti
     else:
         table, index, const = _whitening_table(R, mask_all)
         scale = lc = torch.ones(m, dtype=dt)
-    fp, out = _allocate(batch, T, N, d, m)
+    stored = config.store_ensemble or config.smoother == "backward"
+    ring = T if stored else 2
+    fp, out = _allocate(batch, T, N, d, m, ring)
     state = _carry(B, N)
     args = (
         parts.A.contiguous().numpy(), parts.b.numpy(), LQ.contiguous().numpy(), _is_diagonal(LQ),
@@ -618,11 +634,8 @@ def _filter_compiled(model, parts: _LinearParts, y0, mask_all, z0, config: Parti
     for start, block in _noise_blocks(generator, T, (B, N, d)):
         K = block.shape[0]
         uni = torch.rand(K, B, dtype=dt, generator=generator).numpy()
-        _bootstrap_block(start, T, block.numpy(), uni, *args, *state, *out)
-        ok = np.isfinite(out[3][:, start:start + K]) & np.isfinite(out[6][:, start:start + K]).all(-1)
-        if not ok.all():  # stop at the first bad block
-            finite = torch.from_numpy(ok).reshape(*batch, K)
-            _raise_divergence(fp.particles[..., start:start + K, :, :], finite, offset=start)
+        _bootstrap_block(start, T, ring, block.numpy(), uni, *args, *state, *out)
+        _check_block(fp, start, K, stored)  # stop at the first bad block
     return fp
 
 
@@ -652,7 +665,7 @@ def _normalise(tot, x, logw_t, w, mu, cov, dev, wdev):  # pragma: no cover - com
         e = math.exp(tot[i] - mx)
         w[i] = e
         ssum += e
-    ev = mx + math.log(ssum)
+    ev = mx + math.log(ssum) if mx > -math.inf else mx  # every weight zero: -inf, as logsumexp
     inv_sum = 1.0 / ssum
     s2 = 0.0
     for q in range(d):
@@ -709,7 +722,7 @@ def _ancestors(need, w, logw_t, u, anc, lwp, wp):  # pragma: no cover - compiled
 
 
 @_jit
-def _weigh_step(t, last, u, incr, pred, particles, logw, inv_ess, step_ev, pmean, psq, fmean, fcov, inv_ess_min,
+def _weigh_step(t, ts, last, u, incr, pred, particles, logw, inv_ess, step_ev, pmean, psq, fmean, fcov, inv_ess_min,
                 w, anc, lwp, wp, zbuf, dev, wdev):  # pragma: no cover - compiled
     """Tail of a torch-loop step ``t`` for every run: weights, moments, ESS, resampling.
 
@@ -717,7 +730,7 @@ def _weigh_step(t, last, u, incr, pred, particles, logw, inv_ess, step_ev, pmean
     (B, T, N, d) with step ``t`` filled; lwp, wp (B, N) log weights / weights of step ``t-1``
     after resampling (updated for step ``t+1``); u (B,) uniforms; zbuf (B, N, d) receives the
     parents of step ``t+1`` (unless ``last``). Writes logw[:, t], inv_ess, step_ev,
-    pmean, psq, fmean, fcov at ``t``.
+    pmean, psq, fmean, fcov at ``t`` (particles and logw at slot ``ts``).
     """
     B, N = incr.shape
     m = pred.shape[2]
@@ -735,25 +748,26 @@ def _weigh_step(t, last, u, incr, pred, particles, logw, inv_ess, step_ev, pmean
             psq[bb, t, q] = a2
         for i in range(N):
             tot[i] = lwp[bb, i] + incr[bb, i]
-        x = particles[bb, t]
-        ev, s2 = _normalise(tot, x, logw[bb, t], w[bb], fmean[bb, t], fcov[bb, t], dev, wdev)
+        x = particles[bb, ts]
+        ev, s2 = _normalise(tot, x, logw[bb, ts], w[bb], fmean[bb, t], fcov[bb, t], dev, wdev)
         step_ev[bb, t] = ev
         inv_ess[bb, t] = s2
         if not last:
-            _ancestors(s2 > inv_ess_min, w[bb], logw[bb, t], u[bb], anc[bb], lwp[bb], wp[bb])
+            _ancestors(s2 > inv_ess_min, w[bb], logw[bb, ts], u[bb], anc[bb], lwp[bb], wp[bb])
             for i in range(N):
                 for q in range(d):
                     zbuf[bb, i, q] = x[anc[bb, i], q]
 
 
 @_jit
-def _bootstrap_block(t0, T, noise, uni, A, b, LQ, diag_q, H, c, y0, mask, table, index, const, student, diag_r,
+def _bootstrap_block(t0, T, ring, noise, uni, A, b, LQ, diag_q, H, c, y0, mask, table, index, const, student, diag_r,
                      inv_scale, lc, df, inv_ess_min, z0, w, anc, lwp, wp,
                      particles, logw, inv_ess, step_ev, pmean, psq, fmean, fcov):  # pragma: no cover - compiled
     """Steps ``t0 .. t0 + K - 1`` of the bootstrap filter of a linear model, every run.
 
     noise (K, B, N, d) float32 standard normals; uni (K, B) resampling uniforms (``uni[k]``
-    resamples after step ``t0 + k``); y0, mask (B, T, m); table/index/const from
+    resamples after step ``t0 + k``); ``ring``: particles and logw of step ``t`` in slot
+    ``t % ring``; y0, mask (B, T, m); table/index/const from
     :func:`_whitening_table`; w, anc, lwp, wp (B, N) carried between blocks (see
     :func:`_weigh_step`); outputs particles (B, T, N, d), logw (B, T, N), inv_ess, step_ev
     (B, T), pmean, psq (B, T, m), fmean (B, T, d), fcov (B, T, d, d).
@@ -774,12 +788,13 @@ def _bootstrap_block(t0, T, noise, uni, A, b, LQ, diag_q, H, c, y0, mask, table,
     for bb in range(B):
         for k in range(K):
             t = t0 + k
-            src = z0[bb] if t == 0 else particles[bb, t - 1]
+            ts = t % ring
+            src = z0[bb] if t == 0 else particles[bb, (t - 1) % ring]
             w_ix = index[bb, t]
             for q in range(m):
                 pmean[bb, t, q] = 0.0
                 psq[bb, t, q] = 0.0
-            x = particles[bb, t]
+            x = particles[bb, ts]
             for i in range(N):  # parents, then x = parents A^T + noise L^T (+ b) with BLAS
                 a = anc[bb, i]
                 for q in range(d):
@@ -821,11 +836,11 @@ def _bootstrap_block(t0, T, noise, uni, A, b, LQ, diag_q, H, c, y0, mask, table,
                             u += table[w_ix, q, s] * r[s]
                         ll -= 0.5 * u * u
                 tot[i] = lwp[bb, i] + ll - const[bb, t]
-            ev, s2 = _normalise(tot, particles[bb, t], logw[bb, t], w[bb], fmean[bb, t], fcov[bb, t], dev, wdev)
+            ev, s2 = _normalise(tot, x, logw[bb, ts], w[bb], fmean[bb, t], fcov[bb, t], dev, wdev)
             step_ev[bb, t] = ev
             inv_ess[bb, t] = s2
             if t < T - 1:
-                _ancestors(s2 > inv_ess_min, w[bb], logw[bb, t], uni[k, bb], anc[bb], lwp[bb], wp[bb])
+                _ancestors(s2 > inv_ess_min, w[bb], logw[bb, ts], uni[k, bb], anc[bb], lwp[bb], wp[bb])
 
 
 def _categorical(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
