@@ -81,7 +81,17 @@ def _smc_filter_run(model, y: torch.Tensor, particles: int, seed: int) -> None:
 
 
 def run(quick: bool = False) -> list[BenchRow]:
-    """Rows at 1,000 (keyed ``pf_vs_smcfilter``) and 10,000 particles; time per step."""
+    """Rows at 1,000 (keyed ``pf_vs_smcfilter``) and 10,000 particles; time per step.
+
+    Parameters
+    ----------
+    quick : bool
+        Shorter series (ours 100 steps, SMCFilter 30, one timed peer run) instead of 300 / 100.
+
+    Returns
+    -------
+    list of BenchRow
+    """
     from bayesbridge.infer import assimilate
 
     d, m = 8, 3
