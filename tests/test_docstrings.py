@@ -51,6 +51,7 @@ MODULES = (
     "bayesbridge.infer.variational",
     "bayesbridge.infer.hyper",
     "bayesbridge.posterior",
+    "bayesbridge.propagate",
     "bayesbridge.posterior_plots",
     "bayesbridge.bridge",
     "bayesbridge.reanalysis",
