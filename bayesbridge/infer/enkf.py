@@ -353,7 +353,7 @@ def run(
     # (appending to lists and stacking once costs far less than T small copies into buffers)
     rec_dt: list[torch.Tensor] = []  # whitened innovation (*b, 1, m)
     rec_dv: list[torch.Tensor] = []  # innovation in the eigenbasis of G (*b, 1, m)
-    rec_lamn: list[torch.Tensor] = []  # eigenvalues of G + (N-1) I (*b, m)
+    rec_lamn: list[torch.Tensor] = []  # eigenvalues of G + (N-1) I (*b, 1, m)
     rec_g: list[torch.Tensor] = []  # G = Yt^T Yt (*b, m, m)
     means: list[torch.Tensor] = []  # analysis means (*b, 1, d)
     norms: list[torch.Tensor] = []  # ||X_a||_F (*b,) when the ensembles are not stored
@@ -391,7 +391,7 @@ def run(
                     zero = torch.zeros(*batch, 1, m, dtype=f64)
                     rec_dt.append(zero)
                     rec_dv.append(zero)
-                    rec_lamn.append(torch.full((*batch, m), nm1, dtype=f64))
+                    rec_lamn.append(torch.full((*batch, 1, m), nm1, dtype=f64))
                     rec_g.append(torch.zeros(*batch, m, m, dtype=f64))
                     _store(t, E, xbar, ens_all, smo_all, means, norms)
                     continue
@@ -404,10 +404,9 @@ def run(
                 Yt = HEw - ybar  # (*b, N, m) whitened anomalies
                 dt = yw[..., t : t + 1, :] - ybar  # (*b, 1, m) whitened innovation
                 G = Yt.mT @ Yt
-                lam, V = torch.linalg.eigh(G)
-                lam = lam.clamp_min(0.0)
+                lam, V = torch.linalg.eigh(G)  # (round-off negatives are harmless next to N-1)
                 L_eff = L_R
-            lamn = lam + nm1  # eigenvalues of G + (N-1) I, >= N-1
+            lamn = lam.unsqueeze(-2) + nm1  # (*b, 1, m) eigenvalues of G + (N-1) I, >= N-1
             U = Yt @ V  # (*b, N, m), centred over members
             dv = dt @ V  # (*b, 1, m)
             rec_dt.append(dt)
@@ -416,14 +415,14 @@ def run(
             rec_g.append(G)
             if stochastic:
                 c = _gain_weights(lamn, config)
-                e = dv * c.unsqueeze(-2)
+                e = dv * c
                 eps_o = noise("obs", t, (*batch, N, m))
                 if step_missing[t]:
                     eps_o = eps_o * mask.unsqueeze(-2)
                 # member innovations L^{-1}(y + D_i - h(E_i)) = dt + eps_i - Yt_i with eps centred
                 # over members, in the eigenbasis of G (U is already centred)
                 P = eps_o @ V - U
-                left = torch.addcmul(e, P - ones_n @ P, c.unsqueeze(-2))
+                left = torch.addcmul(e, P - ones_n @ P, c)
                 if taper is not None:
                     Linv = torch.linalg.solve_triangular(L_eff, torch.eye(m, dtype=f64), upper=False)
                     Pxy = X.mT @ (Yt @ L_eff.mT)  # (*b, d, m) = X^T Y
@@ -431,10 +430,10 @@ def run(
                 else:
                     right = U.mT @ E  # (*b, m, d) = U^T X, since U sums to zero over members
             else:
-                e = dv / lamn.unsqueeze(-2)  # wbar = U e
+                e = dv / lamn  # wbar = U e
                 # W - I = U diag(cc) U^T with cc = -1 / ((N-1) s (1 + s)), s = sqrt(lamn / (N-1))
                 cc = torch.add(lamn, lamn.sqrt(), alpha=sqrt_nm1).reciprocal()
-                left = torch.addcmul(e, U, cc.unsqueeze(-2), value=-1.0)  # (*b, N, m)
+                left = torch.addcmul(e, U, cc, value=-1.0)  # (*b, N, m)
                 right = U.mT @ E  # (*b, m, d) = U^T X, since U sums to zero over members
                 if smooth and t > 0:
                     # E_s <- T_t E_s = E_s + left (U^T E_s) for the past `lag` smoothed ensembles
@@ -467,7 +466,7 @@ def run(
     dof = obs.sum(-1).to(f64)
     mean_all = torch.cat(means, -2)  # (*b, T, d)
     dt_all, dv_all = torch.cat(rec_dt, -2), torch.cat(rec_dv, -2)  # (*b, T, m)
-    lamn_all, g_all = torch.stack(rec_lamn, -2), torch.stack(rec_g, -3)
+    lamn_all, g_all = torch.cat(rec_lamn, -2), torch.stack(rec_g, -3)
     nis = (dv_all.square() * nm1 / lamn_all).sum(-1)
     L_t = L_R if l_all is None else l_all
     log_l = L_t.diagonal(dim1=-2, dim2=-1).log()
@@ -503,7 +502,7 @@ def run(
 
 
 def _gain_weights(lamn: torch.Tensor, config: EnKFConfig) -> torch.Tensor:
-    """``c = 1 / lamn`` ``(*b, m)``, the robust inverse of ``G + (N-1) I`` in its eigenbasis.
+    """``c = 1 / lamn`` ``(*b, 1, m)``, the robust inverse of ``G + (N-1) I`` in its eigenbasis.
 
     ``inversion="eigh"`` drops eigenvalues below ``truncation`` times the largest;
     ``"tikhonov"`` adds ``ridge`` times their mean before inverting.
