@@ -244,6 +244,8 @@ def test_ensemble_bad_inputs_name_the_argument():
         EnsembleLikelihood(infer_inflation=True, inflation_scale=0.0)
     with pytest.raises(BayesBridgeError, match="ensemble.scales"):
         EnsembleLikelihood(scales="fixed")
+    with pytest.raises(BayesBridgeError, match="ensemble: member not understood; valid fields are method, members"):
+        HyperConfig(likelihood="ensemble", ensemble={"member": 100})
     model, _, y = _problem(d=4, m=2, T=10)
     with pytest.raises(BayesBridgeError, match=r"ensemble.members: expected at least latent_dim \+ 1 = 5"):
         infer_hyperparameters(model, y, likelihood="ensemble", ensemble={"members": 4})
@@ -268,3 +270,55 @@ def test_ensemble_likelihood_takes_a_nonlinear_model():
     assert hp.draws["obs_scale"].shape == (1, 200, 2)
     assert bool(torch.isfinite(hp.draws["model_error_scale"]).all())
     assert bool((hp.mean()["obs_scale"] < 0.35).all()), hp.mean()
+
+
+@pytest.mark.slow
+def test_ensemble_nuts_posterior_agrees_with_exact_quadrature():
+    # One observable and sigma: quadrature with the independent Kalman oracle gives the exact
+    # posterior. NUTS on the stochastic-EnKF likelihood (200 members, latent 4, 80 steps) must converge
+    # (R-hat) and put its means within half an exact sd plus three Monte-Carlo standard errors.
+    model, (A, Q, H, m0, P0), y = _problem(d=4, m=1, T=80)
+    hp = infer_hyperparameters(model, y, num_samples=100, warmup=80, chains=2, max_tree_depth=3, seed=1,
+                               likelihood="ensemble", ensemble={"method": "enkf", "members": 200})
+    assert max(hp.rhat.values()) < 1.05, hp.rhat
+    assert set(arviz_compat.groups(hp.inference_data)) >= {"posterior", "sample_stats"}
+    s_grid, sig_grid = np.linspace(0.05, 1.0, 40), np.linspace(0.6, 2.8, 40)
+    prior = stats.lognorm(s=1.0, scale=0.5).logpdf(s_grid)[:, None] + stats.lognorm(s=1.0, scale=1.0).logpdf(sig_grid)
+    lp = prior + np.array([[kalman_oracle(A, g**2 * Q, H, [[s**2]], m0, P0, y.numpy())[-1] for g in sig_grid]
+                           for s in s_grid])
+    w = np.exp(lp - lp.max())
+    w /= w.sum()
+    for name, grid, marginal in (("obs_scale", s_grid, w.sum(1)), ("model_error_scale", sig_grid, w.sum(0))):
+        mean = (marginal * grid).sum()
+        sd = np.sqrt((marginal * grid**2).sum() - mean**2)
+        tol = 0.5 * sd + 3 * sd / np.sqrt(hp.ess_bulk[name])
+        assert abs(float(hp.draws[name].mean()) - mean) < tol, (name, float(hp.draws[name].mean()), mean, sd)
+
+
+@pytest.mark.slow
+def test_ensemble_svi_posterior_agrees_with_exact_at_full_size():
+    # The brief's size: latent 6, 3 observables, 300 steps, 300 stochastic-EnKF members.
+    model, _, y = _problem(d=6, m=3, T=300)
+    kw = {"method": "svi", "svi_steps": 200, "lr": 0.05, "num_samples": 400, "guide": "normal", "seed": 0}
+    exact = infer_hyperparameters(model, y, **kw)
+    ens = infer_hyperparameters(model, y, likelihood="ensemble", ensemble={"method": "enkf", "members": 300}, **kw)
+    for name in ("obs_scale", "model_error_scale"):
+        sd = exact.draws[name].std((0, 1))
+        shift = (ens.draws[name].mean((0, 1)) - exact.draws[name].mean((0, 1))).abs()
+        assert bool((shift < 0.5 * sd).all()), (name, shift / sd)
+
+
+@pytest.mark.slow
+def test_stochastic_enkf_inflation_near_one_with_many_members_above_one_with_few():
+    # Correct model: the exact (infinite-ensemble) posterior of the inflation piles up near 1, and so
+    # must the stochastic EnKF's with 500 members. With 6 members (latent 4) the EnKF's sampling
+    # error shrinks its spread, which the likelihood corrects with an inflation clearly above that.
+    model, y, mean, sd, q95 = _inflation_oracle(1.0, T=200)
+    kw = {"method": "svi", "svi_steps": 120, "lr": 0.1, "num_samples": 1000, "guide": "normal", "seed": 0,
+          "likelihood": "ensemble"}
+    base = {"method": "enkf", "infer_inflation": True, "inflation_scale": 0.5, "scales": "fixed", "sampling": "random"}
+    many = infer_hyperparameters(model, y, ensemble={**base, "members": 500}, **kw)
+    few = infer_hyperparameters(model, y, ensemble={**base, "members": 6}, **kw)
+    assert abs(float(many.draws["inflation"].mean()) - mean) < sd
+    assert float(many.quantiles((0.95,))["inflation"][0]) < q95 + sd
+    assert float(few.quantiles((0.05,))["inflation"][0]) > float(many.quantiles((0.95,))["inflation"][0])

@@ -368,13 +368,10 @@ def ensemble_log_likelihood(
         model_error_scale
     )
     scaled = _ScaledModel(ssm, s.reshape(ssm.obs_dim), sigma.reshape(()))
-    enkf_config = EnKFConfig(
-        variant=config.method, members=config.members, sampling=config.sampling,
+    enkf_config = EnKFConfig(  # a 0-dim tensor inflation keeps its graph through the anomaly scaling
+        variant=config.method, members=config.members, sampling=config.sampling, inflation=inflation,
         store_ensemble=False, check_divergence=False,
     )
-    # The engine takes a 0-dim tensor inflation (gradients flow through the anomaly scaling);
-    # it is set after validation, which would otherwise convert it to a float.
-    enkf_config.inflation = inflation
     generator = torch.Generator().manual_seed(config.seed)  # re-seeded: common random numbers
     return enkf_run(scaled, observations, enkf_config, generator).log_evidence
 
