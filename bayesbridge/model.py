@@ -114,6 +114,7 @@ def _check_square(mat: torch.Tensor, name: str, size: int) -> None:
 
 
 def _check_spd(mat: torch.Tensor, name: str, allow_singular: bool = False) -> None:
+    mat = mat.detach()  # a validation, not part of any gradient
     if not torch.allclose(mat, mat.mT, atol=1e-10, rtol=1e-8):
         raise ParameterError(f"{name}: expected a symmetric covariance matrix; symmetrise it, e.g. (M + M.T) / 2.")
     eig_min = float(torch.linalg.eigvalsh(mat).min())
