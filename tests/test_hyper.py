@@ -278,7 +278,7 @@ def test_ensemble_nuts_posterior_agrees_with_exact_quadrature():
     # posterior. NUTS on the stochastic-EnKF likelihood (200 members, latent 4, 80 steps) must converge
     # (R-hat) and put its means within half an exact sd plus three Monte-Carlo standard errors.
     model, (A, Q, H, m0, P0), y = _problem(d=4, m=1, T=80)
-    hp = infer_hyperparameters(model, y, num_samples=100, warmup=80, chains=2, max_tree_depth=3, seed=1,
+    hp = infer_hyperparameters(model, y, num_samples=200, warmup=150, chains=2, max_tree_depth=3, seed=1,
                                likelihood="ensemble", ensemble={"method": "enkf", "members": 200})
     assert max(hp.rhat.values()) < 1.05, hp.rhat
     assert set(arviz_compat.groups(hp.inference_data)) >= {"posterior", "sample_stats"}
