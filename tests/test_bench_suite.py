@@ -145,3 +145,14 @@ def test_quick_suite_all_modules():
     assert not report.errors, report.errors
     _check_keys(doc)
     assert doc["idealized"]["member_years_per_s"] > 0
+
+
+def test_measure_pair_alternates_sides():
+    """Timed calls alternate so that a load change during the run hits both sides alike."""
+    from bayesbridge.bench.core import measure_pair
+
+    calls = []
+    ours, peer = measure_pair(lambda: calls.append("o"), lambda: calls.append("p"), repeats=3, warmup=1)
+    assert "".join(calls) == "op" + "op" + "po" + "op"
+    assert len(ours.times_s) == len(peer.times_s) == 3
+    assert ours.median_s == sorted(ours.times_s)[1] and peer.median_s == sorted(peer.times_s)[1]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-__all__ = ["Timing", "BenchRow", "measure", "PeakRSS"]
+__all__ = ["Timing", "BenchRow", "measure", "measure_pair", "PeakRSS"]
 
 
 class PeakRSS:
@@ -85,6 +85,42 @@ def measure(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> Timi
             fn()
             times.append(time.perf_counter() - t0)
     return Timing(statistics.median(times), tuple(times), peak)
+
+
+def _timed(fn: Callable[[], object], track_memory: bool) -> tuple[float, float]:
+    if not track_memory:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0, 0.0
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        fn()
+        elapsed = time.perf_counter() - t0
+    return elapsed, mem.peak_mb
+
+
+def measure_pair(
+    ours: Callable[[], object], peer: Callable[[], object], repeats: int = 3, warmup: int = 1
+) -> tuple[Timing, Timing]:
+    """Time two implementations in alternation: ``(ours, peer)`` :class:`Timing` pairs.
+
+    Timed calls alternate (ours, peer, peer, ours, ours, peer, ...) so that a change of machine
+    load during the run (other processes on a shared machine) affects both sides alike and the
+    ratio of medians stays fair; timing one side completely before the other does not. Peak
+    memory is measured on each side's first timed call.
+    """
+    for _ in range(warmup):
+        ours()
+        peer()
+    times: dict[str, list[float]] = {"ours": [], "peer": []}
+    peaks = {"ours": 0.0, "peer": 0.0}
+    fns = {"ours": ours, "peer": peer}
+    for i in range(repeats):
+        for side in (("ours", "peer") if i % 2 == 0 else ("peer", "ours")):
+            elapsed, peak = _timed(fns[side], track_memory=i == 0)
+            times[side].append(elapsed)
+            peaks[side] = max(peaks[side], peak)
+    return tuple(Timing(statistics.median(times[s]), tuple(times[s]), peaks[s]) for s in ("ours", "peer"))
 
 
 @dataclass

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bayesbridge.bench.core import BenchRow, measure
+from bayesbridge.bench.core import BenchRow, measure, measure_pair
 from bayesbridge.bench.enkf import _single_thread, linear_problem
 
 __all__ = ["run"]
@@ -55,7 +55,7 @@ def _kalman_row(quick: bool) -> BenchRow:
         mu, cov, _, _ = kf.batch_filter(yn)
         return kf.rts_smoother(mu, cov)
 
-    peer = measure(filterpy_run, repeats=repeats)
+    ours, peer = measure_pair(lambda: assimilate(model, y, "kalman"), filterpy_run, repeats=repeats)
     return BenchRow(name, problem, ours, "filterpy KalmanFilter batch_filter + rts_smoother",
                     peer, key=_KEY, note=_NOTE, extra=extra)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from bayesbridge.bench.core import BenchRow, measure
+from bayesbridge.bench.core import BenchRow, measure_pair
 from bayesbridge.bench.enkf import _per_cycle, _single_thread, linear_problem
 
 __all__ = ["run"]
@@ -100,10 +100,11 @@ def run(quick: bool = False) -> list[BenchRow]:
     rows = []
     with _single_thread():
         for n in (1_000, 10_000):
-            ours = measure(lambda n=n: assimilate(model, y, "pf", members=n, seed=0, smoother="none",
-                                                     store_ensemble=False),
-                           repeats=3, warmup=1)
-            peer = measure(lambda n=n: _smc_filter_run(model, y[:T_peer], n, 0), repeats=1 if quick else 2, warmup=1)
+            ours, peer = measure_pair(
+                lambda n=n: assimilate(model, y, "pf", members=n, seed=0, smoother="none", store_ensemble=False),
+                lambda n=n: _smc_filter_run(model, y[:T_peer], n, 0),
+                repeats=2 if quick else 3,
+            )
             rows.append(BenchRow(
                 name=f"particle filter, {n} particles",
                 problem=f"linear-Gaussian, latent {d}, {m} observables, bootstrap, ESS threshold 0.5",
