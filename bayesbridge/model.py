@@ -17,6 +17,7 @@ before the first observation, which is the same convention once matrices are tra
 
 from __future__ import annotations
 
+import copy
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -59,7 +60,7 @@ def as_tensor(value, name: str, dtype: torch.dtype = torch.float64) -> torch.Ten
     if isinstance(value, torch.Tensor):
         return value.to(dtype)
     try:
-        return torch.as_tensor(np.asarray(value, dtype=float), dtype=dtype)
+        return torch.as_tensor(np.asarray(value, dtype=float), dtype=dtype, device="cpu")
     except (TypeError, ValueError) as exc:
         raise InputTypeError(
             f"{name}: expected an array or tensor of numbers, got {type(value).__name__} ({exc})."
@@ -179,6 +180,21 @@ class LinearGaussianModel:
     def __repr__(self) -> str:
         return f"LinearGaussianModel(latent_dim={self.latent_dim}, obs_dim={self.obs_dim})"
 
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's tensors."""
+        return self.A.device
+
+    def to(self, device: str | torch.device) -> LinearGaussianModel:
+        """A copy with ``A, Q, H, R, m0, P0`` on ``device`` (validated, see :func:`bayesbridge.devices.resolve_device`)."""
+        from bayesbridge.devices import resolve_device
+
+        dev = resolve_device(device)
+        new = copy.copy(self)
+        for name in ("A", "Q", "H", "R", "m0", "P0"):
+            setattr(new, name, getattr(self, name).to(dev))
+        return new
+
     def initial(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(m0 (d,), P0 (d, d))``: mean and covariance of ``z_0``."""
         return self.m0, self.P0
@@ -225,10 +241,11 @@ class LinearGaussianModel:
             Observations ``y_1..y_T``.
         """
         d, m = self.latent_dim, self.obs_dim
-        lq = torch.linalg.cholesky(self.Q + 1e-12 * torch.eye(d, dtype=self.Q.dtype))
+        dev = self.A.device
+        lq = torch.linalg.cholesky(self.Q + 1e-12 * torch.eye(d, dtype=self.Q.dtype, device=dev))
         lr = torch.linalg.cholesky(self.R)
-        l0 = torch.linalg.cholesky(self.P0 + 1e-12 * torch.eye(d, dtype=self.P0.dtype))
-        noise = lambda *shape: torch.randn(*shape, dtype=torch.float64, generator=generator)  # noqa: E731
+        l0 = torch.linalg.cholesky(self.P0 + 1e-12 * torch.eye(d, dtype=self.P0.dtype, device=dev))
+        noise = lambda *shape: torch.randn(*shape, dtype=torch.float64, generator=generator, device=dev)  # noqa: E731
         z = self.m0 + noise(*batch_shape, d) @ l0.mT
         zs, ys = [], []
         for _ in range(n_steps):
@@ -269,6 +286,43 @@ class LinearTransition:
     def noise_scale_tril(self, step: int | None = None) -> torch.Tensor:
         """``L`` ``(d, d)``; ``step`` is ignored (time-invariant)."""
         return self.L
+
+    def to(self, device: str | torch.device) -> LinearTransition:
+        """A copy with ``A`` and ``L`` on ``device``."""
+        from bayesbridge.devices import resolve_device
+
+        dev = resolve_device(device)
+        new = copy.copy(self)
+        new.A, new.L = self.A.to(dev), self.L.to(dev)
+        return new
+
+
+class _DeviceTransition:
+    """A transition seen from ``device``: ``mean`` follows ``z`` (as every bayesbridge transition
+    does) and ``noise_scale_tril(step)`` ``(d, d)`` is moved to ``device``, once per distinct
+    factor (a time-invariant factor is copied once, not at every step)."""
+
+    def __init__(self, transition, device: torch.device) -> None:
+        self.transition, self.device = transition, device
+        self.latent_dim = transition.latent_dim
+        self._src: torch.Tensor | None = None
+        self._moved: torch.Tensor | None = None
+
+    def mean(self, z: torch.Tensor, step: int | None = None) -> torch.Tensor:
+        """``f_t(z)`` of the wrapped transition, ``(*batch, d) -> (*batch, d)`` on ``z``'s device."""
+        return self.transition.mean(z, step).to(z.device)
+
+    def noise_scale_tril(self, step: int | None = None) -> torch.Tensor:
+        """The wrapped transition's ``L_t`` ``(d, d)`` on :attr:`device`."""
+        src = as_tensor(self.transition.noise_scale_tril(step), "noise_scale_tril")
+        if src.device == self.device:
+            return src
+        if self._src is None or not (src is self._src or torch.equal(src, self._src)):
+            self._src, self._moved = src, src.to(self.device)
+        return self._moved
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["transition"], name)
 
 
 class BoxObservation:
@@ -316,11 +370,34 @@ class BoxObservation:
             names.append(reg.name)
         self.codec = codec
         self.names = tuple(names)
-        self.weights = torch.as_tensor(np.stack(rows), dtype=torch.float64)
+        self.weights = torch.as_tensor(np.stack(rows), dtype=torch.float64, device="cpu")
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         """Box means ``(*batch, m)`` of the decoded fields of ``z`` ``(*batch, d)`` (float64)."""
         return self.codec.decode_tensor(z).to(torch.float64) @ self.weights.mT
+
+    def to(self, device: str | torch.device) -> BoxObservation:
+        """A copy with the box weights on ``device``.
+
+        The codec is shared: its ``decode_tensor`` returns fields on the device of ``z`` (a neural
+        codec decodes on the device it was trained on, ``Autoencoder(device=...)``).
+        """
+        from bayesbridge.devices import resolve_device
+
+        new = copy.copy(self)
+        new.weights = self.weights.to(resolve_device(device))
+        return new
+
+
+def _move(obj, device: torch.device):
+    """``obj`` on ``device``: its own ``to`` (a deep copy first for a ``torch.nn.Module``, whose
+    ``to`` works in place), or ``obj`` itself when it has none."""
+    if isinstance(obj, torch.nn.Module):
+        return copy.deepcopy(obj).to(device)
+    if isinstance(obj, _DeviceTransition):
+        return _DeviceTransition(obj.transition, device)
+    mover = getattr(obj, "to", None)
+    return mover(device) if callable(mover) else obj
 
 
 def _scale_prior(prior, default_loc: torch.Tensor, name: str):
@@ -336,12 +413,12 @@ def _scale_prior(prior, default_loc: torch.Tensor, name: str):
     return prior.expand(default_loc.shape).to_event(1)
 
 
-def _probe_affine(fn, d: int, n_probe: int = 2) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(M (d, k), b (k,))`` with ``fn(z) = b + z M`` if ``fn`` is affine on probes, else None."""
+def _probe_affine(fn, d: int, n_probe: int = 2, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(M (d, k), b (k,))`` with ``fn(z) = b + z M`` if ``fn`` is affine on probes (on ``device``), else None."""
     gen = torch.Generator().manual_seed(20240917)
     probes = torch.cat(
-        [torch.zeros(1, d), torch.eye(d), torch.randn(n_probe, d, generator=gen)], 0
-    ).to(torch.float64)
+        [torch.zeros(1, d, device="cpu"), torch.eye(d, device="cpu"), torch.randn(n_probe, d, generator=gen, device="cpu")], 0
+    ).to(dtype=torch.float64, device=device or "cpu")
     with torch.no_grad():
         out = fn(probes).to(torch.float64)
     b, M = out[0], out[1 : d + 1] - out[0]
@@ -427,7 +504,7 @@ class StateSpaceModel:
             self.observation_matrix = H
             self._observe = lambda z: z @ H.mT
         with torch.no_grad():
-            m = int(self._observe(torch.zeros(1, d, dtype=torch.float64)).shape[-1])
+            m = int(self._observe(torch.zeros(1, d, dtype=torch.float64, device="cpu")).shape[-1])
         self.obs_dim = m
         self.obs_scale = as_tensor(obs_scale, "obs_scale").reshape(-1).expand(m).clone()
         self.model_error_scale = float(model_error_scale)
@@ -440,15 +517,15 @@ class StateSpaceModel:
             raise ParameterError(
                 f"model_error_scale: expected a positive finite number, got {model_error_scale!r}."
             )
-        self.m0 = torch.zeros(d, dtype=torch.float64) if initial_mean is None else as_tensor(initial_mean, "initial_mean")
-        self.P0 = torch.eye(d, dtype=torch.float64) if initial_cov is None else as_tensor(initial_cov, "initial_cov")
+        self.m0 = torch.zeros(d, dtype=torch.float64, device="cpu") if initial_mean is None else as_tensor(initial_mean, "initial_mean")
+        self.P0 = torch.eye(d, dtype=torch.float64, device="cpu") if initial_cov is None else as_tensor(initial_cov, "initial_cov")
         if self.m0.shape != (d,):
             raise ShapeMismatchError(f"initial_mean: expected shape ({d},), got {tuple(self.m0.shape)}.")
         _check_square(self.P0, "initial_cov", d)
         _check_spd(self.P0, "initial_cov", allow_singular=True)
         self.obs_scale_prior = _scale_prior(obs_scale_prior, self.obs_scale, "obs_scale_prior")
         self.model_error_prior = _scale_prior(
-            model_error_prior, torch.tensor(self.model_error_scale, dtype=torch.float64), "model_error_prior"
+            model_error_prior, torch.tensor(self.model_error_scale, dtype=torch.float64, device="cpu"), "model_error_prior"
         )
         if obs_names is None:
             obs_names = getattr(observation, "names", None) or tuple(f"y{k}" for k in range(m))
@@ -460,6 +537,39 @@ class StateSpaceModel:
 
     def __repr__(self) -> str:
         return f"StateSpaceModel(latent_dim={self.latent_dim}, obs_dim={self.obs_dim}, observables={self.obs_names})"
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's tensors (``m0``, ``P0``, ``obs_scale``...)."""
+        return self.m0.device
+
+    def to(self, device: str | torch.device) -> StateSpaceModel:
+        """A copy whose tensors, transition and observation operator live on ``device``.
+
+        ``m0``, ``P0``, ``obs_scale`` and an observation matrix are moved; a transition or
+        observation operator with a ``to`` method (:class:`LinearTransition`,
+        :class:`BoxObservation`, ``torch.nn.Module``) is moved by it (a module is deep-copied
+        first, so the original stays where it was); any other transition is wrapped so that its
+        noise factor is delivered on ``device`` (its ``mean`` must follow ``z``'s device, as the
+        latent dynamics of :mod:`bayesbridge.latent` do). The priors stay on the CPU (they are
+        used by the Pyro program, not by the filters).
+        """
+        from bayesbridge.devices import resolve_device
+
+        dev = resolve_device(device)
+        new = copy.copy(self)
+        new.m0, new.P0, new.obs_scale = self.m0.to(dev), self.P0.to(dev), self.obs_scale.to(dev)
+        new.transition = _move(self.transition, dev)
+        if new.transition is self.transition and dev != self.device:
+            new.transition = _DeviceTransition(self.transition, dev)
+        if self.observation_matrix is not None:
+            H = self.observation_matrix.to(dev)
+            new.observation_matrix = H
+            new._observe = lambda z: z @ H.mT
+        else:
+            new._observe = _move(self._observe, dev)
+        new._affine_cache = {}
+        return new
 
     # --- StateSpace protocol -----------------------------------------------------------------
     def initial(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -503,8 +613,6 @@ class StateSpaceModel:
         StateSpaceModel
             A shallow copy sharing transition, observation operator and priors.
         """
-        import copy
-
         new = copy.copy(self)
         if obs_scale is not None:
             new.obs_scale = as_tensor(obs_scale, "obs_scale").reshape(-1).expand(self.obs_dim).clone()
@@ -533,12 +641,13 @@ class StateSpaceModel:
         from bayesbridge.model_pyro import AffineStructure
 
         d = self.latent_dim
-        obs = _probe_affine(self._observe, d)
+        dev = self.m0.device
+        obs = _probe_affine(self._observe, d, device=dev)
         out = None
         if obs is not None:
             As, bs, Ls = [], [], []
             for t in range(n_steps):
-                tr = _probe_affine(lambda z, t=t: self.transition.mean(z, t), d)
+                tr = _probe_affine(lambda z, t=t: self.transition.mean(z, t), d, device=dev)
                 if tr is None:
                     break
                 As.append(tr[0].mT)

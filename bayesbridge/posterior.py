@@ -117,7 +117,7 @@ def _systematic_indices(log_w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     cum = torch.cumsum(w, dim=-1)
     cum[..., -1] = 1.0
     m = w.shape[-1]
-    positions = (u[..., None] + torch.arange(m, dtype=torch.float64)) / m
+    positions = (u[..., None] + torch.arange(m, dtype=torch.float64, device=cum.device)) / m
     idx = torch.searchsorted(cum.contiguous(), positions.contiguous(), right=True)
     return idx.clamp_(max=m - 1)
 
@@ -222,6 +222,7 @@ class Posterior:
         if not (isinstance(gaussian_draws, int | np.integer) and gaussian_draws >= 2):
             raise ParameterError(f"gaussian_draws: expected an integer >= 2, got {gaussian_draws!r}.")
         self.result = result
+        self.device = result.device  # draws are formed and decoded here; summaries come back to the CPU
         self.codec = codec
         self.seed = int(seed)
         self.chunk_mb = float(chunk_mb)
@@ -283,7 +284,7 @@ class Posterior:
             self._mean = mean.detach().to(torch.float64)
             self._chol = torch.linalg.cholesky(
                 cov.detach().to(torch.float64)
-                + 1e-12 * torch.eye(cov.shape[-1], dtype=torch.float64)
+                + 1e-12 * torch.eye(cov.shape[-1], dtype=torch.float64, device=cov.device)
             )
             batch = tuple(mean.shape[:-2])
             self._members = gaussian_draws
@@ -345,7 +346,7 @@ class Posterior:
     def _representation_bank(self, residuals) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if residuals is None:
             return None, None
-        bank = torch.as_tensor(np.asarray(residuals, dtype=np.float32))
+        bank = torch.as_tensor(np.asarray(residuals, dtype=np.float32), device="cpu")
         if bank.ndim != 2 or bank.shape[1] != self.n_points or bank.shape[0] < 2:
             raise ShapeMismatchError(
                 f"representation_residuals: expected shape (n_samples >= 2, {self.n_points}) (one "
@@ -354,7 +355,7 @@ class Posterior:
         if not bool(torch.isfinite(bank).all()):
             raise InputValueError("representation_residuals: expected finite values (ocean points only).")
         g = torch.Generator().manual_seed(_seed_for(self.seed, 4, 0))
-        offsets = torch.randint(bank.shape[0], (self.n_draws,), generator=g)
+        offsets = torch.randint(bank.shape[0], (self.n_draws,), generator=g, device="cpu")
         return bank, offsets
 
     def _representation_std(self, rep) -> torch.Tensor | None:
@@ -384,7 +385,7 @@ class Posterior:
                 out[pos] = grid[self._var_ij[v]]
             rep = out
         std = torch.as_tensor(np.asarray(rep, dtype=np.float64) if not isinstance(rep, torch.Tensor)
-                              else rep.detach().cpu(), dtype=torch.float64)
+                              else rep.detach().cpu(), dtype=torch.float64, device="cpu")
         if std.ndim == 0:
             std = std.expand(self.n_points).clone()
         if tuple(std.shape) != (self.n_points,):
@@ -455,7 +456,7 @@ class Posterior:
             kept.append(region.name)
         self.boxes = tuple(kept)
         self._box_variable = {b: get_region(b).variable for b in kept}
-        self._W = torch.as_tensor(np.stack(columns, axis=1) if columns else np.zeros((self.n_points, 0)))
+        self._W = torch.as_tensor(np.stack(columns, axis=1) if columns else np.zeros((self.n_points, 0)), device="cpu")
 
     # ------------------------------------------------------------------ draws
     def _positions(self, time) -> np.ndarray:
@@ -497,23 +498,28 @@ class Posterior:
             Shape ``(T', draw, d)``, ``T'`` the number of selected steps.
         """
         pos = self._positions(time)
-        blocks = [self._latent_steps(pos[i: i + 256]) for i in range(0, pos.size, 256)]
+        blocks = [self._latent_steps(pos[i: i + 256]).cpu() for i in range(0, pos.size, 256)]
         if not blocks:
-            return torch.zeros(0, self.n_draws, self.latent_dim, dtype=torch.float64)
+            return torch.zeros(0, self.n_draws, self.latent_dim, dtype=torch.float64, device="cpu")
         return torch.cat(blocks, dim=0)
 
     def _latent_steps(self, steps: np.ndarray) -> torch.Tensor:
-        """``(len(steps), draw, d)`` latent draws (float64) at integer positions ``steps``."""
+        """``(len(steps), draw, d)`` latent draws (float64, on the result's device) at integer positions ``steps``.
+
+        The random numbers come from CPU generators seeded per step (the same draws on every
+        device) and are moved to the device once per block.
+        """
         b, m, d = self._n_batch, self._members, self.latent_dim
-        idx = torch.as_tensor(steps, dtype=torch.long)
+        dev = self.device
+        idx = torch.as_tensor(steps, dtype=torch.long, device=dev)
         if self.source == "gaussian":
             mean = self._mean.reshape(b, self.n_steps, d)[:, idx]
             chol = self._chol.reshape(b, self.n_steps, d, d)[:, idx]
             eps = torch.stack([
-                torch.randn(b, m, d, dtype=torch.float64,
+                torch.randn(b, m, d, dtype=torch.float64, device="cpu",
                             generator=torch.Generator().manual_seed(_seed_for(self.seed, 2, int(t))))
                 for t in steps
-            ], dim=1)  # (b, k, m, d)
+            ], dim=1).to(dev)  # (b, k, m, d)
             z = mean[:, :, None, :] + torch.einsum("bkij,bkmj->bkmi", chol, eps)
         else:
             ens = self._ens.reshape(b, self.n_steps, m, d)[:, idx].to(torch.float64)  # (b, k, m, d)
@@ -522,19 +528,22 @@ class Posterior:
                 anc = []
                 for k, t in enumerate(steps):
                     g = torch.Generator().manual_seed(_seed_for(self.seed, 1, int(t)))
-                    u = torch.rand(b, dtype=torch.float64, generator=g)
-                    anc.append(_systematic_indices(lw[:, k], u))
+                    u = torch.rand(b, dtype=torch.float64, generator=g, device="cpu")
+                    anc.append(_systematic_indices(lw[:, k], u.to(dev)))
                 anc = torch.stack(anc, dim=1)  # (b, k, m)
                 ens = torch.gather(ens, 2, anc[..., None].expand(-1, -1, -1, d))
             z = ens
         return z.movedim(0, 1).reshape(len(steps), b * m, d)
 
     def _decode_steps(self, steps: np.ndarray, dtype=torch.float32) -> torch.Tensor:
-        """Decoded draws plus representation noise ``(len(steps), draw, n_points)`` float32."""
+        """Decoded draws plus representation noise ``(len(steps), draw, n_points)`` float32 (CPU).
+
+        Decoding runs on the result's device; the decoded block is brought to the CPU once.
+        """
         z = self._latent_steps(steps)
         with torch.no_grad():
             x = self.codec.decode_tensor(z.to(dtype))
-        x = x.detach().to(torch.float32)
+        x = x.detach().to(dtype=torch.float32, device="cpu")
         if tuple(x.shape) != (len(steps), self.n_draws, self.n_points):
             raise ShapeMismatchError(
                 f"codec.decode_tensor: expected output shape {(len(steps), self.n_draws, self.n_points)} "
@@ -543,7 +552,7 @@ class Posterior:
         if self._rep_std is not None:
             for k, t in enumerate(steps):
                 g = torch.Generator().manual_seed(_seed_for(self.seed, 3, int(t)))
-                x[k] += torch.randn(self.n_draws, self.n_points, generator=g) * self._rep_std
+                x[k] += torch.randn(self.n_draws, self.n_points, generator=g, device="cpu") * self._rep_std
         if self._rep_bank is not None:
             n = self._rep_bank.shape[0]
             for k, t in enumerate(steps):
@@ -561,7 +570,7 @@ class Posterior:
         grids = {(v, s): np.full((T, nlat, nlon), np.nan, dtype=np.float32)
                  for v in self.variables for s in FIELD_STATS}
         index = np.empty((len(self.boxes), T, self.n_draws), dtype=np.float64)
-        q = torch.tensor(QUANTILES, dtype=torch.float32)
+        q = torch.tensor(QUANTILES, dtype=torch.float32, device="cpu")
         W = self._W.to(torch.float64)
         tb = self._steps_per_block()
         from tqdm.auto import tqdm
@@ -710,7 +719,7 @@ class Posterior:
         grids = {v: np.full((chosen.size, pos.size, self.lat.size, self.lon.size), np.nan, np.float32)
                  for v in self.variables}
         tb = max(1, self._steps_per_block())
-        sel = torch.as_tensor(chosen)
+        sel = torch.as_tensor(chosen, device="cpu")
         for k0 in range(0, pos.size, tb):
             steps = pos[k0: k0 + tb]
             x = self._decode_steps(steps)[:, sel].numpy()  # (k, n, P)
@@ -738,11 +747,11 @@ class Posterior:
         """Effective sample size per run and step ``(n_batch, T)``, when the engine weights draws."""
         diag = self.result.diagnostics
         if diag is not None and diag.ess is not None:
-            return diag.ess.detach().reshape(self._n_batch, self.n_steps).to(torch.float64).numpy()
+            return diag.ess.detach().reshape(self._n_batch, self.n_steps).to(torch.float64).cpu().numpy()
         if self.result.log_weights is not None:
             lw = torch.log_softmax(self.result.log_weights.detach().to(torch.float64), dim=-1)
             ess = torch.exp(-torch.logsumexp(2.0 * lw, dim=-1))
-            return ess.reshape(self._n_batch, self.n_steps).numpy()
+            return ess.reshape(self._n_batch, self.n_steps).cpu().numpy()
         return None
 
     def to_inference_data(self, include_latent: bool = True):
@@ -801,7 +810,7 @@ class Posterior:
             observed[name] = values
             dims[name] = ["time"]
         per_draw_run = np.repeat(np.arange(self._n_batch), self._members)
-        log_ev = self.result.log_evidence.detach().reshape(-1).to(torch.float64).numpy()
+        log_ev = self.result.log_evidence.detach().reshape(-1).to(torch.float64).cpu().numpy()
         stats = {"log_evidence": log_ev[per_draw_run][None] if log_ev.size == self._n_batch
                  else np.full((1, self.n_draws), float(log_ev.sum()))}
         ess = self.ess()
@@ -810,7 +819,7 @@ class Posterior:
             dims["ess"] = ["time"]
         if self._weights is not None:
             lw = self._weights.reshape(self._n_batch, self.n_steps, self._members).permute(0, 2, 1)
-            stats["log_weight"] = lw.reshape(self.n_draws, self.n_steps).to(torch.float64).numpy()[None]
+            stats["log_weight"] = lw.reshape(self.n_draws, self.n_steps).to(torch.float64).cpu().numpy()[None]
             dims["log_weight"] = ["time"]
         attrs = {"method": self.result.method, "source": self.source,
                  "log_evidence_total": float(log_ev.sum()), "assimilated": ",".join(self.assimilated)}

@@ -23,10 +23,12 @@ from typing import Literal, get_args
 
 import torch
 
+from bayesbridge.devices import resolve_device
 from bayesbridge.errors import (
     AllMissingError,
     InputTypeError,
     InputValueError,
+    ParameterError,
     ShapeMismatchError,
 )
 from bayesbridge.infer.result import AssimilationResult, StepDiagnostics
@@ -46,6 +48,9 @@ _ENGINES: dict[str, tuple[str, str, str]] = {
     "pf": ("bayesbridge.infer.particle", "ParticleConfig", "run"),
     "svi": ("bayesbridge.infer.variational", "SVIConfig", "run"),
 }
+
+# engines whose tensors do not yet follow their inputs' device
+_CPU_ONLY: frozenset[str] = frozenset({"svi"})
 
 
 def prepare_observations(model: StateSpace, observations) -> torch.Tensor:
@@ -80,6 +85,7 @@ def assimilate(
     *,
     members: int | None = None,
     seed: int | torch.Generator | None = None,
+    device: str | torch.device | None = None,
     **method_options,
 ) -> AssimilationResult:
     """Assimilate ``observations`` into ``model`` with the chosen engine.
@@ -95,13 +101,29 @@ def assimilate(
     members : int, optional
         Ensemble members / particles / posterior draws (method-dependent default).
     seed : int or torch.Generator, optional
-        Source of randomness; the same seed gives the same result.
+        Source of randomness; the same seed gives the same result on the same device (CPU and
+        CUDA generators draw different streams, so results agree across devices in distribution,
+        and exactly for the deterministic Kalman filter). A generator must live on the device
+        the engine runs on.
+    device : str or torch.device, optional
+        Where the engine runs: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ... The model (its ``to``
+        method) and the observations are moved there and every tensor the engine creates
+        follows them; the result lives there too (:meth:`AssimilationResult.cpu` brings it
+        back). ``None`` (default) runs where the model lives (the CPU unless it was moved with
+        ``model.to(...)``). Compiled CPU kernels (the steady-state Kalman engine, the compiled
+        particle filter) are used on the CPU only; on a GPU the equivalent torch loops run.
     **method_options
         Fields of the engine's configuration dataclass (e.g. ``inflation=1.02`` for EnKF).
 
     Returns
     -------
     AssimilationResult
+
+    Raises
+    ------
+    ParameterError
+        For an unknown ``device``, a CUDA device on a machine without CUDA, a ``seed``
+        generator on another device, or a model that cannot be moved.
     """
     if method not in _ENGINES:
         raise InputValueError(
@@ -123,11 +145,46 @@ def assimilate(
             f"options are {', '.join(sorted(field_names))}."
         )
     config = config_cls(**options)
+    if method in _CPU_ONLY and device is not None and resolve_device(device, "device").type != "cpu":
+        raise ParameterError(
+            f"device: method {method!r} runs on the CPU only (its Pyro model builds CPU tensors), got "
+            f"device={device!r}; use device='cpu', or a filter/smoother method ({', '.join(sorted(set(METHODS) - _CPU_ONLY))}) "
+            f"on the GPU."
+        )
+    model, dev = _model_on(model, device)
     y = prepare_observations(model, observations)
+    if dev is not None and y.device != dev:
+        y = y.to(dev)
+    dev = y.device if dev is None else dev
     if isinstance(seed, torch.Generator):
+        if seed.device.type != dev.type:
+            raise ParameterError(
+                f"seed: the generator lives on {seed.device} but the engine runs on {dev}; pass an int seed "
+                f"or torch.Generator(device={str(dev)!r})."
+            )
         generator = seed
     elif seed is None or isinstance(seed, int):
-        generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+        generator = torch.Generator(device=dev).manual_seed(0 if seed is None else int(seed))
     else:
         raise InputTypeError(f"seed: expected an int or torch.Generator, got {type(seed).__name__}.")
     return getattr(module, run_name)(model, y, config, generator)
+
+
+def _model_on(model: StateSpace, device) -> tuple[StateSpace, torch.device | None]:
+    """``(model on device, device)``; with ``device=None`` the model's own device (None if unknown)."""
+    if device is None:
+        dev = getattr(model, "device", None)
+        return model, dev if isinstance(dev, torch.device) else None
+    dev = resolve_device(device, "device")
+    current = getattr(model, "device", None)
+    if isinstance(current, torch.device) and current == dev:
+        return model, dev
+    mover = getattr(model, "to", None)
+    if not callable(mover):
+        if dev.type == "cpu":
+            return model, dev
+        raise ParameterError(
+            f"device: {type(model).__name__} has no to(device) method, so it cannot be moved to {dev}; "
+            f"add one (returning a copy on the device) or use device='cpu'."
+        )
+    return mover(dev), dev

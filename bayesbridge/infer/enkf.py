@@ -222,7 +222,8 @@ class EnKFConfig:
                     f"taper: localisation is implemented for the stochastic EnKF only, got variant "
                     f"{self.variant!r}; use variant='enkf' or drop the taper."
                 )
-            taper = torch.as_tensor(self.taper, dtype=torch.float64)
+            taper = torch.as_tensor(self.taper, dtype=torch.float64, device="cpu" if not isinstance(
+                self.taper, torch.Tensor) else self.taper.device)
             if taper.ndim != 2 or bool(((taper < 0) | (taper > 1)).any()):
                 raise ParameterError(
                     f"taper: expected a (d, m) matrix with entries in [0, 1], got shape {tuple(taper.shape)}."
@@ -269,7 +270,7 @@ def _sym_inverse(C: torch.Tensor, config: EnKFConfig) -> torch.Tensor:
     if config.inversion == "tikhonov":
         m = C.shape[-1]
         scale = C.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-300)
-        eye = torch.eye(m, dtype=C.dtype)
+        eye = torch.eye(m, dtype=C.dtype, device=C.device)
         return torch.linalg.inv(C + config.ridge * scale[..., None, None] * eye)
     lam, V = torch.linalg.eigh(C)
     keep = lam > config.truncation * lam[..., -1:].clamp_min(1e-300)
@@ -318,32 +319,35 @@ def run(
     N = config.members
     batch = y.shape[:-2]
     T, m = y.shape[-2], y.shape[-1]
-    m0, P0 = (torch.as_tensor(v, dtype=f64) for v in model.initial())
+    dev = y.device
+    m0, P0 = (torch.as_tensor(v, dtype=f64, device=dev) for v in model.initial())
     d = m0.shape[-1]
-    R = torch.as_tensor(model.obs_cov(), dtype=f64)
+    R = torch.as_tensor(model.obs_cov(), dtype=f64, device=dev)
     L_R = torch.linalg.cholesky(R)
-    taper = config.taper
+    taper = None if config.taper is None else config.taper.to(dev)
     if taper is not None and tuple(taper.shape) != (d, m):
         raise ShapeMismatchError(
             f"taper: expected shape ({d}, {m}) = (latent_dim, obs_dim), got {tuple(taper.shape)}."
         )
     if noise is None:
-        noise = generator_noise(generator, n_steps=T)
+        noise = generator_noise(generator, n_steps=T, device=dev)
     stochastic = variant == "enkf"
     smooth = variant == "enks" and config.smoother == "transform"
     rts = variant == "enks" and config.smoother == "rts"
     nm1 = float(N - 1)
     sqrt_nm1 = math.sqrt(nm1)
     infl = config.inflation
+    if isinstance(infl, torch.Tensor):
+        infl = infl.to(dev)
     inflate = isinstance(infl, torch.Tensor) or infl != 1.0
-    ones_n = torch.full((1, N), 1.0 / N, dtype=f64)  # xbar = ones_n @ E: one small GEMV, cheaper than mean()
+    ones_n = torch.full((1, N), 1.0 / N, dtype=f64, device=dev)  # xbar = ones_n @ E: one small GEMV, cheaper than mean()
     # Whitening by the observation-error factor: x -> x L_R^{-T} (elementwise when R is diagonal).
     r_diag = not R.requires_grad and bool((R == torch.diag_embed(R.diagonal())).all())
     if r_diag:
         r_isd = R.diagonal().rsqrt()
         whiten = r_isd.mul
     else:
-        LinvT = torch.linalg.solve_triangular(L_R, torch.eye(m, dtype=f64), upper=False).mT
+        LinvT = torch.linalg.solve_triangular(L_R, torch.eye(m, dtype=f64, device=dev), upper=False).mT
         whiten = LinvT.__rmatmul__
     nan = torch.isnan(y)
     step_missing = nan.any(-1).reshape(-1, T).any(0).tolist() if nan.any() else [False] * T
@@ -358,10 +362,10 @@ def run(
     means: list[torch.Tensor] = []  # analysis means (*b, 1, d)
     norms: list[torch.Tensor] = []  # ||X_a||_F (*b,) when the ensembles are not stored
     l_all = L_R.expand(*batch, T, m, m).clone() if any_missing else None
-    fc_all = torch.empty(*batch, T, N, d, dtype=f64) if rts else None
-    ens_all = torch.empty(*batch, T, N, d, dtype=f64) if (config.store_ensemble or rts) else None
-    smo_all = torch.empty(*batch, N, T, d, dtype=f64) if smooth else None  # member-major for the lag update
-    fake = -(torch.arange(m, dtype=f64) + 1.0) / (2.0 * (m + 1))  # distinct in (-1/2, 0), see _missing_step
+    fc_all = torch.empty(*batch, T, N, d, dtype=f64, device=dev) if rts else None
+    ens_all = torch.empty(*batch, T, N, d, dtype=f64, device=dev) if (config.store_ensemble or rts) else None
+    smo_all = torch.empty(*batch, N, T, d, dtype=f64, device=dev) if smooth else None  # member-major for the lag update
+    fake = -(torch.arange(m, dtype=f64, device=dev) + 1.0) / (2.0 * (m + 1))  # distinct in (-1/2, 0), see _missing_step
     E = m0 + _draw(noise, "initial", 0, (*batch, N, d), config.sampling, None) @ _psd_sqrt(P0).mT
     q_prev, L_Q, q_diag = None, None, None
     checked = 0
@@ -371,7 +375,7 @@ def run(
             # --- forecast: E = f(E) + L_Q eps (elementwise when Q is diagonal) ---
             Q = model.transition_cov(t)
             if Q is not q_prev and (q_prev is None or not torch.equal(Q, q_prev)):
-                Qt = torch.as_tensor(Q, dtype=f64)
+                Qt = torch.as_tensor(Q, dtype=f64, device=dev)
                 L_Q, q_prev = _psd_sqrt(Qt), Q
                 diag = not Qt.requires_grad and bool((L_Q == torch.diag_embed(L_Q.diagonal())).all())
                 q_diag = L_Q.diagonal() if diag else None
@@ -388,11 +392,11 @@ def run(
             if step_missing[t]:
                 mask = ~nan[..., t, :]
                 if not bool(mask.any()):  # nothing observed in any run: the analysis is the forecast
-                    zero = torch.zeros(*batch, 1, m, dtype=f64)
+                    zero = torch.zeros(*batch, 1, m, dtype=f64, device=dev)
                     rec_dt.append(zero)
                     rec_dv.append(zero)
-                    rec_lamn.append(torch.full((*batch, 1, m), nm1, dtype=f64))
-                    rec_g.append(torch.zeros(*batch, m, m, dtype=f64))
+                    rec_lamn.append(torch.full((*batch, 1, m), nm1, dtype=f64, device=dev))
+                    rec_g.append(torch.zeros(*batch, m, m, dtype=f64, device=dev))
                     _store(t, E, xbar, ens_all, smo_all, means, norms)
                     continue
                 Yt, dt, G, lam, V, L_eff = _missing_step(HE, y[..., t, :], mask, R, fake)
@@ -424,7 +428,7 @@ def run(
                 P = eps_o @ V - U
                 left = torch.addcmul(e, P - ones_n @ P, c)
                 if taper is not None:
-                    Linv = torch.linalg.solve_triangular(L_eff, torch.eye(m, dtype=f64), upper=False)
+                    Linv = torch.linalg.solve_triangular(L_eff, torch.eye(m, dtype=f64, device=dev), upper=False)
                     Pxy = X.mT @ (Yt @ L_eff.mT)  # (*b, d, m) = X^T Y
                     right = V.mT @ Linv @ (taper * Pxy).mT
                 else:
@@ -475,7 +479,7 @@ def run(
     innov = (L_t @ dt_all.unsqueeze(-1)).squeeze(-1)
     LG = L_t @ g_all
     innov_var = (LG * L_t).sum(-1) / nm1 + L_t.square().sum(-1)  # diag(L G L^T / (N-1) + L L^T)
-    nan_f = torch.tensor(float("nan"), dtype=f64)
+    nan_f = torch.tensor(float("nan"), dtype=f64, device=dev)
     innov = torch.where(obs, innov, nan_f)
     innov_var = torch.where(obs, innov_var, nan_f)
     if config.check_divergence:
@@ -525,7 +529,7 @@ def _missing_step(HE, y_t, mask, R, fake):
     """
     mf = mask.to(f64)
     L_eff = _obs_factor(R, mask, None)
-    Linv = torch.linalg.solve_triangular(L_eff, torch.eye(R.shape[-1], dtype=f64), upper=False)
+    Linv = torch.linalg.solve_triangular(L_eff, torch.eye(R.shape[-1], dtype=f64, device=R.device), upper=False)
     ybar = HE.mean(-2, keepdim=True)
     Y = (HE - ybar) * mf.unsqueeze(-2)
     dvec = torch.where(mask, y_t - ybar.squeeze(-2), 0.0).unsqueeze(-2)
@@ -552,15 +556,18 @@ def _check_block(means: list[torch.Tensor], lo: int, hi: int, variant: str) -> N
 class _BlockNoise:
     """Standard normals drawn in blocks of cycles (see :func:`generator_noise`)."""
 
-    def __init__(self, generator: torch.Generator, n_steps: int | None, block_elements: int) -> None:
-        seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator))
+    def __init__(self, generator: torch.Generator, n_steps: int | None, block_elements: int,
+                 device: torch.device | None = None) -> None:
+        seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=generator.device))
         self.rng = np.random.default_rng(seed)
+        self.device = generator.device if device is None else torch.device(device)
         self.n_steps = n_steps
         self.block_elements = block_elements
         self.blocks: dict[str, tuple[int, torch.Tensor]] = {}
 
     def _draw(self, shape: tuple) -> torch.Tensor:
-        return torch.from_numpy(self.rng.standard_normal(shape))
+        out = torch.from_numpy(self.rng.standard_normal(shape))
+        return out if self.device.type == "cpu" else out.to(self.device)  # one copy per block
 
     def __call__(self, kind: str, step: int, shape: tuple) -> torch.Tensor:
         if kind == "initial" or self.n_steps is None:
@@ -574,7 +581,10 @@ class _BlockNoise:
         return block[step - start]
 
 
-def generator_noise(generator: torch.Generator, n_steps: int | None = None, block_elements: int = 2**20) -> Noise:
+def generator_noise(
+    generator: torch.Generator, n_steps: int | None = None, block_elements: int = 2**20,
+    device: str | torch.device | None = None,
+) -> Noise:
     """The default noise source: float64 standard normals seeded by ``generator``, drawn in blocks.
 
     Parameters
@@ -588,6 +598,11 @@ def generator_noise(generator: torch.Generator, n_steps: int | None = None, bloc
         step), else step by step.
     block_elements : int
         Largest block, in numbers (default 2**20, 8 MiB).
+    device : str or torch.device, optional
+        Where the numbers are delivered (default: the generator's device). They are drawn on the
+        CPU and copied once per block, so a CUDA run draws the same numbers as a CPU run with
+        the same seed only if the seeds drawn from the two generators coincide (they do not:
+        CPU and CUDA generators have different streams).
 
     Returns
     -------
@@ -602,7 +617,7 @@ def generator_noise(generator: torch.Generator, n_steps: int | None = None, bloc
     of ``tests/test_enkf.py`` failed the chi-square test for 6 of 16 seeds, against 1 of 16 with
     float64 draws.)
     """
-    return _BlockNoise(generator, n_steps, block_elements)
+    return _BlockNoise(generator, n_steps, block_elements, device)
 
 
 def _ensemble_rts(an_all: torch.Tensor, fc_all: torch.Tensor, config: EnKFConfig) -> torch.Tensor:

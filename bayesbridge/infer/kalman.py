@@ -136,7 +136,14 @@ def _linear_parts(model) -> tuple[torch.Tensor, ...]:
             f"{', '.join(names)} (e.g. bayesbridge.model.LinearGaussianModel), got "
             f"{type(model).__name__}; use method='enkf', 'etkf' or 'pf' for nonlinear models."
         )
-    return tuple(torch.as_tensor(getattr(model, n), dtype=torch.float64) for n in names)
+    return tuple(_as_f64(getattr(model, n)) for n in names)
+
+
+def _as_f64(x, device: torch.device | None = None) -> torch.Tensor:
+    """``x`` as a float64 tensor on ``device`` (a tensor's own device when None, else the CPU)."""
+    if device is None:
+        device = x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
+    return torch.as_tensor(x, dtype=torch.float64, device=device)
 
 
 def _affine_system(model, T: int) -> tuple[torch.Tensor, ...]:
@@ -151,14 +158,13 @@ def _affine_system(model, T: int) -> tuple[torch.Tensor, ...]:
     if all(hasattr(model, n) for n in ("A", "Q", "H", "R", "m0", "P0")):
         A, Q, H, R, m0, P0 = _linear_parts(model)
         d, m = A.shape[0], H.shape[0]
-        return (A.expand(T, d, d), torch.zeros(T, d, dtype=torch.float64), Q.expand(T, d, d), H,
-                torch.zeros(m, dtype=torch.float64), R, m0, P0)
+        return (A.expand(T, d, d), A.new_zeros(T, d), Q.expand(T, d, d), H, A.new_zeros(m), R, m0, P0)
     structure = model.affine_structure(T) if hasattr(model, "affine_structure") else None
     if structure is None:
         _linear_parts(model)  # raises the explanatory error
-    Q = torch.stack([torch.as_tensor(model.transition_cov(t), dtype=torch.float64) for t in range(T)])
-    m0, P0 = (torch.as_tensor(x, dtype=torch.float64) for x in model.initial())
-    R = torch.as_tensor(model.obs_cov(), dtype=torch.float64)
+    m0, P0 = (_as_f64(x) for x in model.initial())
+    Q = torch.stack([_as_f64(model.transition_cov(t), m0.device) for t in range(T)])
+    R = _as_f64(model.obs_cov(), m0.device)
     return structure.A, structure.b, Q, structure.H, structure.c, R, m0, P0
 
 
@@ -218,12 +224,12 @@ class _InnovationLog:
     the diagnostics ``innovation``/``innovation_var`` ``(*batch, T, m)`` (NaN where missing).
     """
 
-    def __init__(self, batch: tuple, T: int, m: int) -> None:
-        self.innov = torch.full((*batch, T, m), float("nan"), dtype=torch.float64)
+    def __init__(self, batch: tuple, T: int, m: int, device: torch.device) -> None:
+        self.innov = torch.full((*batch, T, m), float("nan"), dtype=torch.float64, device=device)
         self.innov_var = torch.full_like(self.innov, float("nan"))
-        self.nis = torch.zeros(*batch, T, dtype=torch.float64)
-        self.dof = torch.full((*batch, T), float(m), dtype=torch.float64)
-        self.half_logdet = torch.zeros(*batch, T, dtype=torch.float64)
+        self.nis = torch.zeros(*batch, T, dtype=torch.float64, device=device)
+        self.dof = torch.full((*batch, T), float(m), dtype=torch.float64, device=device)
+        self.half_logdet = torch.zeros(*batch, T, dtype=torch.float64, device=device)
 
     def add(self, t: int, v: torch.Tensor, S: torch.Tensor, L: torch.Tensor, mask: torch.Tensor | None) -> None:
         """Record step ``t``: innovation ``v (*b, m)`` (0 where missing), ``S``, its Cholesky ``L``."""
@@ -272,12 +278,13 @@ def _loop_pass(A_seq, b_seq, Q_seq, H, c, R, m0, P0, y: torch.Tensor, config: Ka
     batch = y.shape[:-2]
     T, m = y.shape[-2], y.shape[-1]
     d = A_seq.shape[-1]
-    eye = torch.eye(d, dtype=torch.float64)
+    dev = y.device
+    eye = torch.eye(d, dtype=torch.float64, device=dev)
     mean = m0.expand(*batch, d)
     cov = P0.expand(*batch, d, d)
-    log = _InnovationLog(batch, T, m)
-    mf_all = torch.empty(*batch, T, d, dtype=torch.float64)
-    Pf_all = torch.empty(*batch, T, d, d, dtype=torch.float64)
+    log = _InnovationLog(batch, T, m, dev)
+    mf_all = torch.empty(*batch, T, d, dtype=torch.float64, device=dev)
+    Pf_all = torch.empty(*batch, T, d, d, dtype=torch.float64, device=dev)
     mp_all = torch.empty_like(mf_all)
     Pp_all = torch.empty_like(Pf_all)
     full_obs = not bool(torch.isnan(y).any())
@@ -309,7 +316,7 @@ def _loop_pass(A_seq, b_seq, Q_seq, H, c, R, m0, P0, y: torch.Tensor, config: Ka
         mp_all[..., t, :], Pp_all[..., t, :, :] = mp, Pp
     out = _Pass(mf_all, Pf_all, log.log_ev, log.nis, log.dof, log.innov, log.innov_var, mp_all, lambda: Pp_all)
     if config.smooth or config.draws > 0:
-        gains = torch.empty(*batch, max(T - 1, 0), d, d, dtype=torch.float64)
+        gains = torch.empty(*batch, max(T - 1, 0), d, d, dtype=torch.float64, device=dev)
         for t in range(T - 1):
             # G_t = P_t A_{t+1}^T (P_{t+1}^-)^{-1}  (P^- symmetric)
             gains[..., t, :, :] = _spd_solve(Pp_all[..., t + 1, :, :], A_seq[t + 1] @ Pf_all[..., t, :, :]).mT
@@ -337,7 +344,7 @@ def _steady_parts(model, T: int, system: tuple[torch.Tensor, ...] | None = None)
     if system is None and all(hasattr(model, n) for n in ("A", "Q", "H", "R", "m0", "P0")):
         A, Q, H, R, m0, P0 = _linear_parts(model)
         d, m = A.shape[0], H.shape[0]
-        return A, torch.zeros(T, d, dtype=torch.float64), Q, H, torch.zeros(m, dtype=torch.float64), R, m0, P0
+        return A, A.new_zeros(T, d), Q, H, A.new_zeros(m), R, m0, P0
     A_seq, b_seq, Q_seq, H, c, R, m0, P0 = _affine_system(model, T) if system is None else system
     if not (torch.equal(A_seq, A_seq[:1].expand_as(A_seq)) and torch.equal(Q_seq, Q_seq[:1].expand_as(Q_seq))):
         return None
@@ -391,7 +398,9 @@ def run(
     if config.engine != "loop":
         parts = _steady_parts(model, T, system)
         why = None
-        if parts is None:
+        if y.device.type != "cpu":
+            why = f"the observations live on {y.device} (the steady-state engine is compiled for the CPU)"
+        elif parts is None:
             why = "the model is time-varying (A_t or Q_t change with t) or not affine"
         elif _needs_grad(y, *parts):
             why = "an input requires gradients (the steady-state engine is not differentiable)"
@@ -433,7 +442,7 @@ def run(
         d = res.filtered_mean.shape[-1]
         shape = (T, *batch, n, d)
         if noise is None:
-            eps = torch.randn(shape, dtype=torch.float64, generator=generator)
+            eps = torch.randn(shape, dtype=torch.float64, generator=generator, device=y.device)
         else:
             eps = noise("draws", 0, shape)
         result.smoothed_ensemble = _ffbs(res, eps)
@@ -446,7 +455,7 @@ def _ffbs(res: _Pass, eps: torch.Tensor) -> torch.Tensor:
     mf_all, Pf_all, mp_all = res.filtered_mean, res.filtered_cov, res.predicted_mean
     Pp_all, gains = res.predicted_cov(), res.gains()
     T = mf_all.shape[-2]
-    out = torch.empty(*mf_all.shape[:-1], eps.shape[-2], mf_all.shape[-1], dtype=torch.float64)
+    out = torch.empty(*mf_all.shape[:-1], eps.shape[-2], mf_all.shape[-1], dtype=torch.float64, device=mf_all.device)
     z = mf_all[..., T - 1, :].unsqueeze(-2) + eps[T - 1] @ _psd_sqrt(Pf_all[..., T - 1, :, :]).mT
     out[..., T - 1, :, :] = z
     for t in range(T - 2, -1, -1):
@@ -795,8 +804,8 @@ def _steady_pass(A, b, Q, H, c, R, m0, P0, y: torch.Tensor, tol: float, smooth: 
         innovation=shp(tt(innov), T, m),
         innovation_var=shp(tt(innov_var), T, m),
         spread=shp(tt(np.sqrt(np.maximum(np.diagonal(Pf_c, axis1=-2, axis2=-1).mean(-1), 0.0))[run_idx]), T),
-        filter_cov_updates=shp(torch.tensor(nf_g, dtype=torch.int64)[tt(group)]),
-        smoother_cov_updates=shp(torch.tensor(ns_g if smooth else [0] * len(nf_g), dtype=torch.int64)[tt(group)]),
+        filter_cov_updates=shp(torch.tensor(nf_g, dtype=torch.int64, device="cpu")[tt(group)]),
+        smoother_cov_updates=shp(torch.tensor(ns_g if smooth else [0] * len(nf_g), dtype=torch.int64, device="cpu")[tt(group)]),
     )
     out._predicted_cov = lambda: shp(_gather(Pp_c, run_idx), T, d, d)
     if smooth:
@@ -898,9 +907,9 @@ def gaussian_hmm(model, T: int):
     return dist.GaussianHMM(
         initial_dist=dist.MultivariateNormal(m0, covariance_matrix=P0),
         transition_matrix=A.mT.contiguous(),
-        transition_dist=dist.MultivariateNormal(torch.zeros(d, dtype=torch.float64), covariance_matrix=Q),
+        transition_dist=dist.MultivariateNormal(Q.new_zeros(d), covariance_matrix=Q),
         observation_matrix=H.mT.contiguous(),
-        observation_dist=dist.MultivariateNormal(torch.zeros(m, dtype=torch.float64), covariance_matrix=R),
+        observation_dist=dist.MultivariateNormal(R.new_zeros(m), covariance_matrix=R),
         duration=T,
     )
 
@@ -934,6 +943,6 @@ def parallel_smoothed_mean(model, y: torch.Tensor) -> tuple[torch.Tensor, torch.
     hmm = gaussian_hmm(model, y.shape[-2])
     trans = hmm._trans + hmm._obs.condition(y).event_pad(left=hmm.hidden_dim)
     trans = trans.expand(trans.batch_shape)
-    zeros = torch.zeros(*y.shape[:-2], y.shape[-2] + 1, hmm.hidden_dim, dtype=torch.float64)
+    zeros = y.new_zeros(*y.shape[:-2], y.shape[-2] + 1, hmm.hidden_dim)
     mean = sequential_gaussian_filter_sample(hmm._init, trans, (), noise=zeros)[..., 1:, :]
     return mean, hmm.log_prob(y)

@@ -156,11 +156,17 @@ def systematic_resample(log_weights: torch.Tensor, generator: torch.Generator) -
     Tensor (*batch, N) of int64
         Ancestor indices.
     """
-    n = log_weights.shape[-1]
     cdf = torch.cumsum(log_weights.exp(), -1)
-    u = torch.rand(*log_weights.shape[:-1], 1, dtype=cdf.dtype, generator=generator)
-    u = u.add(torch.arange(n, dtype=cdf.dtype)).mul_(cdf[..., -1:] / n)  # one uniform per stratum
-    return torch.searchsorted(cdf, u).clamp_max_(n - 1)
+    u = torch.rand(*log_weights.shape[:-1], 1, dtype=cdf.dtype, generator=generator, device=cdf.device)
+    return _systematic_ancestors(cdf, u)
+
+
+def _systematic_ancestors(cdf: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Ancestors ``(*batch, N)`` int64 of the points ``(u + k) cdf[-1] / N`` in the running sum
+    ``cdf`` ``(*batch, N)`` of the weights; ``u`` ``(*batch, 1)`` uniforms."""
+    n = cdf.shape[-1]
+    u = u.add(torch.arange(n, dtype=cdf.dtype, device=cdf.device)).mul_(cdf[..., -1:] / n)  # one uniform per stratum
+    return torch.searchsorted(cdf.contiguous(), u).clamp_max_(n - 1)
 
 
 def _psd_sqrt(cov: torch.Tensor, name: str) -> torch.Tensor:
@@ -177,7 +183,7 @@ def _psd_sqrt(cov: torch.Tensor, name: str) -> torch.Tensor:
 def _masked_cov(R: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``R`` restricted to observed components, identity on missing ones: ``(*batch, m, m)``."""
     both = mask[..., :, None] & mask[..., None, :]
-    return torch.where(both, R, torch.eye(R.shape[-1], dtype=R.dtype))
+    return torch.where(both, R, torch.eye(R.shape[-1], dtype=R.dtype, device=R.device))
 
 
 def _gauss_logpdf(resid: torch.Tensor, chol: torch.Tensor, n_obs: torch.Tensor) -> torch.Tensor:
@@ -266,7 +272,8 @@ def _noise_blocks(generator: torch.Generator, T: int, shape: tuple, budget: int 
     per_step = max(1, math.prod(shape))
     chunk = max(1, min(T, budget // per_step))
     for start in range(0, T, chunk):
-        yield start, torch.randn(min(chunk, T - start), *shape, dtype=torch.float32, generator=generator)
+        yield start, torch.randn(min(chunk, T - start), *shape, dtype=torch.float32, generator=generator,
+                                 device=generator.device)
 
 
 def _is_diagonal(mat: torch.Tensor) -> bool:
@@ -327,16 +334,20 @@ class _FilterPass:
     fcov: torch.Tensor
 
 
-def _allocate(batch: tuple, T: int, N: int, d: int, m: int, ring: int) -> tuple[_FilterPass, list[np.ndarray]]:
+def _allocate(batch: tuple, T: int, N: int, d: int, m: int, ring: int,
+              device: torch.device | None = None) -> tuple[_FilterPass, list[np.ndarray] | None]:
     """Empty outputs of a pass, and their ``(B, ...)`` numpy views (shared memory) in the order
-    particles, log_weights, inv_ess, step_ev, pred_mean, pred_sq, fmean, fcov.
+    particles, log_weights, inv_ess, step_ev, pred_mean, pred_sq, fmean, fcov (``None`` off the CPU).
 
     Particles and log weights of step ``t`` live in slot ``t % ring`` (``ring = T``: all kept).
     """
     B = math.prod(batch)
-    e = lambda *shape: torch.empty(*batch, T, *shape, dtype=torch.float64)  # noqa: E731
-    r = lambda *shape: torch.empty(*batch, ring, *shape, dtype=torch.float64)  # noqa: E731
+    device = torch.device("cpu") if device is None else device
+    e = lambda *shape: torch.empty(*batch, T, *shape, dtype=torch.float64, device=device)  # noqa: E731
+    r = lambda *shape: torch.empty(*batch, ring, *shape, dtype=torch.float64, device=device)  # noqa: E731
     fp = _FilterPass(r(N, d), r(N), e(), e(), e(m), e(m), None, e(d), e(d, d))
+    if device.type != "cpu":
+        return fp, None
     tensors = (fp.particles, fp.log_weights, fp.inv_ess, fp.step_ev, fp.pred_mean, fp.pred_sq, fp.fmean, fp.fcov)
     return fp, [x.reshape(B, *x.shape[len(batch):]).numpy() for x in tensors]
 
@@ -404,16 +415,17 @@ def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generat
     batch = tuple(y.shape[:-2])
     N, d = config.members, int(model.latent_dim)
     dt = torch.float64
-    m0, P0 = (v.to(dt) for v in model.initial())
-    lik = _Likelihood(model.obs_cov().to(dt), config)
+    m0, P0 = (v.to(dtype=dt, device=y.device) for v in model.initial())
+    lik = _Likelihood(model.obs_cov().to(dtype=dt, device=y.device), config)
     mask_all = ~torch.isnan(y)
     y0 = torch.where(mask_all, y, 0.0)
-    z0 = m0 + torch.randn(*batch, N, d, dtype=dt, generator=generator) @ _psd_sqrt(P0, "P0").mT
-    linear = _linear_parts(model) if config.proposal == "bootstrap" else None
+    z0 = m0 + torch.randn(*batch, N, d, dtype=dt, generator=generator, device=y.device) @ _psd_sqrt(P0, "P0").mT
+    compiled = _use_compiled(y)
+    linear = _linear_parts(model) if config.proposal == "bootstrap" and compiled else None
     if linear is not None:
         fp = _filter_compiled(model, linear, y0, mask_all, z0, config, lik, generator)
     else:
-        fp = _filter_torch(model, y0, mask_all, z0, config, lik, generator)
+        fp = _filter_torch(model, y0, mask_all, z0, config, lik, generator, compiled=compiled)
 
     particles, logw = fp.particles, fp.log_weights
     innov = torch.where(mask_all, y0 - fp.pred_mean, float("nan"))
@@ -443,13 +455,21 @@ def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generat
 # --------------------------------------------------------------------------------------------
 
 
-def _filter_torch(model, y0, mask_all, z, config: ParticleConfig, lik: _Likelihood, generator) -> _FilterPass:
+def _use_compiled(y: torch.Tensor) -> bool:
+    """Whether the numba kernels serve observations ``y``: CPU tensors only (off the CPU every
+    step is torch, see :func:`_weigh_step_torch`)."""
+    return y.device.type == "cpu"
+
+
+def _filter_torch(model, y0, mask_all, z, config: ParticleConfig, lik: _Likelihood, generator,
+                  compiled: bool = True) -> _FilterPass:
     """Forward pass over time: the model's own torch functions, vectorised over ``(*batch, N)``.
 
     Per step, propagation and likelihood are torch ops (any transition, either proposal, either
     observation-error family); weighting, log-evidence increment, ESS, moments and systematic
-    resampling are one compiled call (:func:`_weigh_step`) on shared memory, reading no value
-    back to Python.
+    resampling are one compiled call (:func:`_weigh_step`) on shared memory when ``compiled``
+    (CPU), else the torch equivalent :func:`_weigh_step_torch` (any device); neither reads a
+    value back to Python.
     """
     batch, (T, m) = tuple(y0.shape[:-2]), tuple(y0.shape[-2:])
     N, d = z.shape[-2:]
@@ -463,13 +483,18 @@ def _filter_torch(model, y0, mask_all, z, config: ParticleConfig, lik: _Likeliho
 
     stored = config.store_ensemble or config.smoother == "backward"
     ring = T if stored else 2
-    fp, out = _allocate(batch, T, N, d, m, ring)
+    dev = y0.device
+    fp, out = _allocate(batch, T, N, d, m, ring, dev)
     particles = fp.particles
-    fp.extra_var = extra = torch.zeros(*batch, T, m, dtype=dt) if guided else None
-    w, anc, lwp, wp = _carry(B, N)
-    W = torch.from_numpy(wp).reshape(*batch, N)  # weights of the parents (a view, updated in place)
-    zbuf = torch.empty(*batch, N, d, dtype=dt)
-    work = (zbuf.view(B, N, d).numpy(), np.empty((N, d)), np.empty((N, d)))
+    fp.extra_var = extra = torch.zeros(*batch, T, m, dtype=dt, device=dev) if guided else None
+    if compiled:
+        w, anc, lwp, wp = _carry(B, N)
+        W = torch.from_numpy(wp).reshape(*batch, N)  # weights of the parents (a view, updated in place)
+        zbuf = torch.empty(*batch, N, d, dtype=dt, device=dev)
+        work = (zbuf.view(B, N, d).numpy(), np.empty((N, d)), np.empty((N, d)))
+    else:
+        lwp_t = torch.full((*batch, N), -math.log(N), dtype=dt, device=dev)
+        W = torch.full((*batch, N), 1.0 / N, dtype=dt, device=dev)
 
     for start, block in _noise_blocks(generator, T, (*batch, N, d)):
         K = block.shape[0]
@@ -478,8 +503,11 @@ def _filter_torch(model, y0, mask_all, z, config: ParticleConfig, lik: _Likeliho
             wblock = factor.scale(block.to(dt), QLs[0][1])
         else:
             wblock = torch.stack([factor.scale(block[k].to(dt), QLs[k][1]) for k in range(K)])
-        vblock = torch.randn(K, *batch, N, m, 1, dtype=torch.float32, generator=generator).to(dt) if guided else None
-        uni = torch.rand(K, B, dtype=dt, generator=generator).numpy()
+        vblock = (torch.randn(K, *batch, N, m, 1, dtype=torch.float32, generator=generator, device=dev).to(dt)
+                  if guided else None)
+        uni = torch.rand(K, B, dtype=dt, generator=generator, device=dev)
+        if compiled:
+            uni = uni.numpy()
         for k in range(K):
             t = start + k
             mu = _f64(model.transition_mean(z, t)).detach()
@@ -493,13 +521,56 @@ def _filter_torch(model, y0, mask_all, z, config: ParticleConfig, lik: _Likeliho
                 z_t, pred, incr, extra_t = _guided_step(model, mu, mask, yt, lik, QLs[k][0], wblock[k], vblock[k], W)
                 particles[..., t % ring, :, :] = z_t
                 extra[..., t, :] = extra_t
-            _weigh_step(t, t % ring, t == T - 1, uni[k], incr.detach().reshape(B, N).contiguous().numpy(),
-                        pred.detach().expand(*batch, N, m).reshape(B, N, m).contiguous().numpy(), *out,
-                        inv_ess_min, w, anc, lwp, wp, *work)
-            z = zbuf
+            if compiled:
+                _weigh_step(t, t % ring, t == T - 1, uni[k], incr.detach().reshape(B, N).contiguous().numpy(),
+                            pred.detach().expand(*batch, N, m).reshape(B, N, m).contiguous().numpy(), *out,
+                            inv_ess_min, w, anc, lwp, wp, *work)
+                z = zbuf
+            else:
+                z, lwp_t, W = _weigh_step_torch(fp, t, t % ring, incr.detach(), pred.detach(), lwp_t, W,
+                                                uni[k].reshape(batch + (1,)), inv_ess_min)
         _check_block(fp, start, K, stored)  # stop at the first bad block
 
     return fp
+
+
+def _weigh_step_torch(fp: _FilterPass, t: int, ts: int, incr: torch.Tensor, pred: torch.Tensor, lwp: torch.Tensor,
+                      wp: torch.Tensor, u: torch.Tensor, inv_ess_min: float
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Torch twin of :func:`_weigh_step` (every run at once, any device, no host sync).
+
+    incr (*batch, N) log-likelihood increments; pred (*batch, 1 or N, m) predicted
+    observations; lwp, wp (*batch, N) log weights / weights of the parents (step ``t-1`` after
+    resampling); u (*batch, 1) resampling uniforms. Writes step ``t`` of ``fp`` (particles and
+    log weights at slot ``ts``) and returns the parents ``(*batch, N, d)`` of step ``t+1`` with
+    their log weights and weights: systematic resampling where ``sum W^2 > inv_ess_min``
+    (``ESS < ess_threshold N``), the particles themselves elsewhere.
+    """
+    N = incr.shape[-1]
+    wpe = wp.unsqueeze(-1)
+    fp.pred_mean[..., t, :] = (wpe * pred).sum(-2)
+    fp.pred_sq[..., t, :] = (wpe * pred.square()).sum(-2)
+    tot = lwp + incr
+    ev = torch.logsumexp(tot, -1, keepdim=True)  # every weight zero: -inf (NaN weights, caught per block)
+    logw = tot - ev
+    w = logw.exp()
+    x = fp.particles[..., ts, :, :]
+    mu = (w.unsqueeze(-2) @ x).squeeze(-2)
+    dev = x - mu.unsqueeze(-2)
+    cov = (dev * w.unsqueeze(-1)).mT @ dev
+    s2 = w.square().sum(-1)
+    fp.log_weights[..., ts, :] = logw
+    fp.step_ev[..., t] = ev.squeeze(-1)
+    fp.inv_ess[..., t] = s2
+    fp.fmean[..., t, :] = mu
+    fp.fcov[..., t, :, :] = 0.5 * (cov + cov.mT)
+    need = (s2 > inv_ess_min).unsqueeze(-1)  # (*batch, 1)
+    anc = torch.where(need, _systematic_ancestors(torch.cumsum(w, -1), u),
+                      torch.arange(N, device=w.device))
+    z = torch.gather(x, -2, anc.unsqueeze(-1).expand(*anc.shape, x.shape[-1]))
+    lwp = torch.where(need, -math.log(N), logw)
+    wp = torch.where(need, 1.0 / N, w)
+    return z, lwp, wp
 
 
 def _guided_step(model, mu, mask, yt, lik: _Likelihood, Q, w, v_std, W):
@@ -559,7 +630,8 @@ def _linear_parts(model) -> _LinearParts | None:
     else:
         return None
     A, H = _f64(A), _f64(H)
-    return _LinearParts(A, torch.zeros(A.shape[0], dtype=A.dtype), H, torch.zeros(H.shape[0], dtype=H.dtype))
+    return _LinearParts(A, torch.zeros(A.shape[0], dtype=A.dtype, device=A.device), H,
+                        torch.zeros(H.shape[0], dtype=H.dtype, device=H.device))
 
 
 def _whitening_table(R: torch.Tensor, mask_all: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -576,10 +648,10 @@ def _whitening_table(R: torch.Tensor, mask_all: torch.Tensor) -> tuple[torch.Ten
     partial = (~full).nonzero()
     covs = torch.cat([R.unsqueeze(0), _masked_cov(R, mask[partial[:, 0], partial[:, 1]])], 0)
     L = torch.linalg.cholesky(covs)
-    eye = torch.eye(m, dtype=R.dtype).expand_as(L)
+    eye = torch.eye(m, dtype=R.dtype, device=R.device).expand_as(L)
     table = torch.linalg.solve_triangular(L, eye, upper=False)
-    index = torch.zeros(mask.shape[:2], dtype=torch.int64)
-    index[partial[:, 0], partial[:, 1]] = torch.arange(1, len(partial) + 1)
+    index = torch.zeros(mask.shape[:2], dtype=torch.int64, device=R.device)
+    index[partial[:, 0], partial[:, 1]] = torch.arange(1, len(partial) + 1, device=R.device)
     logdet = L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
     const = logdet[index] + 0.5 * _LOG2PI * mask.sum(-1).to(R.dtype)
     return table.contiguous(), index, const
@@ -612,14 +684,14 @@ def _filter_compiled(model, parts: _LinearParts, y0, mask_all, z0, config: Parti
     LQ = _psd_sqrt(Q, "transition_cov")
     R = lik.R
     if lik.kind == "student_t":
-        table = torch.zeros(1, m, m, dtype=dt)
-        index = torch.zeros(B, T, dtype=torch.int64)
-        const = torch.zeros(B, T, dtype=dt)
+        table = torch.zeros(1, m, m, dtype=dt, device="cpu")
+        index = torch.zeros(B, T, dtype=torch.int64, device="cpu")
+        const = torch.zeros(B, T, dtype=dt, device="cpu")
         scale = lik.scale
         lc = lik.const - torch.log(scale)
     else:
         table, index, const = _whitening_table(R, mask_all)
-        scale = lc = torch.ones(m, dtype=dt)
+        scale = lc = torch.ones(m, dtype=dt, device="cpu")
     stored = config.store_ensemble or config.smoother == "backward"
     ring = T if stored else 2
     fp, out = _allocate(batch, T, N, d, m, ring)
@@ -633,7 +705,7 @@ def _filter_compiled(model, parts: _LinearParts, y0, mask_all, z0, config: Parti
     )
     for start, block in _noise_blocks(generator, T, (B, N, d)):
         K = block.shape[0]
-        uni = torch.rand(K, B, dtype=dt, generator=generator).numpy()
+        uni = torch.rand(K, B, dtype=dt, generator=generator, device="cpu").numpy()
         _bootstrap_block(start, T, ring, block.numpy(), uni, *args, *state, *out)
         _check_block(fp, start, K, stored)  # stop at the first bad block
     return fp
@@ -847,7 +919,7 @@ def _categorical(logits: torch.Tensor, generator: torch.Generator) -> torch.Tens
     """One draw per row of ``logits`` ``(*shape, N)`` -> ``(*shape,)`` (inverse-CDF sampling)."""
     p = torch.softmax(logits, -1)
     cdf = torch.cumsum(p, -1)
-    u = torch.rand(*logits.shape[:-1], 1, dtype=p.dtype, generator=generator) * cdf[..., -1:]
+    u = torch.rand(*logits.shape[:-1], 1, dtype=p.dtype, generator=generator, device=p.device) * cdf[..., -1:]
     return torch.searchsorted(cdf.contiguous(), u.contiguous()).squeeze(-1).clamp_max(logits.shape[-1] - 1)
 
 
@@ -873,7 +945,7 @@ def backward_simulation(
     batch, (T, N, d) = particles.shape[:-3], particles.shape[-3:]
     pick = lambda x, idx: torch.gather(x, -2, idx.unsqueeze(-1).expand(*idx.shape, d))  # noqa: E731
     idx = _categorical(log_weights[..., -1, :].unsqueeze(-2).expand(*batch, n_traj, N), generator)
-    out = torch.empty(*batch, T, n_traj, d, dtype=particles.dtype)
+    out = torch.empty(*batch, T, n_traj, d, dtype=particles.dtype, device=particles.device)
     out[..., T - 1, :, :] = pick(particles[..., T - 1, :, :], idx)
     for t in range(T - 2, -1, -1):
         Q = model.transition_cov(t + 1).to(particles.dtype)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -29,6 +29,10 @@ class StepDiagnostics:
     spread: torch.Tensor
     innovation_var: torch.Tensor | None = None
     ess: torch.Tensor | None = None
+
+    def to(self, device: str | torch.device) -> StepDiagnostics:
+        """A copy with every tensor on ``device``."""
+        return replace(self, **{f.name: _moved(getattr(self, f.name), device) for f in fields(self)})
 
 
 @dataclass
@@ -76,6 +80,25 @@ class AssimilationResult:
     config: object | None = None
 
     @property
+    def device(self) -> torch.device:
+        """Device of the result's tensors."""
+        return self.filtered_mean.device
+
+    def to(self, device: str | torch.device) -> AssimilationResult:
+        """A copy with every tensor (diagnostics and hyperparameter draws included) on ``device``."""
+        from bayesbridge.devices import resolve_device
+
+        dev = resolve_device(device)
+        moved = {f.name: _moved(getattr(self, f.name), dev) for f in fields(self) if f.name not in ("method", "config")}
+        moved["diagnostics"] = None if self.diagnostics is None else self.diagnostics.to(dev)
+        moved["hyperparameters"] = {k: _moved(v, dev) for k, v in self.hyperparameters.items()}
+        return replace(self, **moved)
+
+    def cpu(self) -> AssimilationResult:
+        """The result on the CPU (``self`` when it is there already)."""
+        return self if self.device.type == "cpu" else self.to("cpu")
+
+    @property
     def n_steps(self) -> int:
         """Number of assimilation steps ``T``."""
         return int(self.filtered_mean.shape[-2])
@@ -84,3 +107,8 @@ class AssimilationResult:
     def latent_dim(self) -> int:
         """Latent size ``d``."""
         return int(self.filtered_mean.shape[-1])
+
+
+def _moved(value, device):
+    """A tensor moved to ``device``; anything else unchanged."""
+    return value.to(device) if isinstance(value, torch.Tensor) else value

@@ -45,6 +45,7 @@ import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 
+from bayesbridge.devices import resolve_device
 from bayesbridge.errors import ParameterError
 from bayesbridge.latent._codec import CodecBase
 from bayesbridge.latent.eof import EOFCodec
@@ -53,19 +54,6 @@ from bayesbridge.latent.stacking import split_years
 __all__ = ["Autoencoder", "VAE", "TrainingHistory", "resolve_device", "seeded_linear_init"]
 
 Init = Literal["eof", "random"]
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """Validate a ``device=`` argument (``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...)."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ParameterError(f"device: expected 'cpu' or 'cuda[:n]', got {device!r}.") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ParameterError(
-            f"device: {device!r} requested but CUDA is not available on this machine; use 'cpu'."
-        )
-    return dev
 
 
 def seeded_linear_init(module: nn.Module, generator: torch.Generator, zero_last: bool) -> None:
