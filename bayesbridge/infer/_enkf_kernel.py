@@ -1,0 +1,455 @@
+"""Compiled (numba) analysis cycle of the EnKF/ETKF for one run of a linear-Gaussian model.
+
+The kernel runs exactly the loop of :func:`bayesbridge.infer.enkf.run` for the case where every
+step is a small, fixed sequence of dense linear algebra, so that one compiled loop replaces the
+~35 small torch operations per cycle of the general path. With ``E (member, d)`` the current
+ensemble, ``N`` members, ``A`` the transition, ``H`` the observation operator, ``R = L L^T`` and
+``W`` the whitening (``L^{-T}``, or ``diag(R)^{-1/2}`` when ``R`` is diagonal), one cycle is
+
+1. forecast ``F = E A^T``, ``E = F + eps L_Q^T`` with ``eps (N, d)`` the model noise after
+   ``_draw``'s post-processing for ``sampling`` (``"random"``: as drawn; ``"centred"``: centred
+   over members and scaled by ``sqrt(N/(N-1))``; ``"exact"``: centred, projected off the span of
+   the anomalies of ``F`` with a QR factorisation and whitened by the Cholesky factor of its
+   sample covariance -- second-order exact sampling, Pham 2001, Evensen 2004 -- falling back to
+   ``"centred"`` when ``N - 1 < 2 d`` or the Cholesky factorisation fails);
+2. multiplicative inflation ``E = xbar + infl (E - xbar)`` (Anderson & Anderson 1999);
+3. whitened anomalies ``Yt = E H^T W - mean``, innovation ``dt = y_t W - mean(E H^T W)``,
+   ``G = Yt^T Yt = V diag(lam) V^T``, ``lamn = lam + N - 1``, ``U = Yt V``, ``dv = dt V``;
+4. ``"enkf"`` (perturbed observations, Burgers et al. 1998): ``c = 1/lamn`` with eigenvalues
+   below ``truncation * max(lamn)`` dropped, ``e = dv c``, ``P = eps_o V - U``,
+   ``left = e + (P - mean(P)) c``; ``"etkf"`` (symmetric square root, Bishop et al. 2001; Hunt
+   et al. 2007): ``e = dv / lamn``, ``left = e - U / (lamn + sqrt((N-1) lamn))``;
+5. ``right = U^T E``, ``mean_a = xbar + e right``, ``E = E + left right``.
+
+It records, per step, what ``run`` keeps for its post-processing: ``dt``, ``dv``, ``lamn``,
+``G``, the analysis mean and ``||E - mean_a||_F``. The columns of ``V`` are defined up to sign
+(LAPACK's choice), so ``dv`` agrees with ``run``'s only up to the sign of each component; ``run``
+uses only ``dv**2`` (normalised innovation squared). The forecast-to-observation map is applied
+as one product ``E (H^T W)`` instead of ``(E H^T) W``, which changes results only at round-off.
+
+Eligibility (:func:`eligible`): a :class:`~bayesbridge.model.LinearGaussianModel` (its own
+``transition_mean``/``observe``/``transition_cov``, i.e. time-invariant ``A``, ``Q``), one run
+(``y (T, m)``), no missing values, everything on the CPU and nothing requiring grad, variant
+``"enkf"`` (with the default ``inversion="eigh"``) or ``"etkf"``, a float inflation, no taper, no
+RTPS and ``store_ensemble=False``. All three ``sampling`` modes are supported. Any ``noise``
+callable is: :func:`filter_records` requests the numbers step by step in ``run``'s order
+(``"initial"``; then per step ``"model"`` then ``"obs"``), so stateful sources such as the default
+:func:`~bayesbridge.infer.enkf.generator_noise` hand out the same numbers as in ``run``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numba import njit
+
+__all__ = ["CycleRecords", "Eligibility", "eligible", "linear_cycle_block", "filter_records"]
+
+_SAMPLING = {"random": 0, "centred": 1, "exact": 2}
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    """Whether the compiled path applies; truthy when it does.
+
+    Attributes
+    ----------
+    ok : bool
+        ``True`` when :func:`filter_records` reproduces ``enkf.run``'s loop for these inputs.
+    reason : str
+        Why not (empty when ``ok``).
+    """
+
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+@dataclass
+class CycleRecords:
+    """Per-step records of a block of ``k`` cycles (numpy float64), as ``enkf.run`` keeps them.
+
+    Attributes
+    ----------
+    dt : ndarray (k, m)
+        Whitened innovation ``L^{-1} (y_t - mean(h(E^f)))``.
+    dv : ndarray (k, m)
+        Innovation in the eigenbasis of ``G`` (each component up to sign, see the module notes).
+    lamn : ndarray (k, m)
+        Eigenvalues of ``G + (N-1) I`` (ascending).
+    G : ndarray (k, m, m)
+        ``Yt^T Yt``, whitened forecast-anomaly Gram matrix in observation space.
+    mean : ndarray (k, d)
+        Analysis means (NaN from the first step whose forecast was not finite).
+    norm : ndarray (k,)
+        ``||E^a - mean^a||_F`` (``spread = norm / sqrt((N-1) d)``).
+    ensemble : ndarray (N, d)
+        Analysis ensemble after the last completed step.
+    completed : int
+        Number of steps completed (``k`` unless the filter diverged: then the step
+        ``completed`` had a non-finite forecast or innovation and later records are NaN).
+    """
+
+    dt: np.ndarray
+    dv: np.ndarray
+    lamn: np.ndarray
+    G: np.ndarray
+    mean: np.ndarray
+    norm: np.ndarray
+    ensemble: np.ndarray
+    completed: int
+
+
+@njit(cache=True)
+def _cholesky_lower(C, L):  # pragma: no cover - compiled
+    """Cholesky factor ``L`` of symmetric ``C (k, k)`` in place; ``False`` if not positive definite."""
+    k = C.shape[0]
+    L[:, :] = 0.0
+    for j in range(k):
+        s = C[j, j]
+        for p in range(j):
+            s -= L[j, p] * L[j, p]
+        if not s > 0.0:
+            return False
+        ljj = math.sqrt(s)
+        L[j, j] = ljj
+        for i in range(j + 1, k):
+            s = C[i, j]
+            for p in range(j):
+                s -= L[i, p] * L[j, p]
+            L[i, j] = s / ljj
+    return True
+
+
+@njit(cache=True)
+def _exact_noise(eps, F):  # pragma: no cover - compiled
+    """``_draw(..., sampling="exact", F)`` on ``eps (N, d)`` in place (see the module notes)."""
+    n, k = eps.shape
+    mu = np.zeros(k)
+    for i in range(n):
+        mu += eps[i]
+    mu /= n
+    for i in range(n):
+        eps[i] -= mu
+    if n - 1 >= 2 * k:
+        Fa = F.copy()
+        fm = np.zeros(F.shape[1])
+        for i in range(n):
+            fm += F[i]
+        fm /= n
+        for i in range(n):
+            Fa[i] -= fm
+        Qf = np.ascontiguousarray(np.linalg.qr(Fa)[0])  # (N, d) orthonormal basis of the anomaly span
+        proj = np.dot(Qf, np.dot(np.ascontiguousarray(Qf.T), eps))
+        eps -= proj
+        C = np.dot(np.ascontiguousarray(eps.T), eps) / (n - 1)
+        L = np.empty((k, k))
+        if _cholesky_lower(C, L):
+            # eps L^{-T}: forward substitution on each row
+            for i in range(n):
+                for j in range(k):
+                    s = eps[i, j]
+                    for p in range(j):
+                        s -= L[j, p] * eps[i, p]
+                    eps[i, j] = s / L[j, j]
+            return
+    eps *= math.sqrt(n / (n - 1))
+
+
+@njit(cache=True)
+def _cycle_block(E, AT, HW, lq_T, q_diag, use_qdiag, yw, eps_model, eps_obs, infl, stochastic, sampling,
+                 truncation, out_dt, out_dv, out_lamn, out_g, out_mean, out_norm):  # pragma: no cover - compiled
+    """Run ``k = yw.shape[0]`` cycles on ``E (N, d)`` in place; returns the number completed.
+
+    ``AT (d, d) = A^T``, ``HW (d, m) = H^T W``, ``lq_T (d, d) = L_Q^T`` (or ``q_diag (d,)`` when
+    ``use_qdiag``), ``yw (k, m)`` whitened observations, ``eps_model (k, N, d)`` and
+    ``eps_obs (k, N, m)`` raw standard normals (``eps_obs`` unused unless ``stochastic``).
+    """
+    N, d = E.shape
+    k, m = yw.shape
+    nm1 = float(N - 1)
+    sqrt_nm1 = math.sqrt(nm1)
+    inflate = infl != 1.0
+    xbar = np.empty(d)
+    ybar = np.empty(m)
+    dt = np.empty(m)
+    c = np.empty(m)
+    e = np.empty(m)
+    left = np.empty((N, m))
+    pbar = np.empty(m)
+    for t in range(k):
+        F = np.dot(E, AT)
+        eps = eps_model[t].copy()
+        if sampling == 1:
+            mu = np.zeros(d)
+            for i in range(N):
+                mu += eps[i]
+            mu /= N
+            scale = math.sqrt(N / (N - 1.0))
+            for i in range(N):
+                eps[i] = (eps[i] - mu) * scale
+        elif sampling == 2:
+            _exact_noise(eps, F)
+        if use_qdiag:
+            for i in range(N):
+                for j in range(d):
+                    E[i, j] = F[i, j] + eps[i, j] * q_diag[j]
+        else:
+            E[:, :] = F + np.dot(eps, lq_T)
+        xbar[:] = 0.0
+        for i in range(N):
+            xbar += E[i]
+        xbar /= N
+        if inflate:  # torch.lerp(xbar, E, w) for w >= 0.5: E - (E - xbar) (1 - w)
+            for i in range(N):
+                for j in range(d):
+                    E[i, j] = E[i, j] - (E[i, j] - xbar[j]) * (1.0 - infl)
+        Yt = np.dot(E, HW)  # (N, m)
+        ybar[:] = 0.0
+        for i in range(N):
+            ybar += Yt[i]
+        ybar /= N
+        for i in range(N):
+            Yt[i] -= ybar
+        for j in range(m):
+            dt[j] = yw[t, j] - ybar[j]
+        G = np.dot(np.ascontiguousarray(Yt.T), Yt)
+        if not (np.isfinite(G).all() and np.isfinite(dt).all()):
+            out_mean[t:] = np.nan
+            out_dt[t:] = np.nan
+            out_dv[t:] = np.nan
+            out_lamn[t:] = np.nan
+            out_g[t:] = np.nan
+            out_norm[t:] = np.nan
+            return t
+        lam, V = np.linalg.eigh(G)
+        lamn = lam + nm1
+        U = np.dot(Yt, V)  # (N, m), centred over members
+        dv = np.dot(dt, V)
+        out_dt[t] = dt
+        out_dv[t] = dv
+        out_lamn[t] = lamn
+        out_g[t] = G
+        if stochastic:
+            top = lamn.max()
+            for j in range(m):
+                c[j] = 1.0 / lamn[j] if lamn[j] > truncation * top else 0.0
+                e[j] = dv[j] * c[j]
+            P = np.dot(eps_obs[t], V) - U
+            pbar[:] = 0.0
+            for i in range(N):
+                pbar += P[i]
+            pbar /= N
+            for i in range(N):
+                for j in range(m):
+                    left[i, j] = e[j] + (P[i, j] - pbar[j]) * c[j]
+        else:
+            for j in range(m):
+                e[j] = dv[j] / lamn[j]
+                c[j] = 1.0 / (lamn[j] + sqrt_nm1 * math.sqrt(lamn[j]))
+            for i in range(N):
+                for j in range(m):
+                    left[i, j] = e[j] - U[i, j] * c[j]
+        right = np.dot(np.ascontiguousarray(U.T), E)  # (m, d) = U^T X
+        mean_a = xbar + np.dot(e, right)
+        E += np.dot(left, right)
+        s = 0.0
+        for i in range(N):
+            for j in range(d):
+                r = E[i, j] - mean_a[j]
+                s += r * r
+        out_mean[t] = mean_a
+        out_norm[t] = math.sqrt(s)
+    return k
+
+
+def _f64(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.ascontiguousarray(x, dtype=np.float64)
+
+
+def linear_cycle_block(
+    E, A, HW, L_Q, yw, eps_model, eps_obs=None, *, inflation: float = 1.0, variant: str = "enkf",
+    sampling: str = "random", truncation: float = 1e-10,
+) -> CycleRecords:
+    """Run a block of ``k`` EnKF/ETKF cycles of a linear-Gaussian model in compiled code.
+
+    Parameters
+    ----------
+    E : array (N, d)
+        Ensemble before the block (analysis of the previous step, or the initial ensemble); not
+        modified.
+    A : array (d, d)
+        Transition matrix (``F = E A^T``).
+    HW : array (d, m)
+        ``H^T W``: observation operator followed by the whitening ``W`` that ``run`` applies
+        (``L_R^{-T}``, or ``diag(R)^{-1/2}`` for diagonal ``R``), so ``Yt = E HW - mean``.
+    L_Q : array (d, d)
+        Model-error factor, ``L_Q L_Q^T = Q`` (``enkf._psd_sqrt(Q)``); a diagonal factor is
+        applied elementwise.
+    yw : array (k, m)
+        Whitened observations ``y_t W`` of the block (no missing values).
+    eps_model : array (k, N, d)
+        Raw standard normals ``noise("model", t, (N, d))`` of each step, before ``_draw``'s
+        post-processing (done here, since ``"exact"`` needs the forecast).
+    eps_obs : array (k, N, m), optional
+        Raw standard normals ``noise("obs", t, (N, m))`` (``variant="enkf"`` only).
+    inflation : float
+        Multiplicative inflation ``>= 1``.
+    variant : {"enkf", "etkf"}
+    sampling : {"random", "centred", "exact"}
+    truncation : float
+        Relative eigenvalue cut-off of the stochastic EnKF's inverse (``EnKFConfig.truncation``).
+
+    Returns
+    -------
+    CycleRecords
+        Per-step records and the ensemble after the block.
+    """
+    if variant not in ("enkf", "etkf"):
+        raise ValueError(f"variant: expected 'enkf' or 'etkf', got {variant!r}.")
+    E = _f64(E).copy()
+    A, HW, L_Q, yw, eps_model = (_f64(v) for v in (A, HW, L_Q, yw, eps_model))
+    k, m = yw.shape
+    N, d = E.shape
+    stochastic = variant == "enkf"
+    eps_obs = _f64(eps_obs) if stochastic else np.zeros((k, 1, m))
+    q_diag = np.ascontiguousarray(np.diagonal(L_Q))
+    use_qdiag = bool(np.array_equal(L_Q, np.diag(q_diag)))
+    rec = CycleRecords(np.empty((k, m)), np.empty((k, m)), np.empty((k, m)), np.empty((k, m, m)),
+                       np.empty((k, d)), np.empty(k), E, 0)
+    rec.completed = int(_cycle_block(
+        E, np.ascontiguousarray(A.T), HW, np.ascontiguousarray(L_Q.T), q_diag, use_qdiag, yw, eps_model, eps_obs,
+        float(inflation), stochastic, _SAMPLING[sampling], float(truncation),
+        rec.dt, rec.dv, rec.lamn, rec.G, rec.mean, rec.norm,
+    ))
+    return rec
+
+
+def eligible(model, config, y, noise=None) -> Eligibility:
+    """Whether :func:`filter_records` reproduces ``enkf.run(model, y, config, ...)``.
+
+    Conditions: ``model`` is a :class:`~bayesbridge.model.LinearGaussianModel` whose
+    ``transition_mean``, ``transition_cov``, ``observe``, ``obs_cov`` and ``initial`` are the
+    class's own (time-invariant linear); its tensors and ``y`` are float64 on the CPU and none
+    requires grad; ``y`` is one run ``(T, m)`` without NaN; ``config.variant`` is ``"enkf"``
+    (with ``inversion="eigh"``) or ``"etkf"``; ``inflation`` is a float (or a 0-dim tensor not
+    requiring grad); no ``taper``; ``rtps == 0``; ``store_ensemble`` is False. Any sampling mode
+    and any ``noise`` callable (CPU tensors) are supported.
+    """
+    from bayesbridge.model import LinearGaussianModel
+
+    def no(reason: str) -> Eligibility:
+        return Eligibility(False, reason)
+
+    if not isinstance(model, LinearGaussianModel):
+        return no("model is not a LinearGaussianModel")
+    cls = type(model)
+    for name in ("transition_mean", "transition_cov", "observe", "obs_cov", "initial"):
+        if getattr(cls, name) is not getattr(LinearGaussianModel, name):
+            return no(f"model overrides {name}")
+    tensors = [getattr(model, k) for k in ("A", "Q", "H", "R", "m0", "P0")]
+    if not isinstance(y, torch.Tensor):
+        return no("y is not a tensor")
+    for x in (*tensors, y):
+        if x.device.type != "cpu" or x.requires_grad or x.dtype != torch.float64:
+            return no("an input is not a float64 CPU tensor without grad")
+    if y.ndim != 2:
+        return no("y is batched (the kernel runs one run)")
+    if bool(torch.isnan(y).any()):
+        return no("y has missing values")
+    if config.variant not in ("enkf", "etkf"):
+        return no(f"variant {config.variant!r}")
+    if config.variant == "enkf" and config.inversion != "eigh":
+        return no(f"inversion {config.inversion!r}")
+    infl = config.inflation
+    if isinstance(infl, torch.Tensor) and infl.requires_grad:
+        return no("inflation requires grad")
+    if config.taper is not None:
+        return no("taper")
+    if config.rtps != 0.0:
+        return no("rtps")
+    if config.store_ensemble:
+        return no("store_ensemble")
+    return Eligibility(True)
+
+
+def filter_records(model, y: torch.Tensor, config, generator: torch.Generator, *, noise=None,
+                   block: int = 256) -> tuple[np.ndarray, CycleRecords]:
+    """The whole loop of ``enkf.run`` for an eligible case (:func:`eligible`), in blocks of cycles.
+
+    Builds the initial ensemble as ``run`` does (in torch), requests the noise in ``run``'s
+    order, step by step (``"model"`` then ``"obs"`` for each step), and runs
+    :func:`linear_cycle_block` on blocks of ``block`` steps.
+
+    Parameters
+    ----------
+    model : LinearGaussianModel
+    y : Tensor (T, m)
+    config : EnKFConfig
+    generator : torch.Generator
+        Seeds :func:`~bayesbridge.infer.enkf.generator_noise` when ``noise`` is None.
+    noise : callable, optional
+        ``noise(kind, step, shape)`` as in ``run``.
+    block : int
+        Steps per compiled call.
+
+    Returns
+    -------
+    L_R : ndarray (m, m)
+        Cholesky factor of ``R`` (for the log-evidence and innovation post-processing).
+    CycleRecords
+        Records of all ``T`` steps (``completed < T`` if the filter diverged).
+    """
+    from bayesbridge.infer.enkf import _draw, generator_noise
+    from bayesbridge.infer.kalman import _psd_sqrt
+
+    f64 = torch.float64
+    N = config.members
+    T, m = y.shape
+    m0, P0 = (torch.as_tensor(v, dtype=f64) for v in model.initial())
+    d = m0.shape[-1]
+    R = torch.as_tensor(model.obs_cov(), dtype=f64)
+    L_R = torch.linalg.cholesky(R)
+    if noise is None:
+        noise = generator_noise(generator, n_steps=T)
+    if bool((R == torch.diag_embed(R.diagonal())).all()):
+        W = torch.diag_embed(R.diagonal().rsqrt())
+        yw = y * R.diagonal().rsqrt()
+    else:
+        W = torch.linalg.solve_triangular(L_R, torch.eye(m, dtype=f64), upper=False).mT
+        yw = y @ W
+    HW = (model.H.mT @ W).numpy()
+    A = model.A.numpy()
+    L_Q = _psd_sqrt(torch.as_tensor(model.transition_cov(0), dtype=f64)).numpy()
+    infl = float(config.inflation)
+    E = (m0 + _draw(noise, "initial", 0, (N, d), config.sampling, None) @ _psd_sqrt(P0).mT).numpy()
+    yw = yw.numpy()
+    stochastic = config.variant == "enkf"
+    parts: list[CycleRecords] = []
+    for lo in range(0, T, block):
+        hi = min(T, lo + block)
+        eps_m = np.empty((hi - lo, N, d))
+        eps_o = np.empty((hi - lo, N, m)) if stochastic else None
+        for t in range(lo, hi):
+            eps_m[t - lo] = noise("model", t, (N, d)).numpy()
+            if stochastic:
+                eps_o[t - lo] = noise("obs", t, (N, m)).numpy()
+        rec = linear_cycle_block(E, A, HW, L_Q, yw[lo:hi], eps_m, eps_o, inflation=infl, variant=config.variant,
+                                 sampling=config.sampling, truncation=config.truncation)
+        parts.append(rec)
+        E = rec.ensemble
+        if rec.completed < hi - lo:
+            break
+    done = sum(p.completed for p in parts)
+    cat = {f: np.concatenate([getattr(p, f) for p in parts]) for f in ("dt", "dv", "lamn", "G", "mean", "norm")}
+    if len(cat["norm"]) < T:  # diverged: pad the steps never run with NaN
+        pad = T - len(cat["norm"])
+        cat = {f: np.concatenate([v, np.full((pad, *v.shape[1:]), np.nan)]) for f, v in cat.items()}
+    return L_R.numpy(), CycleRecords(**cat, ensemble=E, completed=done)
