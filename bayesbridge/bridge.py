@@ -98,6 +98,10 @@ class BridgeConfig:
         Extra arguments of the codec, dynamics and engine.
     progress : bool
         Progress bars for training steps.
+    device : str
+        Where the torch work runs: ``"cpu"`` (default) or ``"cuda"`` / ``"cuda:<index>"``. Passed to
+        the neural codec and dynamics (training and decoding) and to the inference engine; the
+        posterior decodes there and returns its summaries on the CPU.
     """
 
     codec: CodecKind = "eof"
@@ -113,8 +117,14 @@ class BridgeConfig:
     dynamics_options: dict = field(default_factory=dict)
     method_options: dict = field(default_factory=dict)
     progress: bool = False
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
+        from bayesbridge.devices import resolve_device
+
+        if not isinstance(self.device, str | torch.device):
+            raise ParameterError(f"device: expected a string such as 'cpu' or 'cuda', got {type(self.device).__name__}.")
+        self.device = str(resolve_device(self.device))
         _choice(self.codec, get_args(CodecKind), "codec")
         _choice(self.dynamics, get_args(DynamicsKind), "dynamics")
         _choice(self.method, METHODS, "method")
@@ -235,6 +245,34 @@ def observations_from(obj, variables: Sequence[str] | None = None, *, runs: bool
     return out.astype("float64")
 
 
+class _ScaledBoxes:
+    """``h(z) = s * boxes(z)``: box means ``(*batch, m)`` of the decoded fields times per-box factors ``s`` ``(m,)``."""
+
+    def __init__(self, boxes, scale: torch.Tensor) -> None:
+        self.boxes, self.scale = boxes, scale
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        return self.boxes(z) * self.scale
+
+    def to(self, device) -> _ScaledBoxes:
+        """A copy on ``device``."""
+        return _ScaledBoxes(self.boxes.to(device), self.scale.to(device))
+
+
+class _AffineObservation:
+    """``h(z) = c + H z`` for ``z`` ``(*batch, d)``: ``c`` ``(m,)``, ``H`` ``(m, d)`` (an EOF decoder's box means)."""
+
+    def __init__(self, offset: torch.Tensor, H: torch.Tensor) -> None:
+        self.offset, self.H = offset, H
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        return self.offset + z.to(torch.float64) @ self.H.mT
+
+    def to(self, device) -> _AffineObservation:
+        """A copy on ``device``."""
+        return _AffineObservation(self.offset.to(device), self.H.to(device))
+
+
 @contextlib.contextmanager
 def _single_torch_thread():
     """Run a filter loop on one intra-op thread.
@@ -298,6 +336,7 @@ class Bridge:
             return EOFCodec(latent_dim=cfg.latent_dim, **opts)
         opts.setdefault("seed", seed)
         opts.setdefault("progress", cfg.progress)
+        opts.setdefault("device", cfg.device)
         cls = Autoencoder if cfg.codec == "autoencoder" else VAE
         return cls(latent_dim=cfg.latent_dim, **opts)
 
@@ -309,6 +348,7 @@ class Bridge:
         if cfg.dynamics == "neural":
             opts.setdefault("seed", seed)
             opts.setdefault("progress", cfg.progress)
+            opts.setdefault("device", cfg.device)
             return NeuralDynamics(**opts)
         return LinearInverseModel(seasonal=cfg.dynamics == "seasonal", **opts)
 
@@ -400,35 +440,29 @@ class Bridge:
             )
         boxes = BoxObservation(self.codec, tuple(names))
         scale = torch.tensor(
-            [self.config.thermocline_per_zos if n == "h_w" else 1.0 for n in names], dtype=torch.float64
+            [self.config.thermocline_per_zos if n == "h_w" else 1.0 for n in names], dtype=torch.float64, device="cpu"
         )
-
-        def observe(z: torch.Tensor) -> torch.Tensor:
-            return boxes(z) * scale
-
+        observe = _ScaledBoxes(boxes, scale)
         if self.config.codec == "eof":
             # A linear decoder makes the operator affine, h(z) = c + H z: precompute it instead of
             # decoding every member's full field at every step (exact, and far cheaper).
             d = self.codec.latent_dim
             with torch.no_grad():
-                probe = observe(torch.cat([torch.zeros(1, d), torch.eye(d)]).to(torch.float64))
-            offset, H = probe[0], (probe[1:] - probe[0]).mT.contiguous()
-
-            def observe(z: torch.Tensor) -> torch.Tensor:  # noqa: F811 - the affine fast path
-                return offset + z.to(torch.float64) @ H.mT
+                probe = observe(torch.cat([torch.zeros(1, d, device="cpu"), torch.eye(d, device="cpu")]).to(torch.float64))
+            observe = _AffineObservation(probe[0], (probe[1:] - probe[0]).mT.contiguous())
 
         floor = self.config.obs_error_floor
         obs_error = np.array([np.hypot(floor[n], self.box_residual_std[n]) for n in names])
         dynamics = copy.copy(self.dynamics)
         if hasattr(dynamics, "start_month"):
             dynamics.start_month = int(start_month)
-        z = torch.as_tensor(self.latent_train.values, dtype=torch.float64)
+        z = torch.as_tensor(self.latent_train.values, dtype=torch.float64, device="cpu")
         cov = torch.cov(z.T) if z.shape[1] > 1 else z.var().reshape(1, 1)
         return StateSpaceModel(
             dynamics,
             observe,
             obs_error,
-            initial_mean=torch.zeros(z.shape[1], dtype=torch.float64),
+            initial_mean=torch.zeros(z.shape[1], dtype=torch.float64, device="cpu"),
             initial_cov=cov,
             obs_names=tuple(names),
         )
@@ -491,7 +525,8 @@ class Bridge:
         if cfg.method in ("enkf", "etkf", "enks"):
             options.setdefault("inflation", cfg.inflation)
         with _single_torch_thread():
-            result = assimilate(model, y, method=cfg.method, members=cfg.members, seed=seed, **options)
+            result = assimilate(model, y, method=cfg.method, members=cfg.members, seed=seed, device=cfg.device,
+                                **options)
         series = [] if batched else [obs]
         if withheld is not None:
             series.append(observations_from(withheld))
@@ -511,5 +546,5 @@ class Bridge:
             result=result,
             model=model,
             observations=obs,
-            obs_error=pd.Series(model.obs_scale.numpy(), index=names, name="obs_error"),
+            obs_error=pd.Series(model.obs_scale.cpu().numpy(), index=names, name="obs_error"),
         )
