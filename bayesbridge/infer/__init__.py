@@ -23,7 +23,7 @@ from typing import Literal, get_args
 
 import torch
 
-from bayesbridge.devices import resolve_device
+from bayesbridge.devices import generator_on, resolve_device
 from bayesbridge.errors import (
     AllMissingError,
     InputTypeError,
@@ -164,7 +164,7 @@ def assimilate(
             )
         generator = seed
     elif seed is None or isinstance(seed, int):
-        generator = torch.Generator(device=dev).manual_seed(0 if seed is None else int(seed))
+        generator = generator_on(0 if seed is None else int(seed), dev)
     else:
         raise InputTypeError(f"seed: expected an int or torch.Generator, got {type(seed).__name__}.")
     return getattr(module, run_name)(model, y, config, generator)

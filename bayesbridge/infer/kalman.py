@@ -364,7 +364,9 @@ def run(
     inputs do not require gradients go through :func:`steady_state_smoother` (compiled,
     steady-state covariances reused once converged, ``config.steady_tol``); the others
     (time-varying ``A_t``, e.g. a seasonal linear inverse model, or autograd users) through a
-    batched torch loop over time. ``config.engine`` forces one or the other.
+    batched torch loop over time. ``config.engine`` forces one or the other. The steady-state
+    engine is compiled for the CPU: observations on another device (e.g. CUDA) always take the
+    torch loop, whose tensors follow ``y``'s device.
 
     Parameters
     ----------

@@ -382,7 +382,9 @@ def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generat
     on a linear model (:class:`~bayesbridge.model.LinearGaussianModel`, or a
     :class:`~bayesbridge.model.StateSpaceModel` with a
     :class:`~bayesbridge.model.LinearTransition` and an observation matrix) runs as one compiled
-    kernel per block of steps; every other case runs the vectorised torch loop.
+    kernel per block of steps; every other case runs the vectorised torch loop. Off the CPU
+    (``y`` on CUDA) the torch loop also weighs and resamples in torch
+    (:func:`_weigh_step_torch`), so every tensor follows ``y``'s device.
 
     Parameters
     ----------
