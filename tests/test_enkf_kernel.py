@@ -96,15 +96,27 @@ def test_kernel_matches_run(variant, infl, sampling, dense):
     assert np.abs(out.mean).max() > 0.1
 
 
+@pytest.mark.parametrize("block_elements", [None, 20_000])
 @pytest.mark.parametrize("variant", ["enkf", "etkf"])
-def test_default_seeded_noise_is_run_s(variant):
-    """With the default generator_noise, the same seed gives run's numbers (same request order)."""
+def test_default_seeded_noise_is_run_s(variant, block_elements):
+    """With the default block noise source, the same seed gives run's numbers (same draw order).
+
+    ``block_elements=20_000`` makes the source draw the model noise in blocks of 6 steps and the
+    observation noise in blocks of 66, so the compiled segments are cut at the block ends.
+    """
     model, _, y = linear_problem(32, 3, 30, seed=2)
     cfg = EnKFConfig(variant=variant, members=100, sampling="exact", inflation=1.02, store_ensemble=False)
-    ref = enkf_run(model, y, cfg, torch.Generator().manual_seed(11))
-    _, out = filter_records(model, y, cfg, torch.Generator().manual_seed(11), block=8)
+
+    def source(seed):
+        if block_elements is None:
+            return None
+        return generator_noise(torch.Generator().manual_seed(seed), n_steps=30, block_elements=block_elements)
+
+    ref = enkf_run(model, y, cfg, torch.Generator().manual_seed(11), noise=source(11))
+    _, out = filter_records(model, y, cfg, torch.Generator().manual_seed(11), noise=source(11), block=8)
     np.testing.assert_allclose(out.mean, ref.filtered_mean.numpy(), rtol=0, atol=1e-10)
-    _, other = filter_records(model, y, cfg, torch.Generator().manual_seed(12), block=8)
+    np.testing.assert_allclose(out.norm / math.sqrt(99 * 32), ref.diagnostics.spread.numpy(), rtol=0, atol=1e-10)
+    _, other = filter_records(model, y, cfg, torch.Generator().manual_seed(12), noise=source(12), block=8)
     # (for the ETKF with exact sampling the mean is the exact Kalman mean whatever the seed)
     assert np.abs(other.ensemble - out.ensemble).max() > 1e-3
 
