@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -72,7 +73,7 @@ def test_kernel_matches_run(variant, infl, sampling, dense):
     cfg = EnKFConfig(variant=variant, members=N, inflation=infl, sampling=sampling, store_ensemble=False)
     assert eligible(model, cfg, y)
     rec = Recording(generator_noise(torch.Generator().manual_seed(5), n_steps=y.shape[0], block_elements=4096))
-    ref = enkf_run(model, y, cfg, torch.Generator(), noise=rec)
+    ref = enkf_run(model, y, dataclasses.replace(cfg, engine="torch"), torch.Generator(), noise=rec)
     replay = lambda k, s, shape: rec.log[(k, s)]  # noqa: E731
     ens = enkf_run(model, y, EnKFConfig(variant=variant, members=N, inflation=infl, sampling=sampling,
                                         store_ensemble=True), torch.Generator(), noise=replay)
@@ -112,7 +113,8 @@ def test_default_seeded_noise_is_run_s(variant, block_elements):
             return None
         return generator_noise(torch.Generator().manual_seed(seed), n_steps=30, block_elements=block_elements)
 
-    ref = enkf_run(model, y, cfg, torch.Generator().manual_seed(11), noise=source(11))
+    ref = enkf_run(model, y, dataclasses.replace(cfg, engine="torch"), torch.Generator().manual_seed(11),
+                   noise=source(11))
     _, out = filter_records(model, y, cfg, torch.Generator().manual_seed(11), noise=source(11), block=8)
     np.testing.assert_allclose(out.mean, ref.filtered_mean.numpy(), rtol=0, atol=1e-10)
     np.testing.assert_allclose(out.norm / math.sqrt(99 * 32), ref.diagnostics.spread.numpy(), rtol=0, atol=1e-10)
@@ -167,3 +169,22 @@ def test_eligibility():
     y2 = y.clone()
     y2[3, 0] = float("nan")
     assert "missing" in eligible(model, EnKFConfig(variant="enkf", **base), y2).reason
+
+
+@pytest.mark.parametrize("variant", ["enkf", "etkf"])
+def test_assimilate_routes_eligible_runs_through_the_kernel(variant):
+    """Through the public entry the compiled route gives the torch loop's results for the same seed."""
+    from bayesbridge.errors import ParameterError
+    from bayesbridge.infer import assimilate
+
+    model, _, y = linear_problem(8, 3, 60, seed=4)
+    opts = {"members": 30, "seed": 3, "sampling": "random", "store_ensemble": False}
+    fast = assimilate(model, y, variant, engine="compiled", **opts)
+    slow = assimilate(model, y, variant, engine="torch", **opts)
+    auto = assimilate(model, y, variant, **opts)
+    for res in (fast, auto):
+        torch.testing.assert_close(res.filtered_mean, slow.filtered_mean, rtol=0, atol=1e-10)
+        torch.testing.assert_close(res.log_evidence, slow.log_evidence, rtol=1e-12, atol=1e-9)
+        torch.testing.assert_close(res.diagnostics.innovation_var, slow.diagnostics.innovation_var, rtol=0, atol=1e-10)
+    with pytest.raises(ParameterError, match="engine.*store_ensemble"):
+        assimilate(model, y, variant, engine="compiled", members=30, seed=3)

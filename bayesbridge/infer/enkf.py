@@ -102,6 +102,7 @@ Variant = Literal["enkf", "etkf", "enks"]
 Inversion = Literal["eigh", "tikhonov"]
 Sampling = Literal["exact", "centred", "random"]
 Smoother = Literal["rts", "transform"]
+Engine = Literal["auto", "compiled", "torch"]
 MIN_MEMBERS: dict[str, int] = {"enkf": 2, "etkf": 2, "enks": 2}
 
 Noise = Callable[[str, int, tuple], torch.Tensor]
@@ -163,6 +164,12 @@ class EnKFConfig:
         it falls back to ``"centred"``.
     store_ensemble : bool
         Return ``filtered_ensemble (*batch, T, member, d)`` (memory ``T N d`` per run).
+    engine : {"auto", "compiled", "torch"}
+        ``"auto"`` runs one linear CPU run without missing values, stored ensembles, taper or
+        RTPS through the compiled cycle of :mod:`bayesbridge.infer._enkf_kernel` (the same
+        records and random numbers, a few times faster) and everything else through the torch
+        loop; ``"compiled"`` insists on the compiled cycle (an error says why a case is not
+        eligible); ``"torch"`` always runs the torch loop (autograd, devices, reference).
     """
 
     variant: Variant = "enkf"
@@ -178,9 +185,11 @@ class EnKFConfig:
     check_divergence: bool = True
     sampling: Sampling = "exact"
     store_ensemble: bool = True
+    engine: Engine = "auto"
 
     def __post_init__(self) -> None:
         _choice(self.variant, "variant", get_args(Variant))
+        _choice(self.engine, "engine", get_args(Engine))
         _choice(self.inversion, "inversion", get_args(Inversion))
         _choice(self.sampling, "sampling", get_args(Sampling))
         _choice(self.smoother, "smoother", get_args(Smoother))
@@ -315,6 +324,16 @@ def run(
     """
     if not isinstance(config, EnKFConfig):
         raise InputTypeError(f"config: expected an EnKFConfig, got {type(config).__name__}.")
+    if config.engine != "torch":
+        from bayesbridge.infer._enkf_kernel import eligible
+
+        ok = eligible(model, config, y, noise)
+        if ok:  # one linear run on the CPU: the compiled cycle, same records and random numbers
+            return _run_compiled(model, y, config, generator, noise)
+        if config.engine == "compiled":
+            raise ParameterError(
+                f"engine: the compiled cycle does not apply here ({ok.reason}); use engine='auto' or 'torch'."
+            )
     variant = config.variant
     N = config.members
     batch = y.shape[:-2]
@@ -465,25 +484,11 @@ def run(
         ) from exc
     if config.check_divergence:
         _check_block(means, checked, T, variant)
-    # --- log-evidence, Gaussian innovation form: S = L (I + G / (N-1)) L^T, L the (masked) R factor ---
-    obs = ~nan
-    dof = obs.sum(-1).to(f64)
-    mean_all = torch.cat(means, -2)  # (*b, T, d)
-    dt_all, dv_all = torch.cat(rec_dt, -2), torch.cat(rec_dv, -2)  # (*b, T, m)
-    lamn_all, g_all = torch.cat(rec_lamn, -2), torch.stack(rec_g, -3)
-    nis = (dv_all.square() * nm1 / lamn_all).sum(-1)
     L_t = L_R if l_all is None else l_all
-    log_l = L_t.diagonal(dim1=-2, dim2=-1).log()
-    half_logdet = (log_l * obs).sum(-1) + 0.5 * (lamn_all / nm1).log().sum(-1)
-    log_ev = -0.5 * (dof * _LOG_2PI + 2.0 * half_logdet + nis).sum(-1)
-    innov = (L_t @ dt_all.unsqueeze(-1)).squeeze(-1)
-    LG = L_t @ g_all
-    innov_var = (LG * L_t).sum(-1) / nm1 + L_t.square().sum(-1)  # diag(L G L^T / (N-1) + L L^T)
-    nan_f = torch.tensor(float("nan"), dtype=f64, device=dev)
-    innov = torch.where(obs, innov, nan_f)
-    innov_var = torch.where(obs, innov_var, nan_f)
-    if config.check_divergence:
-        check_innovations(nis, dof, variant)
+    log_ev, innov, innov_var = _innovation_summary(
+        y, torch.cat(rec_dt, -2), torch.cat(rec_dv, -2), torch.cat(rec_lamn, -2), torch.stack(rec_g, -3), L_t, N,
+        variant, config.check_divergence)
+    mean_all = torch.cat(means, -2)  # (*b, T, d)
     if ens_all is not None:
         spread = ens_all.var(-2).mean(-1).sqrt()
     else:
@@ -503,6 +508,60 @@ def run(
         result.smoothed_ensemble = smo_all.transpose(-3, -2).contiguous()
         result.smoothed_mean = smo_all.mean(-3)
     return result
+
+
+def _innovation_summary(y, dt_all, dv_all, lamn_all, g_all, L_t, N: int, variant: str, check: bool):
+    """Log-evidence ``(*b,)``, innovations and their variances ``(*b, T, m)`` from the per-step records.
+
+    Gaussian innovation form with ``S_t = L_t (I + G_t / (N-1)) L_t^T`` (``L_t`` the, possibly
+    masked, observation-error factor and ``G_t`` the whitened forecast-anomaly Gram matrix);
+    ``dv`` is the whitened innovation in the eigenbasis of ``G_t`` and ``lamn`` the eigenvalues
+    of ``G_t + (N-1) I``.
+    """
+    nm1 = float(N - 1)
+    obs = ~torch.isnan(y)
+    dof = obs.sum(-1).to(f64)
+    nis = (dv_all.square() * nm1 / lamn_all).sum(-1)
+    log_l = L_t.diagonal(dim1=-2, dim2=-1).log()
+    half_logdet = (log_l * obs).sum(-1) + 0.5 * (lamn_all / nm1).log().sum(-1)
+    log_ev = -0.5 * (dof * _LOG_2PI + 2.0 * half_logdet + nis).sum(-1)
+    innov = (L_t @ dt_all.unsqueeze(-1)).squeeze(-1)
+    LG = L_t @ g_all
+    innov_var = (LG * L_t).sum(-1) / nm1 + L_t.square().sum(-1)  # diag(L G L^T / (N-1) + L L^T)
+    nan_f = torch.tensor(float("nan"), dtype=f64, device=y.device)
+    innov = torch.where(obs, innov, nan_f)
+    innov_var = torch.where(obs, innov_var, nan_f)
+    if check:
+        check_innovations(nis, dof, variant)
+    return log_ev, innov, innov_var
+
+
+def _run_compiled(model, y: torch.Tensor, config: EnKFConfig, generator, noise) -> AssimilationResult:
+    """:func:`run` through the compiled cycle of :mod:`bayesbridge.infer._enkf_kernel` (same records)."""
+    from bayesbridge.infer._enkf_kernel import filter_records
+
+    variant, N, T = config.variant, config.members, y.shape[-2]
+    L_R, rec = filter_records(model, y, config, generator, noise=noise)
+    if config.check_divergence and rec.completed < T:
+        check_finite(torch.from_numpy(rec.mean[rec.completed]), rec.completed, variant, "analysis mean")
+        raise FilterDivergenceError(
+            f"{variant}: the forecast or innovation is not finite at time step {rec.completed}; the filter "
+            f"diverged. Remedies: {REMEDIES}."
+        )
+    as_t = torch.from_numpy
+    log_ev, innov, innov_var = _innovation_summary(
+        y, as_t(rec.dt), as_t(rec.dv), as_t(rec.lamn), as_t(rec.G), torch.as_tensor(L_R, dtype=f64), N, variant,
+        config.check_divergence)
+    d = rec.mean.shape[-1]
+    return AssimilationResult(
+        method=variant,
+        filtered_mean=as_t(rec.mean),
+        log_evidence=log_ev,
+        filtered_ensemble=None,
+        diagnostics=StepDiagnostics(innovation=innov, spread=as_t(rec.norm) / math.sqrt((N - 1) * d),
+                                    innovation_var=innov_var),
+        config=config,
+    )
 
 
 def _gain_weights(lamn: torch.Tensor, config: EnKFConfig) -> torch.Tensor:
