@@ -33,6 +33,7 @@ _SUBMODULES = (
     "diagnostics",
     "parallel",
     "propagate",
+    "devices",
     "sensitivity",
     "demo",
     "errors",

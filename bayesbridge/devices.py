@@ -63,7 +63,15 @@ def resolve_device(device: str | torch.device, name: str = "device") -> torch.de
 
 
 def resolve_optional_device(device: str | torch.device | None, name: str = "device") -> torch.device | None:
-    """``None`` stays ``None`` (keep the inputs where they are); anything else as :func:`resolve_device`."""
+    """``None`` stays ``None`` (keep the inputs where they are); anything else as :func:`resolve_device`.
+
+    Parameters
+    ----------
+    device : str, torch.device or None
+        Requested device, or ``None`` for "wherever the inputs already are".
+    name : str
+        Argument name used in error messages.
+    """
     return None if device is None else resolve_device(device, name)
 
 
@@ -72,6 +80,13 @@ def generator_on(seed: int, device: torch.device | None) -> torch.Generator:
 
     Note that CPU and CUDA generators produce different streams for the same seed: results on
     different devices agree in distribution, not draw by draw.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the generator.
+    device : torch.device or None
+        Where the generator lives (CPU when ``None``).
     """
     dev = torch.device("cpu") if device is None else device
     return torch.Generator(device=dev).manual_seed(int(seed))

@@ -52,6 +52,7 @@ MODULES = (
     "bayesbridge.infer.hyper",
     "bayesbridge.posterior",
     "bayesbridge.propagate",
+    "bayesbridge.devices",
     "bayesbridge.posterior_plots",
     "bayesbridge.bridge",
     "bayesbridge.reanalysis",
