@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/bayesbridge demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --timeout=900
+	$(BIN)/python -m pytest -n 2 --timeout=900 --durations=15
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -m ''
