@@ -6,6 +6,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test test-all bench lint clean
 
+# Two pytest workers share two cores: OpenMP threads (numba's parallel kernels, torch) must sleep
+# rather than spin while they wait, and numpy's BLAS keeps one thread per worker; otherwise a
+# worker running many small tensor ops next to a parallel kernel runs 10-20x slower.
+TEST_ENV := OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
+
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -18,10 +23,10 @@ demo: $(STAMP)
 	$(BIN)/bayesbridge demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --timeout=900 --durations=15
+	$(TEST_ENV) $(BIN)/python -m pytest -n 2 --timeout=900 --durations=15
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -m ''
+	$(TEST_ENV) $(BIN)/python -m pytest -n 2 -m ''
 
 bench: $(STAMP)
 	$(BIN)/bayesbridge bench --quick
