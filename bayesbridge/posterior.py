@@ -535,28 +535,36 @@ class Posterior:
             z = ens
         return z.movedim(0, 1).reshape(len(steps), b * m, d)
 
-    def _decode_steps(self, steps: np.ndarray, dtype=torch.float32) -> torch.Tensor:
+    def _decode_steps(self, steps: np.ndarray, dtype=torch.float32, draws: torch.Tensor | None = None) -> torch.Tensor:
         """Decoded draws plus representation noise ``(len(steps), draw, n_points)`` float32 (CPU).
 
         Decoding runs on the result's device; the decoded block is brought to the CPU once.
+        ``draws`` (integer positions) decodes only those draws, with exactly the latent states and
+        representation noise they have when all draws are decoded (the noise streams are drawn
+        for every draw and then indexed, so a subset is the same sample as in the summaries).
         """
         z = self._latent_steps(steps)
+        if draws is not None:
+            z = z[:, draws.to(z.device)]
+        n = z.shape[1]
         with torch.no_grad():
             x = self.codec.decode_tensor(z.to(dtype))
         x = x.detach().to(dtype=torch.float32, device="cpu")
-        if tuple(x.shape) != (len(steps), self.n_draws, self.n_points):
+        if tuple(x.shape) != (len(steps), n, self.n_points):
             raise ShapeMismatchError(
-                f"codec.decode_tensor: expected output shape {(len(steps), self.n_draws, self.n_points)} "
+                f"codec.decode_tensor: expected output shape {(len(steps), n, self.n_points)} "
                 f"(*batch, n_points), got {tuple(x.shape)}."
             )
         if self._rep_std is not None:
             for k, t in enumerate(steps):
                 g = torch.Generator().manual_seed(_seed_for(self.seed, 3, int(t)))
-                x[k] += torch.randn(self.n_draws, self.n_points, generator=g, device="cpu") * self._rep_std
+                noise = torch.randn(self.n_draws, self.n_points, generator=g, device="cpu")
+                x[k] += (noise if draws is None else noise[draws]) * self._rep_std
         if self._rep_bank is not None:
-            n = self._rep_bank.shape[0]
+            n_bank = self._rep_bank.shape[0]
+            offsets = self._rep_offsets if draws is None else self._rep_offsets[draws]
             for k, t in enumerate(steps):
-                x[k] += self._rep_bank[(self._rep_offsets + int(t)) % n]
+                x[k] += self._rep_bank[(offsets + int(t)) % n_bank]
         return x
 
     def _steps_per_block(self) -> int:
@@ -722,7 +730,7 @@ class Posterior:
         sel = torch.as_tensor(chosen, device="cpu")
         for k0 in range(0, pos.size, tb):
             steps = pos[k0: k0 + tb]
-            x = self._decode_steps(steps)[:, sel].numpy()  # (k, n, P)
+            x = self._decode_steps(steps, draws=sel).numpy()  # (k, n, P): only the chosen draws
             for v in self.variables:
                 ii, jj = self._var_ij[v]
                 grids[v][:, k0: k0 + len(steps), ii, jj] = x[:, :, self._var_points[v]].transpose(1, 0, 2)

@@ -135,7 +135,16 @@ def test_sample_fields_subset_and_time_selection(codec):
     assert a["tos"].shape == (4, 4, GRID_LAT.size, GRID_LON.size)
     assert a["tos"].dtype == np.float32
     b = post.sample_fields(n_draws=None, time=slice("2000-03-01", "2000-06-01"))
-    np.testing.assert_array_equal(a["tos"].values, b["tos"].sel(draw=a["draw"]).values)
+    np.testing.assert_allclose(a["tos"].values, b["tos"].sel(draw=a["draw"]).values, rtol=0, atol=1e-5)
+    # a subset decodes exactly the draws of the summaries, representation noise included
+    for noise in ({"representation_std": "codec"}, {"representation_residuals": np.random.default_rng(1).normal(
+            0.0, 0.2, (7, len(codec.points)))}):
+        noisy = Posterior(res, codec, time=time, seed=4, **noise)
+        sub = noisy.sample_fields(n_draws=5, seed=2)
+        full = noisy.sample_fields(n_draws=None)
+        np.testing.assert_allclose(sub["zos"].values, full["zos"].sel(draw=sub["draw"]).values, rtol=0, atol=1e-5)
+        assert np.nanstd(sub["tos"].values - Posterior(res, codec, time=time).sample_fields(
+            n_draws=5, seed=2)["tos"].values) > 0.05  # the noise is really in the subset
     with pytest.raises(ParameterError, match="n_draws"):
         post.sample_fields(n_draws=0)
 
