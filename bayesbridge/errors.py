@@ -104,3 +104,25 @@ class TaskFailedError(BayesBridgeError, RuntimeError):
 
 class ClusterError(BayesBridgeError, ConnectionError):
     """A dask scheduler could not be reached or a local cluster could not be started."""
+
+
+def check_choice(value, name: str, options, error: type[InputValueError] = ParameterError) -> None:
+    """Raise ``error`` naming ``name``, the valid ``options`` and ``value`` unless ``value`` is one of them.
+
+    The one check behind every ``Literal`` option of the package's configuration dataclasses and
+    functions (e.g. ``check_choice(cfg.variant, "variant", get_args(Variant))``). Internal: not in
+    ``__all__``, which lists the exception classes only.
+
+    Parameters
+    ----------
+    value : object
+        The value received.
+    name : str
+        Argument name used in the message.
+    options : sequence
+        The valid values, listed in the message in this order.
+    error : type
+        The :class:`InputValueError` subclass raised (default :class:`ParameterError`).
+    """
+    if value not in options:
+        raise error(f"{name}: expected one of {', '.join(map(repr, options))}, got {value!r}.")

@@ -249,7 +249,7 @@ def test_point_box_weights_equal_grid_box_index():
     fields = {v: xr.DataArray(np.where(ocean, rng.standard_normal(ocean.shape), np.nan), dims=("lat", "lon"),
                               coords={"lat": lat, "lon": lon}) for v in ("tos", "zos")}
     ii, jj = np.nonzero(ocean)
-    points = pd.MultiIndex.from_tuples([(v, lat[i], lon[j]) for v in fields for i, j in zip(ii, jj)],
+    points = pd.MultiIndex.from_tuples([(v, lat[i], lon[j]) for v in fields for i, j in zip(ii, jj, strict=True)],
                                        names=["variable", "lat", "lon"])
     stacked = np.concatenate([fields[v].values[ii, jj] for v in fields])
     for box in ("nino3", "nino4", "h_w"):

@@ -63,6 +63,7 @@ from bayesbridge.errors import (
     InputValueError,
     ParameterError,
     ShapeMismatchError,
+    check_choice,
 )
 from bayesbridge.infer.result import AssimilationResult
 
@@ -164,11 +165,6 @@ def _check_result(result, need: str) -> AssimilationResult:
             f"{result.method!r} result has none; use method='ensemble'."
         )
     return result
-
-
-def _check_choice(value, name: str, options) -> None:
-    if value not in options:
-        raise InputValueError(f"{name}: expected one of {', '.join(map(repr, options))}, got {value!r}.")
 
 
 class _Grid:
@@ -421,7 +417,7 @@ def gain_maps(
     missing at step ``t`` are decoupled (zero gain column) and that step does not enter their
     average.
     """
-    _check_choice(method, "method", get_args(GainMethod))
+    check_choice(method, "method", get_args(GainMethod), error=InputValueError)
     if not isinstance(result, AssimilationResult):
         _check_result(result, "")
     if method == "auto":

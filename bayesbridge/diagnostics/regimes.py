@@ -26,7 +26,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bayesbridge.errors import InputTypeError, InputValueError, ShapeMismatchError, TimeAxisError
+from bayesbridge.errors import (
+    InputTypeError,
+    InputValueError,
+    ShapeMismatchError,
+    TimeAxisError,
+    check_choice,
+)
 
 __all__ = ["RegimeComposites", "walker_regimes", "enso_regimes", "regime_composites"]
 
@@ -54,11 +60,6 @@ class RegimeComposites:
     counts: xr.DataArray
     contrast: xr.Dataset
     description: str
-
-
-def _check_choice(value, name: str, options) -> None:
-    if value not in options:
-        raise InputValueError(f"{name}: expected one of {', '.join(map(repr, options))}, got {value!r}.")
 
 
 # ----------------------------------------------------------------------------- regimes
@@ -96,7 +97,7 @@ def walker_regimes(walker_index, threshold: Threshold | float = "median",
     da = _as_time_series(walker_index, "walker_index")
     x = np.asarray(da.values, dtype=float)
     if isinstance(threshold, str):
-        _check_choice(threshold, "threshold", get_args(Threshold))
+        check_choice(threshold, "threshold", get_args(Threshold), error=InputValueError)
         thr = float(np.nanmedian(x) if threshold == "median" else np.nanmean(x))
     elif isinstance(threshold, int | float | np.number) and not isinstance(threshold, bool) and np.isfinite(threshold):
         thr = float(threshold)
@@ -141,7 +142,7 @@ def enso_regimes(events: pd.DataFrame, time, *, include: Sequence[str] = ("ep", 
             "events: expected one series' events indexed by year, got a MultiIndex "
             f"{list(events.index.names)}; select one member, e.g. events.xs(0, level='member')."
         )
-    _check_choice(window, "window", get_args(EventWindow))
+    check_choice(window, "window", get_args(EventWindow), error=InputValueError)
     bad = [x for x in include if x not in EVENT_LABELS]
     if bad:
         raise InputValueError(f"include: unknown event labels {bad}; valid labels are {', '.join(EVENT_LABELS)}.")

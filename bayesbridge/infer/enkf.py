@@ -91,6 +91,7 @@ from bayesbridge.errors import (
     InputTypeError,
     ParameterError,
     ShapeMismatchError,
+    check_choice,
 )
 from bayesbridge.infer.divergence import REMEDIES, check_finite, check_innovations
 from bayesbridge.infer.kalman import _LOG_2PI, _psd_sqrt
@@ -108,11 +109,6 @@ MIN_MEMBERS: dict[str, int] = {"enkf": 2, "etkf": 2, "enks": 2}
 Noise = Callable[[str, int, tuple], torch.Tensor]
 f64 = torch.float64
 _CHECK_EVERY = 64  # steps between the (host-synchronising) finiteness checks of the analysis means
-
-
-def _choice(value, name: str, options: tuple[str, ...]) -> None:
-    if value not in options:
-        raise ParameterError(f"{name}: expected one of {', '.join(map(repr, options))}, got {value!r}.")
 
 
 @dataclass
@@ -188,11 +184,11 @@ class EnKFConfig:
     engine: Engine = "auto"
 
     def __post_init__(self) -> None:
-        _choice(self.variant, "variant", get_args(Variant))
-        _choice(self.engine, "engine", get_args(Engine))
-        _choice(self.inversion, "inversion", get_args(Inversion))
-        _choice(self.sampling, "sampling", get_args(Sampling))
-        _choice(self.smoother, "smoother", get_args(Smoother))
+        check_choice(self.variant, "variant", get_args(Variant))
+        check_choice(self.engine, "engine", get_args(Engine))
+        check_choice(self.inversion, "inversion", get_args(Inversion))
+        check_choice(self.sampling, "sampling", get_args(Sampling))
+        check_choice(self.smoother, "smoother", get_args(Smoother))
         if not isinstance(self.members, int) or isinstance(self.members, bool):
             raise ParameterError(f"members: expected an integer ensemble size, got {self.members!r}.")
         need = MIN_MEMBERS[self.variant]

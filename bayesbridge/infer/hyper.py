@@ -63,8 +63,8 @@ import pyro.distributions as dist
 import torch
 
 from bayesbridge.diagnostics import arviz_compat
-from bayesbridge.errors import InputTypeError, ParameterError
-from bayesbridge.infer.enkf import EnKFConfig, Sampling, _choice
+from bayesbridge.errors import InputTypeError, ParameterError, check_choice
+from bayesbridge.infer.enkf import EnKFConfig, Sampling
 from bayesbridge.infer.enkf import run as enkf_run
 from bayesbridge.model import as_tensor
 from bayesbridge.model_pyro import as_state_space_model, isolated_pyro, state_space_program
@@ -125,8 +125,8 @@ class EnsembleLikelihood:
     scales: Literal["infer", "fixed"] = "infer"
 
     def __post_init__(self) -> None:
-        _choice(self.scales, "ensemble.scales", ("infer", "fixed"))
-        _choice(self.method, "ensemble.method", get_args(EnsembleMethod))
+        check_choice(self.scales, "ensemble.scales", ("infer", "fixed"))
+        check_choice(self.method, "ensemble.method", get_args(EnsembleMethod))
         try:  # members, inflation and sampling as the engine validates them
             EnKFConfig(variant=self.method, members=self.members, inflation=self.inflation, sampling=self.sampling)
         except ParameterError as err:
@@ -203,9 +203,9 @@ class HyperConfig:
     ensemble: EnsembleLikelihood | None = None
 
     def __post_init__(self) -> None:
-        _choice(self.method, "method", get_args(HyperMethod))
-        _choice(self.likelihood, "likelihood", get_args(Likelihood))
-        _choice(self.guide, "guide", ("normal", "lowrank"))
+        check_choice(self.method, "method", get_args(HyperMethod))
+        check_choice(self.likelihood, "likelihood", get_args(Likelihood))
+        check_choice(self.guide, "guide", ("normal", "lowrank"))
         if isinstance(self.ensemble, dict):
             valid = [f.name for f in fields(EnsembleLikelihood)]
             unknown = sorted(set(self.ensemble) - set(valid))

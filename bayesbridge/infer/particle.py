@@ -63,7 +63,7 @@ import numba
 import numpy as np
 import torch
 
-from bayesbridge.errors import FilterDivergenceError, ParameterError
+from bayesbridge.errors import FilterDivergenceError, ParameterError, check_choice
 from bayesbridge.infer.divergence import REMEDIES, check_finite
 from bayesbridge.infer.result import AssimilationResult, StepDiagnostics
 from bayesbridge.model import LinearGaussianModel, LinearTransition, StateSpaceModel
@@ -75,12 +75,6 @@ Resample = Literal["systematic"]
 Smoother = Literal["none", "backward"]
 ObsLikelihood = Literal["gaussian", "student_t"]
 _LOG2PI = math.log(2.0 * math.pi)
-
-
-def _check_choice(name: str, value, literal) -> None:
-    options = get_args(literal)
-    if value not in options:
-        raise ParameterError(f"{name}: expected one of {', '.join(map(repr, options))}, got {value!r}.")
 
 
 @dataclass
@@ -123,10 +117,10 @@ class ParticleConfig:
     store_ensemble: bool = True
 
     def __post_init__(self) -> None:
-        _check_choice("proposal", self.proposal, Proposal)
-        _check_choice("resample", self.resample, Resample)
-        _check_choice("smoother", self.smoother, Smoother)
-        _check_choice("obs_likelihood", self.obs_likelihood, ObsLikelihood)
+        check_choice(self.proposal, "proposal", get_args(Proposal))
+        check_choice(self.resample, "resample", get_args(Resample))
+        check_choice(self.smoother, "smoother", get_args(Smoother))
+        check_choice(self.obs_likelihood, "obs_likelihood", get_args(ObsLikelihood))
         if not isinstance(self.members, int) or self.members < 10:
             raise ParameterError(
                 f"members: a particle filter needs at least 10 particles (1,000 or more for a useful "
