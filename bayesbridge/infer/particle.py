@@ -49,8 +49,9 @@ resampling (an O(N) merge of the stratified points with the running sum of the w
 bootstrap filter on a linear model (:class:`~bayesbridge.model.LinearGaussianModel`, or a
 :class:`~bayesbridge.model.StateSpaceModel` with a :class:`~bayesbridge.model.LinearTransition`
 and an observation matrix) runs entirely compiled, one call per block of steps; both routes
-draw the same random numbers and agree to rounding. Divergence (non-finite weighted means or
-evidence increments) is checked once per block and names the first bad step.
+draw the same random numbers and agree to rounding. The compiled pieces live in
+:mod:`bayesbridge.infer._particle_kernel`. Divergence (non-finite weighted means or evidence
+increments) is checked per block and names the first bad step.
 """
 
 from __future__ import annotations
@@ -59,11 +60,11 @@ import math
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-import numba
 import numpy as np
 import torch
 
 from bayesbridge.errors import FilterDivergenceError, ParameterError, check_choice
+from bayesbridge.infer._particle_kernel import _bootstrap_block, _weigh_step
 from bayesbridge.infer.divergence import REMEDIES, check_finite
 from bayesbridge.infer.result import AssimilationResult, StepDiagnostics
 from bayesbridge.model import LinearGaussianModel, LinearTransition, StateSpaceModel
@@ -257,17 +258,23 @@ def _f64(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float64 else x.to(torch.float64)
 
 
-def _noise_blocks(generator: torch.Generator, T: int, shape: tuple, budget: int = 2**21):
+def _noise_blocks(generator: torch.Generator, T: int, shape: tuple, budget: int = 2**17):
     """Standard normals ``(K, *shape)`` for blocks of ``K`` consecutive steps: ``(start, block)``.
 
     Drawn in float32 (about twice as fast as float64; Monte-Carlo noise needs no more digits) and
-    used in float64 algebra. One call per block instead of one per step.
+    used in float64 algebra. One call per block instead of one per step, into one reused buffer
+    of at most ``budget`` numbers (512 KiB: it stays in the L2 cache between drawing and use, and
+    no fresh pages are faulted in per block), so a block is valid until the next is drawn. Both
+    routes of the filter draw the model noise component-major, ``shape = (*batch, d, N)``, as the
+    compiled kernel reads it.
     """
     per_step = max(1, math.prod(shape))
     chunk = max(1, min(T, budget // per_step))
+    buf = torch.empty(chunk, *shape, dtype=torch.float32, device=generator.device)
     for start in range(0, T, chunk):
-        yield start, torch.randn(min(chunk, T - start), *shape, dtype=torch.float32, generator=generator,
-                                 device=generator.device)
+        block = buf[: min(chunk, T - start)]
+        torch.randn(block.shape, generator=generator, out=block)  # the numbers of a fresh draw
+        yield start, block
 
 
 def _is_diagonal(mat: torch.Tensor) -> bool:
@@ -492,8 +499,9 @@ def _filter_torch(model, y0, mask_all, z, config: ParticleConfig, lik: _Likeliho
         lwp_t = torch.full((*batch, N), -math.log(N), dtype=dt, device=dev)
         W = torch.full((*batch, N), 1.0 / N, dtype=dt, device=dev)
 
-    for start, block in _noise_blocks(generator, T, (*batch, N, d)):
+    for start, block in _noise_blocks(generator, T, (*batch, d, N)):
         K = block.shape[0]
+        block = block.transpose(-1, -2)  # (K, *batch, N, d)
         QLs = [factor(t) for t in range(start, start + K)]
         if all(L is QLs[0][1] for _, L in QLs):
             wblock = factor.scale(block.to(dt), QLs[0][1])
@@ -667,10 +675,11 @@ def _filter_compiled(model, parts: _LinearParts, y0, mask_all, z0, config: Parti
                      generator) -> _FilterPass:
     """Bootstrap forward pass of a linear model: one compiled call per block of steps.
 
-    The kernel fuses, per step and run, propagation, weighting, log-evidence increment,
-    normalisation, ESS, filtered moments and systematic resampling (an O(N) merge of the
-    stratified points with the weights' running sum), reading no value back to Python. The
-    divergence check runs after each block and names the first bad step.
+    The kernel (:func:`~bayesbridge.infer._particle_kernel._bootstrap_block`) fuses, per step
+    and run, propagation, weighting, log-evidence increment, normalisation, ESS, filtered
+    moments and systematic resampling (an O(N) merge of the stratified points with the weights'
+    running sum), reading no value back to Python. It stops at the first step with a non-finite
+    evidence increment or weighted mean, which :func:`_check_block` then names.
     """
     batch, (T, m) = tuple(y0.shape[:-2]), tuple(y0.shape[-2:])
     N, d = z0.shape[-2:]
@@ -699,216 +708,12 @@ def _filter_compiled(model, parts: _LinearParts, y0, mask_all, z0, config: Parti
         lik.kind == "student_t", _is_diagonal(R), (1.0 / scale).numpy(), lc.numpy(), float(config.df),
         1.0 / (config.ess_threshold * N), z0.reshape(B, N, d).contiguous().numpy(),
     )
-    for start, block in _noise_blocks(generator, T, (B, N, d)):
+    for start, block in _noise_blocks(generator, T, (B, d, N)):
         K = block.shape[0]
         uni = torch.rand(K, B, dtype=dt, generator=generator, device="cpu").numpy()
-        _bootstrap_block(start, T, ring, block.numpy(), uni, *args, *state, *out)
-        _check_block(fp, start, K, stored)  # stop at the first bad block
+        if _bootstrap_block(start, T, ring, block.numpy(), uni, *args, *state, *out) >= 0:
+            _check_block(fp, start, K, stored)  # raises, naming the first bad step
     return fp
-
-
-# --------------------------------------------------------------------------------------------
-# Compiled pieces (numba): weighting and resampling, and the whole bootstrap step of a linear
-# model. Fastmath without the no-NaN/no-inf flags, so divergence still shows as NaN/inf.
-# --------------------------------------------------------------------------------------------
-
-_jit = numba.njit(cache=True, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
-
-
-@_jit
-def _normalise(tot, x, logw_t, w, mu, cov, dev, wdev):  # pragma: no cover - compiled
-    """Normalise the log weights ``tot`` (N,) of particles ``x`` (N, d) of one run and step.
-
-    Writes ``logw_t`` (N,) (normalised log weights), ``w`` (N,) (weights), ``mu`` (d,) and
-    ``cov`` (d, d) (weighted mean and covariance; ``dev``, ``wdev`` (N, d) are work buffers);
-    returns ``(log sum exp tot, sum w^2)``.
-    """
-    N, d = x.shape
-    mx = -math.inf
-    for i in range(N):
-        if tot[i] > mx:
-            mx = tot[i]
-    ssum = 0.0
-    for i in range(N):
-        e = math.exp(tot[i] - mx)
-        w[i] = e
-        ssum += e
-    ev = mx + math.log(ssum) if mx > -math.inf else mx  # every weight zero: -inf, as logsumexp
-    inv_sum = 1.0 / ssum
-    s2 = 0.0
-    for q in range(d):
-        mu[q] = 0.0
-    for i in range(N):
-        wi = w[i] * inv_sum
-        w[i] = wi
-        logw_t[i] = tot[i] - ev
-        s2 += wi * wi
-        for q in range(d):
-            mu[q] += wi * x[i, q]
-    for i in range(N):
-        for q in range(d):
-            dv = x[i, q] - mu[q]
-            dev[i, q] = dv
-            wdev[i, q] = w[i] * dv
-    np.dot(wdev.T, dev, cov)
-    for q in range(d):  # exactly symmetric
-        for s in range(q + 1, d):
-            v = 0.5 * (cov[q, s] + cov[s, q])
-            cov[q, s] = v
-            cov[s, q] = v
-    return ev, s2
-
-
-@_jit
-def _ancestors(need, w, logw_t, u, anc, lwp, wp):  # pragma: no cover - compiled
-    """Parents ``anc`` (N,) and their log weights / weights ``lwp``, ``wp`` (N,) for the next step.
-
-    Systematic resampling (points ``(u + i) / N`` merged with the running sum of ``w``: O(N))
-    when ``need``; otherwise every particle is its own parent and keeps its weight.
-    """
-    N = w.shape[0]
-    if need:
-        total = 0.0
-        for j in range(N):
-            total += w[j]
-        step = total / N
-        j = 0
-        cum = w[0]
-        for i in range(N):
-            p = (u + i) * step
-            while cum < p and j < N - 1:
-                j += 1
-                cum += w[j]
-            anc[i] = j
-            lwp[i] = -math.log(N)
-            wp[i] = 1.0 / N
-    else:
-        for i in range(N):
-            anc[i] = i
-            lwp[i] = logw_t[i]
-            wp[i] = w[i]
-
-
-@_jit
-def _weigh_step(t, ts, last, u, incr, pred, particles, logw, inv_ess, step_ev, pmean, psq, fmean, fcov, inv_ess_min,
-                w, anc, lwp, wp, zbuf, dev, wdev):  # pragma: no cover - compiled
-    """Tail of a torch-loop step ``t`` for every run: weights, moments, ESS, resampling.
-
-    incr (B, N) log-likelihood increments; pred (B, N, m) predicted observations; particles
-    (B, T, N, d) with step ``t`` filled; lwp, wp (B, N) log weights / weights of step ``t-1``
-    after resampling (updated for step ``t+1``); u (B,) uniforms; zbuf (B, N, d) receives the
-    parents of step ``t+1`` (unless ``last``). Writes logw[:, t], inv_ess, step_ev,
-    pmean, psq, fmean, fcov at ``t`` (particles and logw at slot ``ts``).
-    """
-    B, N = incr.shape
-    m = pred.shape[2]
-    d = particles.shape[3]
-    tot = np.empty(N)
-    for bb in range(B):
-        for q in range(m):
-            a1 = 0.0
-            a2 = 0.0
-            for i in range(N):
-                h = pred[bb, i, q]
-                a1 += wp[bb, i] * h
-                a2 += wp[bb, i] * h * h
-            pmean[bb, t, q] = a1
-            psq[bb, t, q] = a2
-        for i in range(N):
-            tot[i] = lwp[bb, i] + incr[bb, i]
-        x = particles[bb, ts]
-        ev, s2 = _normalise(tot, x, logw[bb, ts], w[bb], fmean[bb, t], fcov[bb, t], dev, wdev)
-        step_ev[bb, t] = ev
-        inv_ess[bb, t] = s2
-        if not last:
-            _ancestors(s2 > inv_ess_min, w[bb], logw[bb, ts], u[bb], anc[bb], lwp[bb], wp[bb])
-            for i in range(N):
-                for q in range(d):
-                    zbuf[bb, i, q] = x[anc[bb, i], q]
-
-
-@_jit
-def _bootstrap_block(t0, T, ring, noise, uni, A, b, LQ, diag_q, H, c, y0, mask, table, index, const, student, diag_r,
-                     inv_scale, lc, df, inv_ess_min, z0, w, anc, lwp, wp,
-                     particles, logw, inv_ess, step_ev, pmean, psq, fmean, fcov):  # pragma: no cover - compiled
-    """Steps ``t0 .. t0 + K - 1`` of the bootstrap filter of a linear model, every run.
-
-    noise (K, B, N, d) float32 standard normals; uni (K, B) resampling uniforms (``uni[k]``
-    resamples after step ``t0 + k``); ``ring``: particles and logw of step ``t`` in slot
-    ``t % ring``; y0, mask (B, T, m); table/index/const from
-    :func:`_whitening_table`; w, anc, lwp, wp (B, N) carried between blocks (see
-    :func:`_weigh_step`); outputs particles (B, T, N, d), logw (B, T, N), inv_ess, step_ev
-    (B, T), pmean, psq (B, T, m), fmean (B, T, d), fcov (B, T, d, d).
-    """
-    K, B, N, d = noise.shape
-    m = H.shape[0]
-    tot = np.empty(N)
-    hz = np.empty((N, m))
-    gbuf = np.empty((N, d))
-    nbuf = np.empty((N, d))
-    AT = np.ascontiguousarray(A.T)
-    HT = np.ascontiguousarray(H.T)
-    LQT = np.ascontiguousarray(LQ.T)
-    r = np.empty(m)
-    dev = np.empty((N, d))
-    wdev = np.empty((N, d))
-    half_df1 = 0.5 * (df + 1.0)
-    for bb in range(B):
-        for k in range(K):
-            t = t0 + k
-            ts = t % ring
-            src = z0[bb] if t == 0 else particles[bb, (t - 1) % ring]
-            w_ix = index[bb, t]
-            for q in range(m):
-                pmean[bb, t, q] = 0.0
-                psq[bb, t, q] = 0.0
-            x = particles[bb, ts]
-            for i in range(N):  # parents, then x = parents A^T + noise L^T (+ b) with BLAS
-                a = anc[bb, i]
-                for q in range(d):
-                    gbuf[i, q] = src[a, q]
-            np.dot(gbuf, AT, x)
-            if diag_q:
-                for i in range(N):
-                    for q in range(d):
-                        x[i, q] += b[q] + LQ[q, q] * noise[k, bb, i, q]
-            else:
-                for i in range(N):
-                    for q in range(d):
-                        gbuf[i, q] = noise[k, bb, i, q]
-                np.dot(gbuf, LQT, nbuf)
-                for i in range(N):
-                    for q in range(d):
-                        x[i, q] += b[q] + nbuf[i, q]
-            np.dot(x, HT, hz)
-            for i in range(N):
-                ll = 0.0
-                for q in range(m):
-                    h = hz[i, q] + c[q]
-                    r[q] = y0[bb, t, q] - h if mask[bb, t, q] else 0.0
-                    pmean[bb, t, q] += wp[bb, i] * h
-                    psq[bb, t, q] += wp[bb, i] * h * h
-                if student:
-                    for q in range(m):
-                        if mask[bb, t, q]:
-                            u = r[q] * inv_scale[q]
-                            ll += lc[q] - half_df1 * math.log1p(u * u / df)
-                elif diag_r:
-                    for q in range(m):
-                        u = table[w_ix, q, q] * r[q]
-                        ll -= 0.5 * u * u
-                else:
-                    for q in range(m):
-                        u = 0.0
-                        for s in range(q + 1):
-                            u += table[w_ix, q, s] * r[s]
-                        ll -= 0.5 * u * u
-                tot[i] = lwp[bb, i] + ll - const[bb, t]
-            ev, s2 = _normalise(tot, x, logw[bb, ts], w[bb], fmean[bb, t], fcov[bb, t], dev, wdev)
-            step_ev[bb, t] = ev
-            inv_ess[bb, t] = s2
-            if t < T - 1:
-                _ancestors(s2 > inv_ess_min, w[bb], logw[bb, ts], uni[k, bb], anc[bb], lwp[bb], wp[bb])
 
 
 def _categorical(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
