@@ -273,7 +273,7 @@ def _noise_blocks(generator: torch.Generator, T: int, shape: tuple, budget: int 
     buf = torch.empty(chunk, *shape, dtype=torch.float32, device=generator.device)
     for start in range(0, T, chunk):
         block = buf[: min(chunk, T - start)]
-        torch.randn(block.shape, generator=generator, out=block)  # the numbers of a fresh draw
+        block.normal_(generator=generator)  # the numbers of torch.randn(block.shape, generator=generator)
         yield start, block
 
 
