@@ -1,4 +1,4 @@
-"""Compiled (numba) analysis cycle of the EnKF/ETKF for one run of a linear-Gaussian model.
+"""Compiled (numba) analysis cycle of the EnKF/ETKF for linear-Gaussian models, run by run.
 
 The kernel runs exactly the loop of :func:`bayesbridge.infer.enkf.run` for the case where every
 step is a small, fixed sequence of dense linear algebra, so that one compiled loop replaces the
@@ -29,7 +29,8 @@ as one product ``E (H^T W)`` instead of ``(E H^T) W``, which changes results onl
 
 Eligibility (:func:`eligible`): a :class:`~bayesbridge.model.LinearGaussianModel` (its own
 ``transition_mean``/``observe``/``transition_cov``, i.e. time-invariant ``A``, ``Q``), one run
-(``y (T, m)``), no missing values, everything on the CPU and nothing requiring grad, variant
+``y (T, m)`` or a batch ``(*batch, T, m)`` (each run cycled in turn, which on one core beats the
+batched torch loop by about 1.5x), no missing values, everything on the CPU and nothing requiring grad, variant
 ``"enkf"`` (with the default ``inversion="eigh"``) or ``"etkf"``, a float inflation, no taper, no
 RTPS and ``store_ensemble=False``. All three ``sampling`` modes are supported. Any ``noise``
 callable is: :func:`filter_records` requests the numbers step by step in ``run``'s order
@@ -74,6 +75,9 @@ class Eligibility:
 class CycleRecords:
     """Per-step records of a block of ``k`` cycles (numpy float64), as ``enkf.run`` keeps them.
 
+    :func:`filter_records` returns them for a batch of runs, with the leading ``(*batch,)`` axes
+    of ``y`` in front of every field but ``completed``.
+
     Attributes
     ----------
     dt : ndarray (k, m)
@@ -92,7 +96,8 @@ class CycleRecords:
         Analysis ensemble after the last completed step.
     completed : int
         Number of steps completed (``k`` unless the filter diverged: then the step
-        ``completed`` had a non-finite forecast or innovation and later records are NaN).
+        ``completed`` had a non-finite forecast or innovation and later records are NaN; for a
+        batch, the first such step over the runs).
     """
 
     dt: np.ndarray
@@ -271,6 +276,21 @@ def _cycle_block(E, AT, HW, lq_T, q_diag, use_qdiag, yw, eps_model, eps_obs, inf
     return k
 
 
+@njit(cache=True)
+def _cycle_runs(E, AT, HW, lq_T, q_diag, use_qdiag, yw, eps_model, eps_obs, infl, stochastic, sampling,
+                truncation, out_dt, out_dv, out_lamn, out_g, out_mean, out_norm, completed):  # pragma: no cover
+    """:func:`_cycle_block` for each of ``B`` independent runs; ``completed (B,)`` receives its result.
+
+    ``E (B, N, d)``, ``yw (B, k, m)``, ``eps_model (B, k, N, d)``, ``eps_obs (B, k, N, m)`` (or
+    ``(B, k, 1, m)``, unused, for the ETKF) and the outputs ``(B, k, ...)``; the shared operators
+    are as in :func:`_cycle_block`.
+    """
+    for b in range(E.shape[0]):
+        completed[b] = _cycle_block(E[b], AT, HW, lq_T, q_diag, use_qdiag, yw[b], eps_model[b], eps_obs[b], infl,
+                                    stochastic, sampling, truncation, out_dt[b], out_dv[b], out_lamn[b], out_g[b],
+                                    out_mean[b], out_norm[b])
+
+
 def _f64(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
@@ -335,6 +355,13 @@ def linear_cycle_block(
     return rec
 
 
+def _run_major(eps, B: int) -> np.ndarray:
+    """``(k, *batch, N, w)`` noise as a contiguous ``(B, k, N, w)`` float64 array (one copy)."""
+    eps = np.asarray(eps, dtype=np.float64)
+    k, N, w = eps.shape[0], eps.shape[-2], eps.shape[-1]
+    return np.ascontiguousarray(eps.reshape(k, B, N, w).swapaxes(0, 1))
+
+
 def _noise_segment(noise, lo: int, hi: int, shapes: dict[str, tuple]) -> tuple[dict[str, np.ndarray], int]:
     """Raw standard normals ``(k, *shape)`` of each kind for steps ``lo..`` and the end of the segment.
 
@@ -370,7 +397,7 @@ def eligible(model, config, y, noise=None) -> Eligibility:
     Conditions: ``model`` is a :class:`~bayesbridge.model.LinearGaussianModel` whose
     ``transition_mean``, ``transition_cov``, ``observe``, ``obs_cov`` and ``initial`` are the
     class's own (time-invariant linear); its tensors and ``y`` are float64 on the CPU and none
-    requires grad; ``y`` is one run ``(T, m)`` without NaN; ``config.variant`` is ``"enkf"``
+    requires grad; ``y`` ``(*batch, T, m)`` (one run or a batch of runs) has no NaN; ``config.variant`` is ``"enkf"``
     (with ``inversion="eigh"``) or ``"etkf"``; ``inflation`` is a float (or a 0-dim tensor not
     requiring grad); no ``taper``; ``rtps == 0``; ``store_ensemble`` is False. Any sampling mode
     and any ``noise`` callable (CPU tensors) are supported.
@@ -392,8 +419,8 @@ def eligible(model, config, y, noise=None) -> Eligibility:
     for x in (*tensors, y):
         if x.device.type != "cpu" or x.requires_grad or x.dtype != torch.float64:
             return no("an input is not a float64 CPU tensor without grad")
-    if y.ndim != 2:
-        return no("y is batched (the kernel runs one run)")
+    if y.ndim < 2:
+        return no("y is not a (*batch, T, m) series")
     if bool(torch.isnan(y).any()):
         return no("y has missing values")
     if config.variant not in ("enkf", "etkf"):
@@ -416,18 +443,19 @@ def filter_records(model, y: torch.Tensor, config, generator: torch.Generator, *
                    block: int = 512) -> tuple[np.ndarray, CycleRecords]:
     """The whole loop of ``enkf.run`` for an eligible case (:func:`eligible`), in blocks of cycles.
 
-    Builds the initial ensemble as ``run`` does (in torch), requests the noise in ``run``'s
-    order (``"model"`` then ``"obs"`` for each step; see :func:`_noise_segment`: the default
-    block source is read block by block without per-step calls) and runs
-    :func:`linear_cycle_block` on segments of at most ``block`` steps. The caller turns the
-    records into the log-evidence and diagnostics with ``run``'s post-processing, and raises
-    :class:`~bayesbridge.errors.FilterDivergenceError` naming step ``completed`` when
-    ``completed < T`` (the means are NaN from there, so ``run``'s ``_check_block`` finds it).
+    Builds the initial ensembles as ``run`` does (in torch), requests the noise in ``run``'s
+    order and shapes (``"model"`` then ``"obs"`` for each step, ``(*batch, N, .)``; see
+    :func:`_noise_segment`: the default block source is read block by block without per-step
+    calls) and cycles every run through :func:`_cycle_block` on segments of at most ``block``
+    steps. The caller turns the records into the log-evidence and diagnostics with ``run``'s
+    post-processing, and raises :class:`~bayesbridge.errors.FilterDivergenceError` naming step
+    ``completed`` when ``completed < T`` (the means are NaN from there, so ``run``'s
+    ``_check_block`` finds it).
 
     Parameters
     ----------
     model : LinearGaussianModel
-    y : Tensor (T, m)
+    y : Tensor (*batch, T, m)
     config : EnKFConfig
     generator : torch.Generator
         Seeds :func:`~bayesbridge.infer.enkf.generator_noise` when ``noise`` is None.
@@ -441,14 +469,16 @@ def filter_records(model, y: torch.Tensor, config, generator: torch.Generator, *
     L_R : ndarray (m, m)
         Cholesky factor of ``R`` (for the log-evidence and innovation post-processing).
     CycleRecords
-        Records of all ``T`` steps (``completed < T`` if the filter diverged).
+        Records of all ``T`` steps with the leading ``(*batch,)`` axes (``completed < T`` if a
+        run diverged: the first step at which one did).
     """
     from bayesbridge.infer.enkf import _draw, generator_noise
     from bayesbridge.infer.kalman import _psd_sqrt
 
     f64 = torch.float64
     N = config.members
-    T, m = y.shape
+    batch, (T, m) = tuple(y.shape[:-2]), tuple(y.shape[-2:])
+    B = math.prod(batch)
     m0, P0 = (torch.as_tensor(v, dtype=f64) for v in model.initial())
     d = m0.shape[-1]
     R = torch.as_tensor(model.obs_cov(), dtype=f64)
@@ -462,27 +492,35 @@ def filter_records(model, y: torch.Tensor, config, generator: torch.Generator, *
         W = torch.linalg.solve_triangular(L_R, torch.eye(m, dtype=f64), upper=False).mT
         yw = y @ W
     HW = (model.H.mT @ W).numpy()
-    A = model.A.numpy()
     L_Q = _psd_sqrt(torch.as_tensor(model.transition_cov(0), dtype=f64)).numpy()
-    infl = float(config.inflation)
-    E = (m0 + _draw(noise, "initial", 0, (N, d), config.sampling, None) @ _psd_sqrt(P0).mT).numpy()
-    yw = yw.numpy()
+    q_diag = np.ascontiguousarray(np.diagonal(L_Q))
+    ops = (np.ascontiguousarray(model.A.numpy().T), HW, np.ascontiguousarray(L_Q.T), q_diag,
+           bool(np.array_equal(L_Q, np.diag(q_diag))))
+    E0 = m0 + _draw(noise, "initial", 0, (*batch, N, d), config.sampling, None) @ _psd_sqrt(P0).mT
+    E = np.ascontiguousarray(E0.reshape(B, N, d).numpy())
+    yw = np.ascontiguousarray(yw.reshape(B, T, m).numpy())
     stochastic = config.variant == "enkf"
-    shapes = {"model": (N, d), "obs": (N, m)} if stochastic else {"model": (N, d)}
-    parts: list[CycleRecords] = []
+    shapes = {"model": (*batch, N, d), "obs": (*batch, N, m)} if stochastic else {"model": (*batch, N, d)}
+    fields = {"dt": (m,), "dv": (m,), "lamn": (m,), "G": (m, m), "mean": (d,), "norm": ()}
+    out = {f: np.full((B, T, *shape), np.nan) for f, shape in fields.items()}
+    first_bad = T
     lo = 0
     while lo < T:
         eps, hi = _noise_segment(noise, lo, min(T, lo + block), shapes)
-        rec = linear_cycle_block(E, A, HW, L_Q, yw[lo:hi], eps["model"], eps.get("obs"), inflation=infl,
-                                 variant=config.variant, sampling=config.sampling, truncation=config.truncation)
-        parts.append(rec)
-        E = rec.ensemble
-        if rec.completed < hi - lo:
-            break
+        k = hi - lo
+        em = _run_major(eps["model"], B)
+        eo = _run_major(eps["obs"], B) if stochastic else np.zeros((B, k, 1, m))
+        seg = {f: np.empty((B, k, *shape)) for f, shape in fields.items()}
+        done = np.empty(B, dtype=np.int64)
+        _cycle_runs(E, *ops, yw[:, lo:hi], em, eo, float(config.inflation), stochastic, _SAMPLING[config.sampling],
+                    float(config.truncation), seg["dt"], seg["dv"], seg["lamn"], seg["G"], seg["mean"], seg["norm"],
+                    done)
+        for f in fields:
+            out[f][:, lo:hi] = seg[f]
+        bad = done < k
+        if bad.any():  # a diverged run stays NaN (as in the torch loop); the others go on
+            E[bad] = np.nan
+            first_bad = min(first_bad, lo + int(done.min()))
         lo = hi
-    done = sum(p.completed for p in parts)
-    cat = {f: np.concatenate([getattr(p, f) for p in parts]) for f in ("dt", "dv", "lamn", "G", "mean", "norm")}
-    if len(cat["norm"]) < T:  # diverged: pad the steps never run with NaN
-        pad = T - len(cat["norm"])
-        cat = {f: np.concatenate([v, np.full((pad, *v.shape[1:]), np.nan)]) for f, v in cat.items()}
-    return L_R.numpy(), CycleRecords(**cat, ensemble=E, completed=done)
+    rec = {f: v.reshape(*batch, T, *fields[f]) for f, v in out.items()}
+    return L_R.numpy(), CycleRecords(**rec, ensemble=E.reshape(*batch, N, d), completed=first_bad)

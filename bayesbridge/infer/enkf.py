@@ -539,7 +539,7 @@ def _run_compiled(model, y: torch.Tensor, config: EnKFConfig, generator, noise) 
     variant, N, T = config.variant, config.members, y.shape[-2]
     L_R, rec = filter_records(model, y, config, generator, noise=noise)
     if config.check_divergence and rec.completed < T:
-        check_finite(torch.from_numpy(rec.mean[rec.completed]), rec.completed, variant, "analysis mean")
+        check_finite(torch.from_numpy(rec.mean[..., rec.completed, :]), rec.completed, variant, "analysis mean")
         raise FilterDivergenceError(
             f"{variant}: the forecast or innovation is not finite at time step {rec.completed}; the filter "
             f"diverged. Remedies: {REMEDIES}."
