@@ -65,6 +65,7 @@ from bayesbridge.errors import (
     ShapeMismatchError,
     check_choice,
 )
+from bayesbridge.infer._linalg import psd_sqrt as _psd_sqrt
 from bayesbridge.infer.result import AssimilationResult
 
 __all__ = [
@@ -276,11 +277,6 @@ def _index_names(model, m: int, index_names) -> list[str]:
     if len(names) != m:
         raise ShapeMismatchError(f"index_names: expected {m} names (model obs_dim), got {len(names)}.")
     return names
-
-
-def _psd_sqrt(P: torch.Tensor) -> torch.Tensor:
-    lam, V = torch.linalg.eigh(0.5 * (P + P.mT))
-    return V * lam.clamp_min(0.0).sqrt().unsqueeze(-2)
 
 
 # ----------------------------------------------------------------------------- gains

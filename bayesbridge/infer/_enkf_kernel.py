@@ -472,8 +472,8 @@ def filter_records(model, y: torch.Tensor, config, generator: torch.Generator, *
         Records of all ``T`` steps with the leading ``(*batch,)`` axes (``completed < T`` if a
         run diverged: the first step at which one did).
     """
+    from bayesbridge.infer._linalg import psd_sqrt as _psd_sqrt
     from bayesbridge.infer.enkf import _draw, generator_noise
-    from bayesbridge.infer.kalman import _psd_sqrt
 
     f64 = torch.float64
     N = config.members

@@ -93,8 +93,9 @@ from bayesbridge.errors import (
     ShapeMismatchError,
     check_choice,
 )
+from bayesbridge.infer._linalg import psd_sqrt as _psd_sqrt
 from bayesbridge.infer.divergence import REMEDIES, check_finite, check_innovations
-from bayesbridge.infer.kalman import _LOG_2PI, _psd_sqrt
+from bayesbridge.infer.kalman import _LOG_2PI
 from bayesbridge.infer.result import AssimilationResult, StepDiagnostics
 
 __all__ = ["EnKFConfig", "Variant", "Inversion", "Sampling", "Smoother", "run", "gaspari_cohn", "generator_noise", "MIN_MEMBERS"]

@@ -64,6 +64,7 @@ import numpy as np
 import torch
 
 from bayesbridge.errors import FilterDivergenceError, ParameterError, check_choice
+from bayesbridge.infer._linalg import psd_sqrt as _psd_sqrt
 from bayesbridge.infer._particle_kernel import _bootstrap_block, _weigh_step
 from bayesbridge.infer._ziggurat import ZigguratNormals
 from bayesbridge.infer.divergence import REMEDIES, check_finite
@@ -163,17 +164,6 @@ def _systematic_ancestors(cdf: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     n = cdf.shape[-1]
     u = u.add(torch.arange(n, dtype=cdf.dtype, device=cdf.device)).mul_(cdf[..., -1:] / n)  # one uniform per stratum
     return torch.searchsorted(cdf.contiguous(), u).clamp_max_(n - 1)
-
-
-def _psd_sqrt(cov: torch.Tensor, name: str) -> torch.Tensor:
-    """A square root ``L`` with ``L L^T = cov`` (Cholesky; symmetric eigen-root if singular)."""
-    chol, info = torch.linalg.cholesky_ex(cov)
-    if int(info.max()) == 0:
-        return chol
-    vals, vecs = torch.linalg.eigh(cov)
-    if float(vals.min()) < -1e-8 * float(vals.abs().max()):
-        raise ParameterError(f"{name}: expected a positive semi-definite covariance, smallest eigenvalue {float(vals.min()):.3g}.")
-    return vecs * vals.clamp_min(0.0).sqrt()[..., None, :]
 
 
 def _masked_cov(R: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
