@@ -46,6 +46,7 @@ from bayesbridge.errors import (
     ShapeMismatchError,
     TimeAxisError,
     VariableNotFoundError,
+    check_choice,
 )
 from bayesbridge.infer import METHODS, AssimilationResult, assimilate
 from bayesbridge.regions import STANDARD_BOXES, get_region
@@ -62,11 +63,6 @@ RUN_DIMS: tuple[str, ...] = ("run", "member", "draw")
 """Names accepted for the dimension of independent runs in :meth:`Bridge.assimilate`."""
 
 _DEFAULT_FLOOR = {"nino12": 0.15, "nino3": 0.15, "nino34": 0.15, "nino4": 0.15, "h_w": 2.0}
-
-
-def _choice(value: str, options: tuple[str, ...], name: str) -> None:
-    if value not in options:
-        raise ParameterError(f"{name}: expected one of {', '.join(options)}, got {value!r}.")
 
 
 @dataclass
@@ -125,9 +121,9 @@ class BridgeConfig:
         if not isinstance(self.device, str | torch.device):
             raise ParameterError(f"device: expected a string such as 'cpu' or 'cuda', got {type(self.device).__name__}.")
         self.device = str(resolve_device(self.device))
-        _choice(self.codec, get_args(CodecKind), "codec")
-        _choice(self.dynamics, get_args(DynamicsKind), "dynamics")
-        _choice(self.method, METHODS, "method")
+        check_choice(self.codec, "codec", get_args(CodecKind))
+        check_choice(self.dynamics, "dynamics", get_args(DynamicsKind))
+        check_choice(self.method, "method", METHODS)
         if not (isinstance(self.latent_dim, int) and self.latent_dim >= 1):
             raise ParameterError(f"latent_dim: expected a positive integer, got {self.latent_dim!r}.")
         if not (isinstance(self.members, int) and self.members >= 2):

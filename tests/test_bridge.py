@@ -77,7 +77,7 @@ def test_operational_without_thermocline_cannot_observe_h_w(twin):
 
 
 def test_config_validation():
-    with pytest.raises(errors.ParameterError, match="expected one of eof, autoencoder, vae"):
+    with pytest.raises(errors.ParameterError, match="expected one of 'eof', 'autoencoder', 'vae'"):
         BridgeConfig(codec="pca")
     with pytest.raises(errors.ParameterError, match="method"):
         BridgeConfig(method="3dvar")
