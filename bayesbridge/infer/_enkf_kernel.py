@@ -30,10 +30,10 @@ as one product ``E (H^T W)`` instead of ``(E H^T) W``, which changes results onl
 Eligibility (:func:`eligible`): a :class:`~bayesbridge.model.LinearGaussianModel` (its own
 ``transition_mean``/``observe``/``transition_cov``, i.e. time-invariant ``A``, ``Q``), one run
 ``y (T, m)`` or a batch ``(*batch, T, m)`` (each run cycled in turn, which on one core beats the
-batched torch loop by about 1.5x), no missing values, everything on the CPU and nothing requiring grad, variant
-``"enkf"`` (with the default ``inversion="eigh"``) or ``"etkf"``, a float inflation, no taper, no
-RTPS and ``store_ensemble=False``. All three ``sampling`` modes are supported. Any ``noise``
-callable is: :func:`filter_records` requests the numbers step by step in ``run``'s order
+batched torch loop by about 1.5x), no missing values, everything on the CPU and nothing requiring
+grad, variant ``"enkf"`` (with the default ``inversion="eigh"``) or ``"etkf"``, a float inflation,
+no taper, no RTPS and ``store_ensemble=False``. All three ``sampling`` modes are supported. Any
+``noise`` callable is: :func:`filter_records` requests the numbers step by step in ``run``'s order
 (``"initial"``; then per step ``"model"`` then ``"obs"``), so stateful sources such as the default
 :func:`~bayesbridge.infer.enkf.generator_noise` hand out the same numbers as in ``run``.
 """
@@ -397,10 +397,10 @@ def eligible(model, config, y, noise=None) -> Eligibility:
     Conditions: ``model`` is a :class:`~bayesbridge.model.LinearGaussianModel` whose
     ``transition_mean``, ``transition_cov``, ``observe``, ``obs_cov`` and ``initial`` are the
     class's own (time-invariant linear); its tensors and ``y`` are float64 on the CPU and none
-    requires grad; ``y`` ``(*batch, T, m)`` (one run or a batch of runs) has no NaN; ``config.variant`` is ``"enkf"``
-    (with ``inversion="eigh"``) or ``"etkf"``; ``inflation`` is a float (or a 0-dim tensor not
-    requiring grad); no ``taper``; ``rtps == 0``; ``store_ensemble`` is False. Any sampling mode
-    and any ``noise`` callable (CPU tensors) are supported.
+    requires grad; ``y`` ``(*batch, T, m)`` (one run or a batch of runs) has no NaN;
+    ``config.variant`` is ``"enkf"`` (with ``inversion="eigh"``) or ``"etkf"``; ``inflation`` is a
+    float (or a 0-dim tensor not requiring grad); no ``taper``; ``rtps == 0``; ``store_ensemble``
+    is False. Any sampling mode and any ``noise`` callable (CPU tensors) are supported.
     """
     from bayesbridge.model import LinearGaussianModel
 

@@ -162,10 +162,10 @@ class EnKFConfig:
     store_ensemble : bool
         Return ``filtered_ensemble (*batch, T, member, d)`` (memory ``T N d`` per run).
     engine : {"auto", "compiled", "torch"}
-        ``"auto"`` runs one linear CPU run without missing values, stored ensembles, taper or
-        RTPS through the compiled cycle of :mod:`bayesbridge.infer._enkf_kernel` (the same
-        records and random numbers, a few times faster) and everything else through the torch
-        loop; ``"compiled"`` insists on the compiled cycle (an error says why a case is not
+        ``"auto"`` runs linear CPU runs (one or a batch, cycled run by run) without missing
+        values, stored ensembles, taper or RTPS through the compiled cycle of
+        :mod:`bayesbridge.infer._enkf_kernel` (the same records and random numbers, a few times
+        faster for one run, 1.5x for a batch) and everything else through the torch loop; ``"compiled"`` insists on the compiled cycle (an error says why a case is not
         eligible); ``"torch"`` always runs the torch loop (autograd, devices, reference).
     """
 
@@ -325,7 +325,7 @@ def run(
         from bayesbridge.infer._enkf_kernel import eligible
 
         ok = eligible(model, config, y, noise)
-        if ok:  # one linear run on the CPU: the compiled cycle, same records and random numbers
+        if ok:  # linear runs on the CPU: the compiled cycle, same records and random numbers
             return _run_compiled(model, y, config, generator, noise)
         if config.engine == "compiled":
             raise ParameterError(
