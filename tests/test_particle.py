@@ -211,11 +211,14 @@ class _Opaque:
         return self.model.obs_cov()
 
 
-@pytest.mark.parametrize("likelihood", ["gaussian", "student_t"])
-def test_compiled_bootstrap_matches_torch_loop(likelihood):
+@pytest.mark.parametrize("likelihood, diagonal_q", [("gaussian", False), ("student_t", False), ("gaussian", True)])
+def test_compiled_bootstrap_matches_torch_loop(likelihood, diagonal_q):
     # the linear bootstrap filter runs as a compiled kernel; the torch loop is an independent
     # implementation drawing the same random numbers, so every output must agree to rounding
+    # (a diagonal model error takes the kernel's elementwise branch)
     A, Q, H, R, m0, P0 = random_lg_problem(d=4, m=3, seed=7)
+    if diagonal_q:
+        Q = np.diag(np.diag(Q))
     if likelihood == "gaussian":  # correlated observation errors (student_t needs a diagonal R)
         R = R + 0.05 * (np.ones((3, 3)) - np.eye(3))
     model = LinearGaussianModel(A, Q, H, R, m0, P0)
