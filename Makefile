@@ -28,8 +28,10 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(TEST_ENV) $(BIN)/python -m pytest -n 2 -m ''
 
+# the full comparison with every peer (DAPPER, filterpy: the `bench` extra); `bayesbridge bench --quick` is shorter
 bench: $(STAMP)
-	$(BIN)/bayesbridge bench --quick
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	$(BIN)/bayesbridge bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check bayesbridge tests benchmarks
