@@ -84,13 +84,14 @@ def _exp_shifted(tot, mx, w, bits):  # pragma: no cover - compiled
 
 @_jit
 def _normalise(tot, x, logw_t, w, mu, cov, dev, wdev, bits):  # pragma: no cover - compiled
-    """Normalise the log weights ``tot`` (N,) of particles ``x`` (N, d) of one run and step.
+    """Normalise the log weights ``tot`` (N,) of particles ``x`` (d, N) (component-major) of one
+    run and step.
 
     Writes ``logw_t`` (N,) (normalised log weights), ``w`` (N,) (weights), ``mu`` (d,) and
-    ``cov`` (d, d) (weighted mean and covariance; ``dev``, ``wdev`` (N, d) and ``bits`` (N,)
+    ``cov`` (d, d) (weighted mean and covariance; ``dev``, ``wdev`` (d, N) and ``bits`` (N,)
     are work buffers); returns ``(log sum exp tot, sum w^2)``.
     """
-    N, d = x.shape
+    d, N = x.shape
     mx = -math.inf
     for i in range(N):
         if tot[i] > mx:
@@ -99,21 +100,22 @@ def _normalise(tot, x, logw_t, w, mu, cov, dev, wdev, bits):  # pragma: no cover
     ev = mx + math.log(ssum) if mx > -math.inf else mx  # every weight zero: -inf, as logsumexp
     inv_sum = 1.0 / ssum
     s2 = 0.0
-    for q in range(d):
-        mu[q] = 0.0
     for i in range(N):
         wi = w[i] * inv_sum
         w[i] = wi
         logw_t[i] = tot[i] - ev
         s2 += wi * wi
-        for q in range(d):
-            mu[q] += wi * x[i, q]
-    for i in range(N):
-        for q in range(d):
-            dv = x[i, q] - mu[q]
-            dev[i, q] = dv
-            wdev[i, q] = w[i] * dv
-    np.dot(wdev.T, dev, cov)
+    for q in range(d):
+        xq, dq, wq = x[q], dev[q], wdev[q]
+        acc = 0.0
+        for i in range(N):
+            acc += w[i] * xq[i]
+        mu[q] = acc
+        for i in range(N):
+            dv = xq[i] - acc
+            dq[i] = dv
+            wq[i] = w[i] * dv
+    np.dot(wdev, dev.T, cov)
     for q in range(d):  # exactly symmetric
         for s in range(q + 1, d):
             v = 0.5 * (cov[q, s] + cov[s, q])
@@ -161,13 +163,15 @@ def _weigh_step(t, ts, last, u, incr, pred, particles, logw, inv_ess, step_ev, p
     (B, T, N, d) with step ``t`` filled; lwp, wp (B, N) log weights / weights of step ``t-1``
     after resampling (updated for step ``t+1``); u (B,) uniforms; zbuf (B, N, d) receives the
     parents of step ``t+1`` (unless ``last``). Writes logw[:, t], inv_ess, step_ev,
-    pmean, psq, fmean, fcov at ``t`` (particles and logw at slot ``ts``).
+    pmean, psq, fmean, fcov at ``t`` (particles and logw at slot ``ts``). dev, wdev (d, N) are
+    work buffers of :func:`_normalise`.
     """
     B, N = incr.shape
     m = pred.shape[2]
     d = particles.shape[3]
     tot = np.empty(N)
     bits = np.empty(N, np.int64)
+    xcm = np.empty((d, N))
     for bb in range(B):
         for q in range(m):
             a1 = 0.0
@@ -181,7 +185,10 @@ def _weigh_step(t, ts, last, u, incr, pred, particles, logw, inv_ess, step_ev, p
         for i in range(N):
             tot[i] = lwp[bb, i] + incr[bb, i]
         x = particles[bb, ts]
-        ev, s2 = _normalise(tot, x, logw[bb, ts], w[bb], fmean[bb, t], fcov[bb, t], dev, wdev, bits)
+        for i in range(N):
+            for q in range(d):
+                xcm[q, i] = x[i, q]
+        ev, s2 = _normalise(tot, xcm, logw[bb, ts], w[bb], fmean[bb, t], fcov[bb, t], dev, wdev, bits)
         step_ev[bb, t] = ev
         inv_ess[bb, t] = s2
         if not last:
@@ -296,39 +303,11 @@ def _bootstrap_block(t0, T, ring, noise, uni, A, b, LQ, diag_q, H, c, y0, mask, 
                             u += Wt[j, s] * (yc[s] - hx[s, i]) * on[s]
                         tot[i] -= 0.5 * u * u
             # 4. normalise: evidence increment, ESS, weighted mean and covariance
-            mx = -math.inf
-            for i in range(N):
-                mx = max(mx, tot[i])
-            ssum = _exp_shifted(tot, mx, wb, bits)
-            ev = mx + math.log(ssum) if mx > -math.inf else mx  # every weight zero: -inf
-            inv_sum = 1.0 / ssum
-            s2 = 0.0
-            lwt = logw[bb, ts]
-            for i in range(N):
-                wi = wb[i] * inv_sum
-                wb[i] = wi
-                lwt[i] = tot[i] - ev
-                s2 += wi * wi
-            mu = fmean[bb, t]
+            lwt, mu = logw[bb, ts], fmean[bb, t]
+            ev, s2 = _normalise(tot, x, lwt, wb, mu, fcov[bb, t], dev, wdev, bits)
             finite = math.isfinite(ev)
             for q in range(d):
-                xq, dq, wq = x[q], dev[q], wdev[q]
-                acc = 0.0
-                for i in range(N):
-                    acc += wb[i] * xq[i]
-                mu[q] = acc
-                finite = finite and math.isfinite(acc)
-                for i in range(N):
-                    dv = xq[i] - acc
-                    dq[i] = dv
-                    wq[i] = wb[i] * dv
-            cov = fcov[bb, t]
-            np.dot(wdev, dev.T, cov)
-            for q in range(d):  # exactly symmetric
-                for s in range(q + 1, d):
-                    v = 0.5 * (cov[q, s] + cov[s, q])
-                    cov[q, s] = v
-                    cov[s, q] = v
+                finite = finite and math.isfinite(mu[q])
             step_ev[bb, t] = ev
             inv_ess[bb, t] = s2
             if stored or k == K - 1 or not finite:

@@ -491,7 +491,7 @@ def _filter_torch(model, y0, mask_all, z, config: ParticleConfig, lik: _Likeliho
         w, anc, lwp, wp = _carry(B, N)
         W = torch.from_numpy(wp).reshape(*batch, N)  # weights of the parents (a view, updated in place)
         zbuf = torch.empty(*batch, N, d, dtype=dt, device=dev)
-        work = (zbuf.view(B, N, d).numpy(), np.empty((N, d)), np.empty((N, d)))
+        work = (zbuf.view(B, N, d).numpy(), np.empty((d, N)), np.empty((d, N)))
     else:
         lwp_t = torch.full((*batch, N), -math.log(N), dtype=dt, device=dev)
         W = torch.full((*batch, N), 1.0 / N, dtype=dt, device=dev)
