@@ -291,6 +291,13 @@ def _cycle_runs(E, AT, HW, lq_T, q_diag, use_qdiag, yw, eps_model, eps_obs, infl
                                     out_mean[b], out_norm[b])
 
 
+def _operators(A: np.ndarray, HW: np.ndarray, L_Q: np.ndarray) -> tuple:
+    """The shared operators of :func:`_cycle_block`: ``(A^T, HW, L_Q^T, diag(L_Q), L_Q is diagonal)``."""
+    q_diag = np.ascontiguousarray(np.diagonal(L_Q))
+    return (np.ascontiguousarray(A.T), HW, np.ascontiguousarray(L_Q.T), q_diag,
+            bool(np.array_equal(L_Q, np.diag(q_diag))))
+
+
 def _f64(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
@@ -343,13 +350,11 @@ def linear_cycle_block(
     N, d = E.shape
     stochastic = variant == "enkf"
     eps_obs = _f64(eps_obs) if stochastic else np.zeros((k, 1, m))
-    q_diag = np.ascontiguousarray(np.diagonal(L_Q))
-    use_qdiag = bool(np.array_equal(L_Q, np.diag(q_diag)))
     rec = CycleRecords(np.empty((k, m)), np.empty((k, m)), np.empty((k, m)), np.empty((k, m, m)),
                        np.empty((k, d)), np.empty(k), E, 0)
     rec.completed = int(_cycle_block(
-        E, np.ascontiguousarray(A.T), HW, np.ascontiguousarray(L_Q.T), q_diag, use_qdiag, yw, eps_model, eps_obs,
-        float(inflation), stochastic, _SAMPLING[sampling], float(truncation),
+        E, *_operators(A, HW, L_Q), yw, eps_model, eps_obs, float(inflation), stochastic, _SAMPLING[sampling],
+        float(truncation),
         rec.dt, rec.dv, rec.lamn, rec.G, rec.mean, rec.norm,
     ))
     return rec
@@ -493,9 +498,7 @@ def filter_records(model, y: torch.Tensor, config, generator: torch.Generator, *
         yw = y @ W
     HW = (model.H.mT @ W).numpy()
     L_Q = _psd_sqrt(torch.as_tensor(model.transition_cov(0), dtype=f64)).numpy()
-    q_diag = np.ascontiguousarray(np.diagonal(L_Q))
-    ops = (np.ascontiguousarray(model.A.numpy().T), HW, np.ascontiguousarray(L_Q.T), q_diag,
-           bool(np.array_equal(L_Q, np.diag(q_diag))))
+    ops = _operators(model.A.numpy(), HW, L_Q)
     E0 = m0 + _draw(noise, "initial", 0, (*batch, N, d), config.sampling, None) @ _psd_sqrt(P0).mT
     E = np.ascontiguousarray(E0.reshape(B, N, d).numpy())
     yw = np.ascontiguousarray(yw.reshape(B, T, m).numpy())
