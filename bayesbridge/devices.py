@@ -9,11 +9,14 @@ device. Results are moved back with :meth:`bayesbridge.infer.AssimilationResult.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from bayesbridge.errors import ParameterError
 
-__all__ = ["resolve_device", "resolve_optional_device", "generator_on"]
+__all__ = ["resolve_device", "resolve_optional_device", "generator_on", "single_torch_thread"]
 
 
 def resolve_device(device: str | torch.device, name: str = "device") -> torch.device:
@@ -90,3 +93,19 @@ def generator_on(seed: int, device: torch.device | None) -> torch.Generator:
     """
     dev = torch.device("cpu") if device is None else device
     return torch.Generator(device=dev).manual_seed(int(seed))
+
+
+@contextlib.contextmanager
+def single_torch_thread() -> Iterator[None]:
+    """Run the enclosed torch work on one intra-op thread, restoring the previous count after.
+
+    Filters, decoding and moments apply thousands of small ``(member, latent)`` operations; on
+    them OpenMP worker threads only spin, and on a loaded two-core machine each op becomes
+    milliseconds slower.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -123,7 +123,7 @@ def test_fullspace_enkf_matches_exact_kalman_filter():
 
 
 def test_bench_command_writes_json(tmp_path):
-    from bayesbridge.bench.commands import bench
+    from bayesbridge.cli.bench import bench
 
     app = typer.Typer()
     app.command(name="bench")(bench)

@@ -10,9 +10,10 @@ import pytest
 import xarray as xr
 
 from bayesbridge import errors, io, regions
+from bayesbridge.apps.demo import DemoConfig, run_demo
+from bayesbridge.apps.scoring import STATS, field_statistics
 from bayesbridge.bridge import Bridge, BridgeConfig, observations_from
 from bayesbridge.datasets import make_twin_experiment
-from bayesbridge.demo import STATS, DemoConfig, field_statistics, run_demo
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +166,7 @@ def _pattern_bound_oracle(twin, seed):
 
 
 def test_demo_failure_leaves_no_partial_output(tmp_path, monkeypatch):
-    import bayesbridge.report as report
+    import bayesbridge.apps.report as report
 
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")

@@ -247,7 +247,7 @@ def test_models_and_results_move_as_copies():
 
 def test_device_transition_delivers_noise_factor_once():
     """A transition without ``to`` is wrapped: its noise factor is copied once, not per step."""
-    from bayesbridge.model import _DeviceTransition
+    from bayesbridge.model.state_space import _DeviceTransition
 
     model, _ = _system()
     calls = []

@@ -139,14 +139,15 @@ def test_autocorrelation_of_ar1_and_spectrum_peak():
 
 def test_equatorial_hovmoller_and_nino34(ersst):
     from bayesbridge.datasets import equatorial_regression
+    from bayesbridge.idealized import profiles
 
     coeffs = equatorial_regression()
-    h = enso.equatorial_hovmoller(ersst["nino3"], ersst["nino4"])
+    h = profiles.equatorial_hovmoller(ersst["nino3"], ersst["nino4"])
     assert h.dims == ("time", "lon") and h.dtype == np.float32
     k = 100
     expected = coeffs["b0"][k] + coeffs["b_e"][k] * ersst["nino3"][5] + coeffs["b_c"][k] * ersst["nino4"][5]
     assert float(h[5, k]) == pytest.approx(float(expected), rel=1e-5)
-    n34 = enso.nino34_from_indices(ersst["nino3"], ersst["nino4"])
+    n34 = profiles.nino34_from_indices(ersst["nino3"], ersst["nino4"])
     assert enso.correlation(n34, ersst["nino34"]) > 0.95  # the observed Nino 3.4
 
 

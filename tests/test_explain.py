@@ -18,12 +18,12 @@ import torch
 import xarray as xr
 
 from bayesbridge.diagnostics import explain as ex
-from bayesbridge.diagnostics import explain_plots as ep
 from bayesbridge.diagnostics.enso import classify_events
 from bayesbridge.errors import BayesBridgeError, InputValueError, ShapeMismatchError, TimeAxisError
 from bayesbridge.infer import assimilate
 from bayesbridge.infer.result import AssimilationResult
 from bayesbridge.model import LinearGaussianModel
+from bayesbridge.plots import explain as ep
 
 
 class LinearCodec:

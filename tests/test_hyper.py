@@ -8,7 +8,6 @@ import torch
 from lg_oracle import kalman_oracle, random_lg_problem
 from scipy import stats
 
-from bayesbridge.diagnostics import arviz_compat
 from bayesbridge.errors import BayesBridgeError, ParameterError
 from bayesbridge.infer.hyper import (
     EnsembleLikelihood,
@@ -16,6 +15,7 @@ from bayesbridge.infer.hyper import (
     ensemble_log_likelihood,
     infer_hyperparameters,
 )
+from bayesbridge.io import arviz_compat
 from bayesbridge.model import LinearGaussianModel, LinearTransition, StateSpaceModel
 
 TRUE_OBS = np.array([0.3, 0.6])

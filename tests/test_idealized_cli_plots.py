@@ -13,9 +13,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from bayesbridge import plots  # noqa: E402
-from bayesbridge.diagnostics import enso  # noqa: E402
-from bayesbridge.idealized import MultiscaleENSO  # noqa: E402
-from bayesbridge.idealized.commands import app  # noqa: E402
+from bayesbridge.cli.idealized import app  # noqa: E402
+from bayesbridge.idealized import MultiscaleENSO, profiles  # noqa: E402
 
 runner = CliRunner()
 
@@ -49,7 +48,7 @@ def test_cli_calibrate_against_bundled_observations(tmp_path):
     assert (pred["pp_q05"] <= pred["pp_q95"]).all()
     summary = pd.read_csv(tmp_path / "summary.csv", index_col=0)
     assert set(summary.index) == {"f", "wind_amp", "noise_scale", "m"}
-    from bayesbridge.diagnostics import arviz_compat
+    from bayesbridge.io import arviz_compat
 
     idata = arviz_compat.from_netcdf(tmp_path / "calibration.nc")
     assert {"posterior", "posterior_predictive", "observed_data"} <= set(arviz_compat.groups(idata))
@@ -62,6 +61,6 @@ def test_plots_return_figures():
     for fn in (plots.plot_pdfs, plots.plot_phase_locking, plots.plot_spectra):
         fig = fn(series, title="test")
         assert isinstance(fig, Figure) and len(fig.axes[0].get_lines()) >= 2
-    hov = enso.equatorial_hovmoller(ds["nino3"], ds["nino4"])
+    hov = profiles.equatorial_hovmoller(ds["nino3"], ds["nino4"])
     fig = plots.plot_hovmoller(hov.isel(time=slice(0, 120)))
     assert isinstance(fig, Figure) and len(fig.axes) == 2  # mesh + colour bar

@@ -13,7 +13,7 @@ import torch
 import xarray as xr
 
 from bayesbridge.bench.core import PeakRSS
-from bayesbridge.diagnostics import arviz_compat
+from bayesbridge.bridge.posterior import Posterior
 from bayesbridge.errors import (
     InputTypeError,
     InputValueError,
@@ -22,7 +22,7 @@ from bayesbridge.errors import (
     VariableNotFoundError,
 )
 from bayesbridge.infer.result import AssimilationResult, StepDiagnostics
-from bayesbridge.posterior import Posterior
+from bayesbridge.io import arviz_compat
 from bayesbridge.regions import box_index
 
 
@@ -312,7 +312,7 @@ def test_memory_full_size_under_2gb():
 
 def test_posterior_figures(codec, tmp_path):
     from bayesbridge.diagnostics.uq import rank_histogram
-    from bayesbridge.posterior_plots import (
+    from bayesbridge.plots.posterior import (
         plot_field_summary,
         plot_index_band,
         plot_rank_histogram,

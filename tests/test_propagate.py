@@ -1,4 +1,4 @@
-"""Idealized-model parameter uncertainty through the bridge (bayesbridge.propagate), small sizes."""
+"""Idealized-model parameter uncertainty through the bridge (bayesbridge.apps.propagate), small sizes."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ import xarray as xr
 from scipy import stats
 
 from bayesbridge import errors, io
+from bayesbridge.apps.propagate import (
+    parameter_table,
+    propagate_parameter_uncertainty,
+    thin_indices,
+)
 from bayesbridge.bridge import Bridge, BridgeConfig
 from bayesbridge.datasets import make_twin_experiment
 from bayesbridge.idealized import ENSOParameters, MultiscaleENSO
-from bayesbridge.propagate import parameter_table, propagate_parameter_uncertainty, thin_indices
 
 K, YEARS = 4, 20
 # ten draws around the published values (f = 0.65, wind_amp = 0.9): the posterior to thin
@@ -69,7 +73,7 @@ def test_one_batched_assimilation_equals_the_separate_runs(bridge, propagated):
 
 
 def test_parameter_table_reads_the_calibration_formats():
-    from bayesbridge.diagnostics import arviz_compat
+    from bayesbridge.io import arviz_compat
 
     chains = {"f": DRAWS["f"].reshape(2, 5), "m": np.linspace(1.8, 2.2, 10).reshape(2, 5)}
     expected = pd.DataFrame({k: v.reshape(-1) for k, v in chains.items()})  # chain-major
@@ -96,7 +100,7 @@ def test_bad_parameter_draws_are_named(bridge):
 
 
 def test_prior_parameter_draws_are_centred_on_the_published_values():
-    from bayesbridge.demo import prior_parameter_draws
+    from bayesbridge.apps.propagate import prior_parameter_draws
     from bayesbridge.idealized.calibrate import DEFAULT_PRIORS
 
     draws = prior_parameter_draws(4000, seed=1)
@@ -114,7 +118,7 @@ _SMALL_DEMO = {"quick": True, "years": 10, "members": 10, "latent_dim": 6, "stat
 
 
 def _check_param_uq(result, out):
-    from bayesbridge.demo import PARAM_UQ_STATS
+    from bayesbridge.apps.scoring import PARAM_UQ_STATS
 
     prop = result.propagation
     assert len(prop.parameters) == 2 and prop.posterior.n_draws == 2 * 10
@@ -128,12 +132,12 @@ def _check_param_uq(result, out):
 
 
 def test_demo_parameter_draws_add_metrics_and_a_report_section(tmp_path):
-    from bayesbridge.demo import DemoConfig, run_demo
+    from bayesbridge.apps.demo import DemoConfig, run_demo
 
     result = run_demo(tmp_path / "k2", DemoConfig(**_SMALL_DEMO, parameter_draws=2, cache_dir=str(tmp_path / "c")))
     _check_param_uq(result, tmp_path / "k2")
     # the default experiment's own posterior is untouched: its Nino 3 statistics are recomputed here
-    from bayesbridge.demo import index_statistics
+    from bayesbridge.apps.scoring import index_statistics
 
     post = result.bridge_result.posterior
     n3, n4 = post.index_draws("nino3").values, post.index_draws("nino4").values
@@ -144,7 +148,7 @@ def test_demo_parameter_draws_add_metrics_and_a_report_section(tmp_path):
 
 @pytest.mark.slow
 def test_demo_parameter_draws_leave_the_default_outputs_unchanged(tmp_path):
-    from bayesbridge.demo import DemoConfig, run_demo
+    from bayesbridge.apps.demo import DemoConfig, run_demo
 
     base = run_demo(tmp_path / "k0", DemoConfig(**_SMALL_DEMO, cache_dir=str(tmp_path / "c")))
     with_uq = run_demo(tmp_path / "k2", DemoConfig(**_SMALL_DEMO, parameter_draws=2, cache_dir=str(tmp_path / "c")))

@@ -10,9 +10,9 @@ import xarray as xr
 from typer.testing import CliRunner
 
 from bayesbridge import errors
+from bayesbridge.apps.reanalysis import default_operational, read_observations, reconstruct
 from bayesbridge.cli import app
 from bayesbridge.datasets import observed_indices
-from bayesbridge.reanalysis import default_operational, read_observations, reconstruct
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,15 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from bayesbridge import parallel
-from bayesbridge.errors import InputTypeError, InputValueError, ParameterError
-from bayesbridge.sensitivity import (
+from bayesbridge.apps.sobol import (
     SobolProblem,
     SobolResult,
-    plot_sobol,
     run_sobol,
     sobol_analyze,
     sobol_sample,
 )
+from bayesbridge.errors import InputTypeError, InputValueError, ParameterError
+from bayesbridge.plots.sensitivity import plot_sobol
 
 A, B = 7.0, 0.1
 ISHIGAMI = SobolProblem.from_bounds({"x1": (-np.pi, np.pi), "x2": (-np.pi, np.pi),

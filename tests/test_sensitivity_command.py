@@ -9,7 +9,8 @@ import typer
 import xarray as xr
 from typer.testing import CliRunner
 
-from bayesbridge.sensitivity_commands import OUTPUTS, bridge_statistics, sensitivity
+from bayesbridge.apps.sensitivity import OUTPUTS, bridge_statistics
+from bayesbridge.cli.sensitivity import sensitivity
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from scipy import stats
 
 from bayesbridge.errors import AllMissingError, InputTypeError, ParameterError, ShapeMismatchError
 from bayesbridge.model import BoxObservation, LinearGaussianModel, LinearTransition, StateSpaceModel
-from bayesbridge.model_pyro import as_state_space_model, gaussian_hmm
+from bayesbridge.model.pyro_program import masked_gaussian_hmm
+from bayesbridge.model.state_space import as_state_space_model
 from bayesbridge.regions import box_weights
 
 
@@ -88,7 +89,7 @@ def test_affine_probe_time_varying_and_predictive():
     assert draws["y"].shape == (7, 24, 2)
     assert draws["obs_scale"].shape == (7, 2)
     # the exact marginal with time-varying A_t and offsets is a Gaussian: check its mean
-    masked = gaussian_hmm(model, None, n_steps=24)
+    masked = masked_gaussian_hmm(model, None, n_steps=24)
     zmean, means = torch.zeros(2, dtype=torch.float64), []
     for t in range(24):
         zmean = model.transition_mean(zmean, t)

@@ -18,6 +18,11 @@ class PeakRSS:
 
     RSS catches numpy, torch and numba allocations alike (``tracemalloc`` sees only the ones
     made through Python's allocator).
+
+    Parameters
+    ----------
+    interval_s : float
+        Sampling interval of the polling thread, in seconds.
     """
 
     def __init__(self, interval_s: float = 0.002) -> None:
@@ -108,6 +113,15 @@ def measure_pair(
     load during the run (other processes on a shared machine) affects both sides alike and the
     ratio of medians stays fair; timing one side completely before the other does not. Peak
     memory is measured on each side's first timed call.
+
+    Parameters
+    ----------
+    ours, peer : callable
+        The two implementations, called without arguments.
+    repeats : int
+        Timed calls per side.
+    warmup : int
+        Untimed calls per side first (lazy imports, compilation, allocator pools).
     """
     for _ in range(warmup):
         ours()
@@ -142,7 +156,7 @@ class BenchRow:
     peer : Timing or None
         Timing of the peer; None when the peer could not be run (e.g. not installed).
     key : str, optional
-        JSON key of this row under ``ratios.`` (DESIGN section 3), when the row has one.
+        JSON key of this row under ``ratios.`` (``docs/design.md`` section 3), when the row has one.
     note : str
         Free-text remark (e.g. why the peer is missing); empty by default.
     extra : dict of str to float
@@ -154,7 +168,7 @@ class BenchRow:
     ours: Timing
     peer_name: str
     peer: Timing | None
-    key: str | None = None  # JSON key under ``ratios.`` (DESIGN section 3), when this row has one
+    key: str | None = None  # JSON key under ``ratios.`` (``docs/design.md`` section 3), when this row has one
     note: str = ""
     extra: dict[str, float] = field(default_factory=dict)
 

@@ -29,12 +29,29 @@ import numpy as np
 import torch
 
 from bayesbridge.bench.core import BenchRow, Timing, measure, measure_pair
+from bayesbridge.devices import single_torch_thread
 
 __all__ = ["run", "linear_problem"]
 
 
 def linear_problem(d: int, m: int, T: int, seed: int = 0, batch: tuple[int, ...] = ()):
-    """A stable random linear-Gaussian model and a simulated observation series ``(*batch, T, m)``."""
+    """A stable random linear-Gaussian model and a simulated observation series ``(*batch, T, m)``.
+
+    Parameters
+    ----------
+    d, m, T : int
+        Latent size, number of observables, number of steps.
+    seed : int
+        Seed of the matrices and of the simulation.
+    batch : tuple of int
+        Leading batch shape of independent series.
+
+    Returns
+    -------
+    model : LinearGaussianModel
+    z : Tensor (*batch, T, d)
+    y : Tensor (*batch, T, m)
+    """
     from bayesbridge.model import LinearGaussianModel
 
     g = torch.Generator().manual_seed(seed)
@@ -49,19 +66,15 @@ def linear_problem(d: int, m: int, T: int, seed: int = 0, batch: tuple[int, ...]
 
 @contextlib.contextmanager
 def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+    """One torch thread and, where threadpoolctl is installed, one BLAS thread."""
     try:
         from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl ships with scipy's stack usually
+    except ImportError:  # pragma: no cover - threadpoolctl comes with the bench extra
         limiter = contextlib.nullcontext()
     else:
         limiter = threadpool_limits(1)
-    try:
-        with limiter:
-            yield
-    finally:
-        torch.set_num_threads(n)
+    with single_torch_thread(), limiter:
+        yield
 
 
 def _per_cycle(t: Timing, cycles: int) -> Timing:

@@ -27,6 +27,17 @@ def numpy_reference(
 
     The reference the compiled kernel is timed against (same equations, vectorised over
     members, one Python iteration per time step).
+
+    Parameters
+    ----------
+    params : ENSOParameters
+        Model parameters.
+    years, members : int
+        Simulated years and ensemble size.
+    seed : int
+        Seed of ``numpy.random.default_rng``.
+    dt : float
+        Time step in model units.
     """
     c = params.kernel_vector()
     (delta_u, delta_h, r, gamma_c, gamma_e, r_c, zeta_c, r_e, zeta_e, c_u, d_tau, lam, m_i, f,

@@ -1,6 +1,6 @@
 """Benchmark row: peak memory of the posterior field summaries as the ensemble grows.
 
-:meth:`bayesbridge.posterior.Posterior.summary` decodes the latent draws a block of time steps at
+:meth:`bayesbridge.bridge.posterior.Posterior.summary` decodes the latent draws a block of time steps at
 a time (a block holds at most ``chunk_mb`` of decoded values), so its peak memory should not grow
 with the number of draws. This row builds one :class:`~bayesbridge.infer.result.AssimilationResult`
 per ensemble size (latent draws ``(T, member, d)`` from a seeded generator; the engine is not
@@ -67,8 +67,8 @@ def summary_peak_mb(codec, members: int, steps: int, chunk_mb: float, seed: int 
     """
     import time
 
+    from bayesbridge.bridge.posterior import Posterior
     from bayesbridge.infer.result import AssimilationResult
-    from bayesbridge.posterior import Posterior
 
     g = torch.Generator().manual_seed(seed)
     d = codec.latent_dim

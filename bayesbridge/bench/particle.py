@@ -69,7 +69,7 @@ def _smc_filter_run(model, y: torch.Tensor, particles: int, seed: int) -> None:
     import pyro
     from pyro.infer import SMCFilter
 
-    from bayesbridge.model_pyro import isolated_pyro
+    from bayesbridge.model.pyro_program import isolated_pyro
 
     # argument validation off: with it, every step checks the covariance broadcast over the
     # particle plate for positive definiteness, which costs SMCFilter 4-7x (not its fast form)

@@ -1,4 +1,4 @@
-"""The whole benchmark suite: every row module, one report, a table and the JSON of DESIGN section 3.
+"""The whole benchmark suite: every row module, one report, a table and the JSON of ``docs/design.md`` section 3.
 
 :func:`run_all` runs the row modules (:data:`MODULES`: ``enkf``, ``kalman``, ``particle``, ``idealized``,
 ``latent``, ``memory``) in this process, one after another, and returns a :class:`BenchReport`.
@@ -294,7 +294,7 @@ def run_all(
 
 
 def print_report(report: BenchReport, console=None) -> None:
-    """Print the table and the target summary with rich."""
+    """Print the ``report``'s table and target summary with rich (on ``console``, default a new one)."""
     from rich.console import Console
 
     console = console or Console()

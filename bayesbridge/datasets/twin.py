@@ -1,7 +1,7 @@
 """Synthetic twin experiment: a CMIP-formatted operational model with ENSO biases and a known truth.
 
 No CMIP6 archive is reachable offline, so bayesbridge's default data set is generated here
-(DESIGN section 6). Everything lives on one grid, 20S-20N x 120E-280E at 2 degrees (21 x 81),
+(``docs/design.md`` section 6). Everything lives on one grid, 20S-20N x 120E-280E at 2 degrees (21 x 81),
 monthly on a 365-day (``noleap``) cftime calendar, with CMIP6 variable names (``tos`` in degC,
 ``zos`` in m), CF attributes and a small land mask (a Central-America corner and bits of the
 maritime continent and northern Australia), so the same reader serves real CMIP6 files.
@@ -303,7 +303,7 @@ class OscillatorTarget:
         variance, so the operational model keeps the truth's thermocline-SST relationship (a
         coupled GCM has one); its biases are in the SST patterns and statistics, not here.
 
-    Defaults: the multiscale model's published Nino variances (DESIGN section 4) and what
+    Defaults: the multiscale model's published Nino variances (``docs/design.md`` section 4) and what
     :meth:`from_driver` gives on its runs (h_W std 12-14 m, P 45-50, tau 7-10 months).
     """
 
@@ -696,7 +696,7 @@ def write_cmip6(ds: xr.Dataset, out_dir: str | os.PathLike, *, years_per_file: i
 # ------------------------------------------------------------------------------ the experiment
 @dataclass
 class TwinExperiment:
-    """A twin experiment with known truth (DESIGN section 6).
+    """A twin experiment with known truth (``docs/design.md`` section 6).
 
     Attributes
     ----------

@@ -1,12 +1,14 @@
 """Diagnostics: ENSO statistics (:mod:`.enso`), UQ scores (:mod:`.uq`), explanations
-(:mod:`.explain`, regime composites in :mod:`.regimes`) and the single ArviZ compatibility layer
-(:mod:`.arviz_compat`)."""
+(:mod:`.explain`, regime composites in :mod:`.regimes`).
+
+Statistics and scores only: nothing here loads data (the ArviZ layer is
+:mod:`bayesbridge.io.arviz_compat`, the figures are in :mod:`bayesbridge.plots`)."""
 
 from __future__ import annotations
 
 from importlib import import_module
 
-__all__ = ["enso", "uq", "explain", "regimes", "arviz_compat"]
+__all__ = ["enso", "uq", "explain", "regimes"]
 
 
 def __getattr__(name: str):

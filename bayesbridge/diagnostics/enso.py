@@ -4,7 +4,7 @@ Works on any monthly series on ``time`` (cftime or numpy datetimes), optionally 
 dimensions such as ``member`` (idealized-model ensembles) or ``lat, lon`` (fields): moments are
 pooled over everything unless stated, event classification runs per member.
 
-Definitions (``DESIGN.md`` section 4, Chen, Fang & Yu 2022):
+Definitions (``docs/design.md`` section 4, Chen, Fang & Yu 2022):
 
 * moments: variance and std (ddof = 0), skewness, Pearson kurtosis (normal = 3), NaN-skipping;
 * phase locking: the std of each calendar month;
@@ -38,6 +38,7 @@ from bayesbridge.errors import (
 )
 
 __all__ = [
+    "check_series",
     "EVENT_LABELS",
     "summary_statistics",
     "monthly_std",
@@ -50,8 +51,6 @@ __all__ = [
     "event_rates_per_70yr",
     "multi_year_events",
     "recentre",
-    "equatorial_hovmoller",
-    "nino34_from_indices",
 ]
 
 EVENT_LABELS: tuple[str, ...] = ("extreme_ep", "ep", "cp", "la_nina", "neutral")
@@ -59,7 +58,8 @@ EXTREME_THRESHOLD = 2.5
 EVENT_THRESHOLD = 0.5
 
 
-def _check_da(da: object, name: str) -> xr.DataArray:
+def check_series(da: object, name: str) -> xr.DataArray:
+    """``da`` itself if it is a DataArray on ``time`` with at least one value, else a clear error naming ``name``."""
     if not isinstance(da, xr.DataArray):
         raise InputTypeError(
             f"{name}: expected an xarray.DataArray with a 'time' dimension, received "
@@ -154,7 +154,7 @@ def monthly_std(da: xr.DataArray, ddof: int = 1) -> xr.DataArray:
         by default (the convention of the PROVENANCE table; with 70 years per month the two
         differ by 0.7 %).
     """
-    da = _check_da(da, "da")
+    da = check_series(da, "da")
     month = da["time"].dt.month
     out = []
     for mth in range(1, 13):
@@ -186,7 +186,7 @@ def correlation(a: xr.DataArray, b: xr.DataArray) -> float:
     AllMissingError
         If fewer than 3 values are finite in both.
     """
-    a, b = _check_da(a, "a"), _check_da(b, "b")
+    a, b = check_series(a, "a"), check_series(b, "b")
     a, b = xr.align(a, b, join="inner")
     x, y = np.asarray(a.values, float).ravel(), np.asarray(b.values, float).ravel()
     ok = np.isfinite(x) & np.isfinite(y)
@@ -213,7 +213,7 @@ def autocorrelation(da: xr.DataArray, max_lag: int = 36) -> xr.DataArray:
     xarray.DataArray
         On ``lag`` (0..max_lag months); the value at lag 0 is 1.
     """
-    da = _check_da(da, "da")
+    da = check_series(da, "da")
     if not isinstance(max_lag, int | np.integer) or max_lag < 0:
         raise InputValueError(f"max_lag: expected an integer >= 0, received {max_lag!r}.")
     x = np.moveaxis(np.asarray(da.values, dtype=float), da.get_axis_num("time"), -1)
@@ -265,7 +265,7 @@ def power_spectrum(da: xr.DataArray, segment_years: int = 32) -> Spectrum:
     Spectrum
         Power on ``frequency`` (cycles per year) and the dominant interannual period (years).
     """
-    da = _check_da(da, "da")
+    da = check_series(da, "da")
     x = np.moveaxis(np.asarray(da.values, dtype=float), da.get_axis_num("time"), -1)
     x = x.reshape(-1, x.shape[-1])
     x = np.where(np.isfinite(x), x - np.nanmean(x, axis=-1, keepdims=True), 0.0)
@@ -322,7 +322,7 @@ def _classify_series(n3: np.ndarray, n4: np.ndarray, years: np.ndarray, months: 
 
 
 def classify_events(nino3: xr.DataArray, nino4: xr.DataArray) -> pd.DataFrame:
-    """Classify every event year (DESIGN section 4 rules; see the module docstring).
+    """Classify every event year (``docs/design.md`` section 4 rules; see the module docstring).
 
     Parameters
     ----------
@@ -336,7 +336,7 @@ def classify_events(nino3: xr.DataArray, nino4: xr.DataArray) -> pd.DataFrame:
         (DJF means of Dec(y), Jan(y+1), Feb(y+1)), ``nino3_max`` (max Apr(y)..Mar(y+1)) and
         ``label`` in :data:`EVENT_LABELS`. Only complete DJF windows are classified.
     """
-    nino3, nino4 = _check_da(nino3, "nino3"), _check_da(nino4, "nino4")
+    nino3, nino4 = check_series(nino3, "nino3"), check_series(nino4, "nino4")
     if nino3.dims != nino4.dims or nino3.shape != nino4.shape:
         raise ShapeMismatchError(
             f"nino3, nino4: expected identical dims and shapes, received {nino3.dims}{nino3.shape} "
@@ -464,70 +464,3 @@ def recentre(da: xr.DataArray | xr.Dataset, start: str, end: str) -> xr.DataArra
             f"({da['time'].values[0]} .. {da['time'].values[-1]})."
         )
     return anomalies(da, climatology=(start, end))
-
-
-# --------------------------------------------------------------------- equatorial structure
-def _regression(coefficients: xr.Dataset | None) -> xr.Dataset:
-    if coefficients is None:
-        from bayesbridge.datasets import equatorial_regression
-
-        coefficients = equatorial_regression()
-    missing = [v for v in ("b0", "b_e", "b_c") if v not in coefficients]
-    if missing:
-        raise VariableNotFoundError(
-            f"coefficients: missing {missing}; expected b0, b_e, b_c on 'lon' "
-            "(bayesbridge.datasets.equatorial_regression())."
-        )
-    return coefficients
-
-
-def equatorial_hovmoller(
-    nino3: xr.DataArray, nino4: xr.DataArray, coefficients: xr.Dataset | None = None
-) -> xr.DataArray:
-    """Equatorial SST anomaly SSTA(x, t) = b0(x) + b_e(x) T_E(t) + b_c(x) T_C(t).
-
-    Parameters
-    ----------
-    nino3, nino4 : xarray.DataArray
-        Nino 3 (T_E) and Nino 4 (T_C) anomalies (degC) on ``(*other, time)``, broadcastable
-        against each other.
-    coefficients : xarray.Dataset, optional
-        Regression coefficients ``b0``, ``b_e``, ``b_c`` on ``lon``; default the observed ones,
-        :func:`bayesbridge.datasets.equatorial_regression`.
-
-    Returns
-    -------
-    xarray.DataArray
-        ``ssta`` on ``(*other, time, lon)`` (degC), float32 (a decoded field).
-    """
-    nino3, nino4 = _check_da(nino3, "nino3"), _check_da(nino4, "nino4")
-    c = _regression(coefficients)
-    out = c["b0"] + c["b_e"] * nino3 + c["b_c"] * nino4
-    out = out.transpose(*[d for d in nino3.dims], "lon").astype(np.float32)
-    out.name = "ssta"
-    out.attrs = {"long_name": "equatorial (5S-5N) SST anomaly from Nino 3 and Nino 4", "units": "degC"}
-    return out
-
-
-def nino34_from_indices(
-    nino3: xr.DataArray, nino4: xr.DataArray, coefficients: xr.Dataset | None = None
-) -> xr.DataArray:
-    """Nino 3.4 (mean of :func:`equatorial_hovmoller` over 190E-240E), degC.
-
-    Parameters
-    ----------
-    nino3, nino4 : xarray.DataArray
-        Nino 3 (T_E) and Nino 4 (T_C) anomalies (degC) on ``(*other, time)``.
-    coefficients : xarray.Dataset, optional
-        Regression coefficients ``b0``, ``b_e``, ``b_c`` on ``lon``; default the observed ones.
-
-    Returns
-    -------
-    xarray.DataArray
-        ``nino34`` on ``(*other, time)`` (degC), float64.
-    """
-    h = equatorial_hovmoller(nino3, nino4, coefficients)
-    out = h.sel(lon=slice(190.0, 240.0)).mean("lon").astype(np.float64)
-    out.name = "nino34"
-    out.attrs = {"long_name": "Nino 3.4 SST anomaly from the equatorial regression", "units": "degC"}
-    return out

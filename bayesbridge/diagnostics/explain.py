@@ -65,7 +65,7 @@ from bayesbridge.errors import (
     ShapeMismatchError,
     check_choice,
 )
-from bayesbridge.infer._linalg import psd_sqrt as _psd_sqrt
+from bayesbridge.infer.linalg import psd_sqrt as _psd_sqrt
 from bayesbridge.infer.result import AssimilationResult
 
 __all__ = [

@@ -36,7 +36,6 @@ import pandas as pd
 import xarray as xr
 from scipy.stats import qmc
 
-from bayesbridge.diagnostics import arviz_compat
 from bayesbridge.errors import (
     AllMissingError,
     InputTypeError,
@@ -46,6 +45,7 @@ from bayesbridge.errors import (
 )
 from bayesbridge.idealized.model import MultiscaleENSO
 from bayesbridge.idealized.params import ENSOParameters
+from bayesbridge.io import arviz_compat
 
 __all__ = [
     "CalibratedParameter",
@@ -118,7 +118,7 @@ def statistics_from_arrays(
     Returns
     -------
     ndarray, shape ``(record, n_stat)``
-        In the order of :attr:`CalibrationResult.statistic_names`; event rates use the DESIGN
+        In the order of :attr:`CalibrationResult.statistic_names`; event rates use the design
         rules of :func:`bayesbridge.diagnostics.enso.classify_events` (complete DJF windows).
     """
     if first_month != 1:

@@ -7,7 +7,7 @@ ensemble, ``N`` members, ``A`` the transition, ``H`` the observation operator, `
 ``W`` the whitening (``L^{-T}``, or ``diag(R)^{-1/2}`` when ``R`` is diagonal), one cycle is
 
 1. forecast ``F = E A^T``, ``E = F + eps L_Q^T`` with ``eps (N, d)`` the model noise after
-   ``_draw``'s post-processing for ``sampling`` (``"random"``: as drawn; ``"centred"``: centred
+   ``draw_perturbations``'s post-processing for ``sampling`` (``"random"``: as drawn; ``"centred"``: centred
    over members and scaled by ``sqrt(N/(N-1))``; ``"exact"``: centred, projected off the span of
    the anomalies of ``F`` with a QR factorisation and whitened by the Cholesky factor of its
    sample covariance -- second-order exact sampling, Pham 2001, Evensen 2004 -- falling back to
@@ -35,7 +35,7 @@ grad, variant ``"enkf"`` (with the default ``inversion="eigh"``) or ``"etkf"``, 
 no taper, no RTPS and ``store_ensemble=False``. All three ``sampling`` modes are supported. Any
 ``noise`` callable is: :func:`filter_records` requests the numbers step by step in ``run``'s order
 (``"initial"``; then per step ``"model"`` then ``"obs"``), so stateful sources such as the default
-:func:`~bayesbridge.infer.enkf.generator_noise` hand out the same numbers as in ``run``.
+:func:`~bayesbridge.infer.ensemble_noise.generator_noise` hand out the same numbers as in ``run``.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from numba import njit
+
+from bayesbridge.infer.ensemble_noise import BlockNoise, draw_perturbations, generator_noise
 
 __all__ = ["CycleRecords", "Eligibility", "eligible", "linear_cycle_block", "filter_records"]
 
@@ -133,7 +135,7 @@ def _cholesky_lower(C, L):  # pragma: no cover - compiled
 
 @njit(cache=True)
 def _exact_noise(eps, F):  # pragma: no cover - compiled
-    """``_draw(..., sampling="exact", F)`` on ``eps (N, d)`` in place (see the module notes)."""
+    """``draw_perturbations(..., sampling="exact", F)`` on ``eps (N, d)`` in place (see the module notes)."""
     n, k = eps.shape
     mu = np.zeros(k)
     for i in range(n):
@@ -326,7 +328,7 @@ def linear_cycle_block(
     yw : array (k, m)
         Whitened observations ``y_t W`` of the block (no missing values).
     eps_model : array (k, N, d)
-        Raw standard normals ``noise("model", t, (N, d))`` of each step, before ``_draw``'s
+        Raw standard normals ``noise("model", t, (N, d))`` of each step, before ``draw_perturbations``'s
         post-processing (done here, since ``"exact"`` needs the forecast).
     eps_obs : array (k, N, m), optional
         Raw standard normals ``noise("obs", t, (N, m))`` (``variant="enkf"`` only).
@@ -371,15 +373,13 @@ def _noise_segment(noise, lo: int, hi: int, shapes: dict[str, tuple]) -> tuple[d
     """Raw standard normals ``(k, *shape)`` of each kind for steps ``lo..`` and the end of the segment.
 
     Requests are made in ``run``'s order (for each step, the kinds in the order of ``shapes``).
-    For the default block source (:func:`~bayesbridge.infer.enkf.generator_noise` with
+    For the default block source (:func:`~bayesbridge.infer.ensemble_noise.generator_noise` with
     ``n_steps``) the first request of ``lo`` draws any new block exactly as ``run`` would, and the
     segment is cut where the first of the current blocks ends, so that no draw happens inside it
     in ``run`` either; the blocks are then returned as views, without a per-step call or copy.
     Any other source is called step by step up to ``hi`` and the results stacked.
     """
-    from bayesbridge.infer.enkf import _BlockNoise
-
-    if isinstance(noise, _BlockNoise) and noise.n_steps is not None:
+    if isinstance(noise, BlockNoise) and noise.n_steps is not None:
         for kind, shape in shapes.items():
             noise(kind, lo, shape)  # draws a new block of this kind if lo is not covered
         ends = [noise.blocks[kind][0] + noise.blocks[kind][1].shape[0] for kind in shapes]
@@ -463,7 +463,7 @@ def filter_records(model, y: torch.Tensor, config, generator: torch.Generator, *
     y : Tensor (*batch, T, m)
     config : EnKFConfig
     generator : torch.Generator
-        Seeds :func:`~bayesbridge.infer.enkf.generator_noise` when ``noise`` is None.
+        Seeds :func:`~bayesbridge.infer.ensemble_noise.generator_noise` when ``noise`` is None.
     noise : callable, optional
         ``noise(kind, step, shape)`` as in ``run``.
     block : int
@@ -477,8 +477,7 @@ def filter_records(model, y: torch.Tensor, config, generator: torch.Generator, *
         Records of all ``T`` steps with the leading ``(*batch,)`` axes (``completed < T`` if a
         run diverged: the first step at which one did).
     """
-    from bayesbridge.infer._linalg import psd_sqrt as _psd_sqrt
-    from bayesbridge.infer.enkf import _draw, generator_noise
+    from bayesbridge.infer.linalg import psd_sqrt as _psd_sqrt
 
     f64 = torch.float64
     N = config.members
@@ -499,7 +498,7 @@ def filter_records(model, y: torch.Tensor, config, generator: torch.Generator, *
     HW = (model.H.mT @ W).numpy()
     L_Q = _psd_sqrt(torch.as_tensor(model.transition_cov(0), dtype=f64)).numpy()
     ops = _operators(model.A.numpy(), HW, L_Q)
-    E0 = m0 + _draw(noise, "initial", 0, (*batch, N, d), config.sampling, None) @ _psd_sqrt(P0).mT
+    E0 = m0 + draw_perturbations(noise, "initial", 0, (*batch, N, d), config.sampling, None) @ _psd_sqrt(P0).mT
     E = np.ascontiguousarray(E0.reshape(B, N, d).numpy())
     yw = np.ascontiguousarray(yw.reshape(B, T, m).numpy())
     stochastic = config.variant == "enkf"

@@ -1,9 +1,8 @@
 """Float32 standard normals for the particle filter's model noise: xoshiro256++ and a ziggurat.
 
-The bootstrap particle filter draws ``N d`` normals per step, and with its compiled kernel these
-draws were the largest single cost (``torch.randn``: 3.5 ns per float32 number on the 2-core
-CI machine, 28 us of a 60 us step at 1,000 particles and latent size 8; numpy's ``Generator``:
-7-10 ns). This module draws them in about 2.3 ns, from
+The bootstrap particle filter draws ``N d`` normals per step; with its compiled kernel these
+draws are the largest single cost (measurements in ``docs/lab-notes.md``). This module draws
+them from
 
 * **xoshiro256++** (Blackman & Vigna 2021, *Scrambled linear pseudorandom number generators*,
   ACM Trans. Math. Softw. 47(4), 36), a 256-bit-state generator that passes BigCrush and

@@ -26,7 +26,10 @@ REMEDIES = (
 
 
 def check_finite(state: torch.Tensor, step: int, method: str, what: str = "state") -> None:
-    """Raise if ``state`` holds NaN or inf at assimilation step ``step`` (0-based)."""
+    """Raise :class:`FilterDivergenceError` if ``state`` holds NaN or inf at assimilation step ``step`` (0-based).
+
+    ``method`` (the engine's name) and ``what`` (e.g. ``"analysis mean"``) go into the message.
+    """
     if not bool(torch.isfinite(state).all()):
         bad = int((~torch.isfinite(state)).sum())
         raise FilterDivergenceError(
@@ -46,6 +49,8 @@ def check_innovations(
         Normalised innovation squared per step (0 where nothing was observed).
     dof : Tensor (*batch, T)
         Number of observed components per step.
+    method : str
+        Engine name for the message.
     factor : float
         Trigger when ``sum(nis) > factor * sum(dof) + 50`` (mean NIS 25 times its expectation).
     """

@@ -9,9 +9,8 @@ innovation ``d = y - mean(HE)``,
 * ``"enkf"`` -- stochastic EnKF with perturbed observations (Burgers, van Leeuwen & Evensen
   1998; Evensen 2003). Member ``i`` sees ``y + D_i`` with ``D_i ~ N(0, R)`` (centred over members);
   the gain is :math:`K = X^T Y (Y^T Y + (N-1) R)^{-1}` and ``E_a = E + (d + D - Y) K^T``, as in
-  DAPPER's ``EnKF('PertObs')``. (Using the ensemble estimate of the perturbed-observation
-  covariance, ``(Y - D)^T (Y - D)``, in place of ``(N-1) R`` was tried and gave a 30 % larger
-  error of the mean against the exact filter at 2,000 members, latent 32.) Both variants work in
+  DAPPER's ``EnKF('PertObs')`` (``docs/lab-notes.md`` says why not the ensemble estimate of
+  the perturbed-observation covariance). Both variants work in
   observation space whitened by ``R = L L^T``: with ``Yt = Y L^{-T}``, ``G = Yt^T Yt = V diag(lam)
   V^T`` and ``U = Yt V``, ``YtY + (N-1) R = L V diag(lam + N - 1) V^T L^T``, so the update is
   ``E_a = E + [(dt + eps - Yt) V diag(c)] (U^T X)`` with ``dt = L^{-1} d``, ``eps`` the centred
@@ -79,11 +78,9 @@ tensor, e.g. for ensemble-likelihood hyperparameter inference with common random
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-import numpy as np
 import torch
 
 from bayesbridge.errors import (
@@ -93,9 +90,10 @@ from bayesbridge.errors import (
     ShapeMismatchError,
     check_choice,
 )
-from bayesbridge.infer._linalg import psd_sqrt as _psd_sqrt
 from bayesbridge.infer.divergence import REMEDIES, check_finite, check_innovations
+from bayesbridge.infer.ensemble_noise import Noise, draw_perturbations, generator_noise
 from bayesbridge.infer.kalman import _LOG_2PI
+from bayesbridge.infer.linalg import psd_sqrt as _psd_sqrt
 from bayesbridge.infer.result import AssimilationResult, StepDiagnostics
 
 __all__ = ["EnKFConfig", "Variant", "Inversion", "Sampling", "Smoother", "run", "gaspari_cohn", "generator_noise", "MIN_MEMBERS"]
@@ -107,7 +105,6 @@ Smoother = Literal["rts", "transform"]
 Engine = Literal["auto", "compiled", "torch"]
 MIN_MEMBERS: dict[str, int] = {"enkf": 2, "etkf": 2, "enks": 2}
 
-Noise = Callable[[str, int, tuple], torch.Tensor]
 f64 = torch.float64
 _CHECK_EVERY = 64  # steps between the (host-synchronising) finiteness checks of the analysis means
 
@@ -382,7 +379,7 @@ def run(
     ens_all = torch.empty(*batch, T, N, d, dtype=f64, device=dev) if (config.store_ensemble or rts) else None
     smo_all = torch.empty(*batch, N, T, d, dtype=f64, device=dev) if smooth else None  # member-major for the lag update
     fake = -(torch.arange(m, dtype=f64, device=dev) + 1.0) / (2.0 * (m + 1))  # distinct in (-1/2, 0), see _missing_step
-    E = m0 + _draw(noise, "initial", 0, (*batch, N, d), config.sampling, None) @ _psd_sqrt(P0).mT
+    E = m0 + draw_perturbations(noise, "initial", 0, (*batch, N, d), config.sampling, None) @ _psd_sqrt(P0).mT
     q_prev, L_Q, q_diag = None, None, None
     checked = 0
     t = 0
@@ -396,7 +393,7 @@ def run(
                 diag = not Qt.requires_grad and bool((L_Q == torch.diag_embed(L_Q.diagonal())).all())
                 q_diag = L_Q.diagonal() if diag else None
             F = model.transition_mean(E, t)
-            eps = _draw(noise, "model", t, (*batch, N, d), config.sampling, F)
+            eps = draw_perturbations(noise, "model", t, (*batch, N, d), config.sampling, F)
             E = torch.addcmul(F, eps, q_diag) if q_diag is not None else torch.add(F, eps @ L_Q.mT)
             xbar = ones_n @ E  # (*b, 1, d)
             if inflate:
@@ -609,73 +606,6 @@ def _check_block(means: list[torch.Tensor], lo: int, hi: int, variant: str) -> N
         check_finite(means[t], t, variant, "analysis mean")
 
 
-class _BlockNoise:
-    """Standard normals drawn in blocks of cycles (see :func:`generator_noise`)."""
-
-    def __init__(self, generator: torch.Generator, n_steps: int | None, block_elements: int,
-                 device: torch.device | None = None) -> None:
-        seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=generator.device))
-        self.rng = np.random.default_rng(seed)
-        self.device = generator.device if device is None else torch.device(device)
-        self.n_steps = n_steps
-        self.block_elements = block_elements
-        self.blocks: dict[str, tuple[int, torch.Tensor]] = {}
-
-    def _draw(self, shape: tuple) -> torch.Tensor:
-        out = torch.from_numpy(self.rng.standard_normal(shape))
-        return out if self.device.type == "cpu" else out.to(self.device)  # one copy per block
-
-    def __call__(self, kind: str, step: int, shape: tuple) -> torch.Tensor:
-        if kind == "initial" or self.n_steps is None:
-            return self._draw(shape)
-        start, block = self.blocks.get(kind, (0, None))
-        if block is None or not (start <= step < start + block.shape[0]) or tuple(block.shape[1:]) != tuple(shape):
-            size = max(1, math.prod(shape))
-            k = max(1, min(self.n_steps - step, self.block_elements // size))
-            start, block = step, self._draw((k, *shape))
-            self.blocks[kind] = (start, block)
-        return block[step - start]
-
-
-def generator_noise(
-    generator: torch.Generator, n_steps: int | None = None, block_elements: int = 2**20,
-    device: str | torch.device | None = None,
-) -> Noise:
-    """The default noise source: float64 standard normals seeded by ``generator``, drawn in blocks.
-
-    Parameters
-    ----------
-    generator : torch.Generator
-        One 63-bit seed is drawn from it for a NumPy PCG64 generator (same generator state, same
-        numbers: common random numbers).
-    n_steps : int, optional
-        Number of cycles ``T``; when given, each kind of noise is drawn for up to
-        ``block_elements // prod(shape)`` cycles at once (one call per block instead of one per
-        step), else step by step.
-    block_elements : int
-        Largest block, in numbers (default 2**20, 8 MiB).
-    device : str or torch.device, optional
-        Where the numbers are delivered (default: the generator's device). They are drawn on the
-        CPU and copied once per block, so a CUDA run draws the same numbers as a CPU run with
-        the same seed only if the seeds drawn from the two generators coincide (they do not:
-        CPU and CUDA generators have different streams).
-
-    Returns
-    -------
-    callable
-        ``noise(kind, step, shape) -> Tensor`` of float64 standard normals of ``shape``.
-
-    Notes
-    -----
-    NumPy's ziggurat sampler is about twice as fast per float64 number as ``torch.randn`` on
-    CPU; drawing the model error is the largest single cost of a batched cycle. (torch's faster
-    single-precision Box-Muller sampler was tried and rejected: with it the ETKF rank histograms
-    of ``tests/test_enkf.py`` failed the chi-square test for 6 of 16 seeds, against 1 of 16 with
-    float64 draws.)
-    """
-    return _BlockNoise(generator, n_steps, block_elements, device)
-
-
 def _ensemble_rts(an_all: torch.Tensor, fc_all: torch.Tensor, config: EnKFConfig) -> torch.Tensor:
     """Ensemble RTS smoother (Raanes 2016) on stored analysis/forecast ensembles ``(*b, T, N, d)``.
 
@@ -695,34 +625,6 @@ def _ensemble_rts(an_all: torch.Tensor, fc_all: torch.Tensor, config: EnKFConfig
         Es = an_all[..., t, :, :] + (Es - fc_all[..., t + 1, :, :]) @ G[..., t, :, :].mT
         out[..., t, :, :] = Es
     return out
-
-
-def _draw(
-    noise: Noise, kind: str, step: int, shape: tuple, sampling: str, F: torch.Tensor | None
-) -> torch.Tensor:
-    """Standard normals ``(*batch, N, k)`` post-processed according to ``sampling``.
-
-    ``"centred"``: zero mean over members, rescaled by ``sqrt(N/(N-1))``. ``"exact"``: also
-    orthogonal to the anomalies of ``F`` (the deterministic forecast, when given) and whitened so
-    that the sample covariance is exactly the identity; falls back to ``"centred"`` when
-    ``N - 1 < k + rank(F)`` (not enough members).
-    """
-    eps = noise(kind, step, shape)
-    if sampling == "random":
-        return eps
-    n, k = shape[-2], shape[-1]
-    eps = eps - eps.mean(-2, keepdim=True)
-    if sampling == "exact":
-        if F is not None and n - 1 >= 2 * k:
-            Fa = F - F.mean(-2, keepdim=True)
-            Qf, _ = torch.linalg.qr(Fa)  # (*b, N, k') orthonormal basis of the anomaly span
-            eps = eps - Qf @ (Qf.mT @ eps)
-        if n - 1 >= k + (k if F is not None else 0):
-            C = eps.mT @ eps / (n - 1)
-            L, info = torch.linalg.cholesky_ex(C)
-            if bool((info == 0).all()):
-                return torch.linalg.solve_triangular(L, eps.mT, upper=False).mT
-    return eps * math.sqrt(n / (n - 1))
 
 
 def _add_matmul(E: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ The target is the exact marginal posterior of the global scales of an affine sta
 .. math:: p(s, \\sigma | y) \\propto p(s)\\, p(\\sigma)\\, p(y_{1:T} | s, \\sigma),
 
 where the latent chain is integrated out exactly (:class:`pyro.distributions.GaussianHMM`, the
-Kalman marginal likelihood) by :func:`bayesbridge.model_pyro.state_space_program`. ``"nuts"``
+Kalman marginal likelihood) by :func:`bayesbridge.model.pyro_program.state_space_program`. ``"nuts"``
 samples it with the No-U-Turn sampler (Hoffman & Gelman 2014) in several independent chains
 from dispersed starting points, so convergence is checked with the rank-normalised split R-hat
 and bulk ESS (Vehtari et al. 2021); ``"svi"`` fits a variational approximation
@@ -62,12 +62,13 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from bayesbridge.diagnostics import arviz_compat
 from bayesbridge.errors import InputTypeError, ParameterError, check_choice
 from bayesbridge.infer.enkf import EnKFConfig, Sampling
 from bayesbridge.infer.enkf import run as enkf_run
+from bayesbridge.io import arviz_compat
 from bayesbridge.model import as_tensor
-from bayesbridge.model_pyro import as_state_space_model, isolated_pyro, state_space_program
+from bayesbridge.model.pyro_program import isolated_pyro, state_space_program
+from bayesbridge.model.state_space import as_state_space_model
 
 __all__ = [
     "HyperConfig",
@@ -343,7 +344,7 @@ def ensemble_log_likelihood(
     Parameters
     ----------
     model : StateSpaceModel or StateSpace
-        Converted with :func:`~bayesbridge.model_pyro.as_state_space_model`; may be nonlinear.
+        Converted with :func:`~bayesbridge.model.state_space.as_state_space_model`; may be nonlinear.
     observations : Tensor (*batch, T, m)
         Validated observations (float64, NaN = missing); the runs share the scales.
     obs_scale : Tensor (m,)

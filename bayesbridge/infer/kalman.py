@@ -56,8 +56,8 @@ from bayesbridge.infer._kalman_kernel import (
     _smooth_cov_pass,
     _smooth_mean_pass,
 )
-from bayesbridge.infer._linalg import psd_sqrt as _psd_sqrt
 from bayesbridge.infer.divergence import check_finite, check_innovations
+from bayesbridge.infer.linalg import psd_sqrt as _psd_sqrt
 from bayesbridge.infer.result import AssimilationResult, StepDiagnostics
 
 __all__ = [

@@ -64,10 +64,10 @@ import numpy as np
 import torch
 
 from bayesbridge.errors import FilterDivergenceError, ParameterError, check_choice
-from bayesbridge.infer._linalg import psd_sqrt as _psd_sqrt
 from bayesbridge.infer._particle_kernel import _bootstrap_block, _weigh_step
 from bayesbridge.infer._ziggurat import ZigguratNormals
 from bayesbridge.infer.divergence import REMEDIES, check_finite
+from bayesbridge.infer.linalg import psd_sqrt as _psd_sqrt
 from bayesbridge.infer.result import AssimilationResult, StepDiagnostics
 from bayesbridge.model import LinearGaussianModel, LinearTransition, StateSpaceModel
 

@@ -1,6 +1,6 @@
 """Stochastic variational inference on the Pyro state-space program.
 
-The program is :func:`bayesbridge.model_pyro.state_space_program`: observation-error scales
+The program is :func:`bayesbridge.model.pyro_program.state_space_program`: observation-error scales
 ``s`` and the model-error scale ``sigma`` with their priors, then the observations.
 
 *Affine latent chains* are marginalised exactly (:class:`pyro.distributions.GaussianHMM`), so
@@ -34,12 +34,12 @@ from bayesbridge.errors import ParameterError
 from bayesbridge.infer.divergence import check_finite
 from bayesbridge.infer.result import AssimilationResult
 from bayesbridge.model import LinearGaussianModel
-from bayesbridge.model_pyro import (
-    as_state_space_model,
-    gaussian_hmm,
+from bayesbridge.model.pyro_program import (
     isolated_pyro,
+    masked_gaussian_hmm,
     state_space_program,
 )
+from bayesbridge.model.state_space import as_state_space_model
 
 __all__ = ["SVIConfig", "run", "fit_svi", "SVIFit"]
 
@@ -123,12 +123,12 @@ def fit_svi(model, observations: torch.Tensor, config: SVIConfig, generator: tor
     Parameters
     ----------
     model : StateSpace or StateSpaceModel
-        Converted with :func:`~bayesbridge.model_pyro.as_state_space_model`.
+        Converted with :func:`~bayesbridge.model.state_space.as_state_space_model`.
     observations : Tensor (*batch, T, m)
         Observations (float64, NaN = missing).
     config : SVIConfig
     generator : torch.Generator
-        Seeds Pyro inside :func:`~bayesbridge.model_pyro.isolated_pyro` (global RNG state and
+        Seeds Pyro inside :func:`~bayesbridge.model.pyro_program.isolated_pyro` (global RNG state and
         parameter store are restored afterwards).
 
     Returns
@@ -188,7 +188,7 @@ def run(model, y: torch.Tensor, config: SVIConfig, generator: torch.Generator) -
     Parameters
     ----------
     model : StateSpace or StateSpaceModel
-        Converted with :func:`~bayesbridge.model_pyro.as_state_space_model`.
+        Converted with :func:`~bayesbridge.model.state_space.as_state_space_model`.
     y : Tensor (*batch, T, m)
         Validated observations (float64, NaN = missing).
     config : SVIConfig
@@ -226,10 +226,10 @@ def run(model, y: torch.Tensor, config: SVIConfig, generator: torch.Generator) -
         )
     with isolated_pyro(generator), torch.no_grad():
         if config.latent == "average":
-            masked = gaussian_hmm(ssm, y, obs_scale=s_draws, model_error_scale=sig_draws)
+            masked = masked_gaussian_hmm(ssm, y, obs_scale=s_draws, model_error_scale=sig_draws)
             traj = masked.hmm.rsample_posterior(masked.filled)  # (draw, *batch, T, d)
         else:
-            masked = gaussian_hmm(ssm, y, obs_scale=s_mean, model_error_scale=sig_mean)
+            masked = masked_gaussian_hmm(ssm, y, obs_scale=s_mean, model_error_scale=sig_mean)
             traj = masked.hmm.rsample_posterior(masked.filled, torch.Size([config.members]))
     traj = traj.movedim(0, -2)
     check_finite(traj, T - 1, "svi", "trajectory draws")
@@ -244,7 +244,7 @@ def run(model, y: torch.Tensor, config: SVIConfig, generator: torch.Generator) -
             smoothed_mean=exact.smoothed_mean, smoothed_cov=exact.smoothed_cov, smoothed_ensemble=traj,
             log_evidence=exact.log_evidence, hyperparameters=hyper, config=config,
         )
-    masked = gaussian_hmm(ssm, y, obs_scale=s_mean, model_error_scale=sig_mean)
+    masked = masked_gaussian_hmm(ssm, y, obs_scale=s_mean, model_error_scale=sig_mean)
     with torch.no_grad():
         log_ev = masked.hmm.log_prob(masked.filled) + masked.log_correction
     mean = traj.mean(-2)

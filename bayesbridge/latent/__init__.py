@@ -17,7 +17,7 @@ from bayesbridge.latent.emulator import (
     EmulatorReport,
     IndexStatistics,
     emulator_check,
-    index_statistics,
+    series_statistics,
 )
 from bayesbridge.latent.eof import EOFCodec
 from bayesbridge.latent.linear import LinearInverseModel
@@ -48,5 +48,5 @@ __all__ = [
     "EmulatorReport",
     "IndexStatistics",
     "emulator_check",
-    "index_statistics",
+    "series_statistics",
 ]

@@ -58,7 +58,8 @@ Init = Literal["eof", "random"]
 
 def seeded_linear_init(module: nn.Module, generator: torch.Generator, zero_last: bool) -> None:
     """Re-initialise every ``nn.Linear`` in ``module`` from ``generator`` (PyTorch's default
-    uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) law), optionally zeroing the last one."""
+    uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) law); ``zero_last`` zeroes the last one (a residual
+    block that starts as the identity)."""
     linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
     with torch.no_grad():
         for layer in linears:

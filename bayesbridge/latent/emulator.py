@@ -26,7 +26,7 @@ from bayesbridge.errors import InputValueError
 from bayesbridge.latent.stacking import as_dataset
 from bayesbridge.regions import get_region
 
-__all__ = ["IndexStatistics", "EmulatorReport", "index_statistics", "emulator_check"]
+__all__ = ["IndexStatistics", "EmulatorReport", "series_statistics", "emulator_check"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def _acf(x: np.ndarray, lag: int) -> float:
     return float(np.sum(x[:-lag] * x[lag:]) / np.sum(x * x))
 
 
-def index_statistics(series: np.ndarray, months: np.ndarray) -> IndexStatistics:
+def series_statistics(series: np.ndarray, months: np.ndarray) -> IndexStatistics:
     """Statistics of ``series`` ``(member, time)`` (or ``(time,)``) with calendar ``months`` ``(time,)``."""
     x = np.atleast_2d(np.asarray(series, dtype=float))
     months = np.asarray(months, dtype=int)
@@ -169,8 +169,8 @@ def emulator_check(
         emulated = np.stack([(codec.decode_tensor(z[m]).double() @ row).numpy() for m in range(members)])
     return EmulatorReport(
         box=box,
-        operational=index_statistics(operational, op_months),
-        emulator=index_statistics(emulated, run["month"].values),
+        operational=series_statistics(operational, op_months),
+        emulator=series_statistics(emulated, run["month"].values),
         n_steps=n_steps,
         members=int(members),
     )

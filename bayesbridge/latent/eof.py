@@ -51,8 +51,9 @@ def randomized_svd(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Leading ``rank`` singular triplets of ``x`` ``(T, P)`` by a randomised range finder.
 
-    Returns ``U (T, rank)``, ``S (rank,)``, ``Vh (rank, P)``; power iterations with QR
-    re-orthonormalisation (Halko et al. 2011, algorithm 4.4).
+    Returns ``U (T, rank)``, ``S (rank,)``, ``Vh (rank, P)``; ``n_iter`` power iterations with
+    QR re-orthonormalisation (Halko et al. 2011, algorithm 4.4) on a Gaussian test matrix of
+    ``rank + oversample`` columns drawn from ``generator``.
     """
     k = min(rank + oversample, min(x.shape))
     omega = torch.randn(x.shape[1], k, dtype=x.dtype, device=x.device, generator=generator)

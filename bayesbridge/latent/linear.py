@@ -33,7 +33,10 @@ __all__ = ["LinearInverseModel", "fit_ar1"]
 
 
 def fit_ar1(z0: np.ndarray, z1: np.ndarray, ridge: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares ``A (d, d)`` and residual covariance ``Q (d, d)`` from pairs ``z0, z1 (n, d)``."""
+    """Least-squares ``A (d, d)`` and residual covariance ``Q (d, d)`` from pairs ``z0, z1 (n, d)``.
+
+    ``ridge`` is the Tikhonov parameter added to the Gram matrix ``z0^T z0``.
+    """
     n, d = z0.shape
     gram = z0.T @ z0 + ridge * np.eye(d)
     a = scipy.linalg.solve(gram, z0.T @ z1, assume_a="pos").T

@@ -54,7 +54,8 @@ class LatentSeries:
 
 
 def latent_series(z: xr.DataArray, min_steps: int, argument: str = "z") -> LatentSeries:
-    """Check a ``(time, latent)`` DataArray and return its values and calendar months."""
+    """Check ``z``, a ``(time, latent)`` DataArray of at least ``min_steps`` steps, and return its
+    values and calendar months; errors name it ``argument``."""
     if not isinstance(z, xr.DataArray):
         raise InputTypeError(
             f"{argument}: expected an xarray.DataArray on (time, latent) (codec.encode output), "
@@ -175,8 +176,9 @@ class FreeRunMixin:
     ) -> xr.DataArray:
         """Free run ``(member, time, latent)`` from step ``-burn_in``; see :func:`simulate_transition`.
 
-        ``start_month`` (1..12) is the calendar month of recorded step 0 (default: the model's
-        ``start_month``, i.e. the month of the first fitted time).
+        ``n_steps`` recorded steps of ``members`` runs seeded by ``seed``, started from ``z0``
+        (default zeros). ``start_month`` (1..12) is the calendar month of recorded step 0
+        (default: the model's ``start_month``, i.e. the month of the first fitted time).
         """
         self._require()
         return simulate_transition(

@@ -45,7 +45,7 @@ _GRID_TOL = 1e-6
 
 
 def as_dataset(fields: xr.Dataset | xr.DataArray, argument: str = "fields") -> xr.Dataset:
-    """Return ``fields`` as a Dataset (a named DataArray becomes a one-variable Dataset)."""
+    """Return ``fields`` as a Dataset (a named DataArray becomes a one-variable Dataset); errors name it ``argument``."""
     if isinstance(fields, xr.DataArray):
         if fields.name is None:
             raise InputTypeError(

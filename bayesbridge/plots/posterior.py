@@ -2,7 +2,7 @@
 
 Every function returns a :class:`matplotlib.figure.Figure` built without ``pyplot`` (no global
 state, safe under the Agg backend, in threads and in workers); save it with
-``fig.savefig(path, dpi=150)``. Inputs are a :class:`~bayesbridge.posterior.Posterior` or its
+``fig.savefig(path, dpi=150)``. Inputs are a :class:`~bayesbridge.bridge.posterior.Posterior` or its
 summary Dataset (``posterior.nc`` opened with xarray), so figures can be remade from files.
 """
 
@@ -76,7 +76,7 @@ def plot_std_map(posterior, variable: str = "tos", time: int | None = None) -> F
     Parameters
     ----------
     posterior : Posterior or xarray.Dataset
-        A :class:`~bayesbridge.posterior.Posterior` or its summary Dataset (``posterior.nc``),
+        A :class:`~bayesbridge.bridge.posterior.Posterior` or its summary Dataset (``posterior.nc``),
         which must hold ``<variable>_std``.
     variable : str
         Field variable (e.g. ``"tos"``, ``"zos"``).
@@ -104,7 +104,7 @@ def plot_field_summary(posterior, variable: str = "tos", time: int = 0) -> Figur
     Parameters
     ----------
     posterior : Posterior or xarray.Dataset
-        A :class:`~bayesbridge.posterior.Posterior` or its summary Dataset (``posterior.nc``),
+        A :class:`~bayesbridge.bridge.posterior.Posterior` or its summary Dataset (``posterior.nc``),
         which must hold ``<variable>_mean``, ``_std``, ``_q05`` and ``_q95``.
     variable : str
         Field variable (e.g. ``"tos"``).

@@ -1,8 +1,8 @@
-"""``bayesbridge sensitivity``: Sobol indices of the bridged statistics of the twin experiment.
+"""Sobol indices of the bridged statistics of the twin experiment (``bayesbridge sensitivity``).
 
 Which settings of the bridge matter for the statistics it is judged on? The model of the
 analysis is :func:`bridge_statistics`: one bridge fitted and assimilated on the twin experiment
-(DESIGN section 6) for given inputs, returning three scalar scores against the truth:
+(``docs/design.md`` section 6) for given inputs, returning three scalar scores against the truth:
 
 * ``nino3_skew_error`` - absolute error of the Nino 3 skewness, the mean over posterior draws
   of :func:`scipy.stats.skew` of each whole-trajectory draw, against the truth's;
@@ -14,7 +14,7 @@ analysis is :func:`bridge_statistics`: one bridge fitted and assimilated on the 
 Inputs (uniform on their bounds, :data:`BOUNDS`): ``obs_error_floor`` (degC floor of the Nino
 observation errors; ``h_w`` floor scaled by 2 m / 0.15 degC), ``inflation`` (multiplicative),
 ``latent_dim`` and ``members`` (rounded to integers). The indices are computed with SALib on
-Saltelli's scheme (:func:`bayesbridge.sensitivity.run_sobol`), the runs evaluated as dask tasks
+Saltelli's scheme (:func:`bayesbridge.apps.sobol.run_sobol`), the runs evaluated as dask tasks
 (:func:`bayesbridge.parallel.map_tasks`) on a local cluster or on ``--scheduler ADDRESS``, with
 common random numbers (every run uses the same engine seed). Mounted in :mod:`bayesbridge.cli`
 with ``app.command(name="sensitivity")(sensitivity)``.
@@ -23,13 +23,10 @@ with ``app.command(name="sensitivity")(sensitivity)``.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
-from typing import Annotated
 
 import numpy as np
-import typer
 
-__all__ = ["sensitivity", "bridge_statistics", "BOUNDS", "OUTPUTS"]
+__all__ = ["bridge_statistics", "BOUNDS", "OUTPUTS"]
 
 BOUNDS: dict[str, tuple[float, float]] = {
     "obs_error_floor": (0.05, 0.5),
@@ -49,8 +46,8 @@ _HW_PER_NINO = 2.0 / 0.15  # default h_w floor (m) per default Nino floor (degC)
 def _twin(years: int, twin_seed: int, cache_dir: str | None):
     """Twin experiment, its anomalies and truth statistics (cached per worker process)."""
     from bayesbridge import io, regions
+    from bayesbridge.apps.scoring import field_statistics, index_statistics
     from bayesbridge.datasets import make_twin_experiment
-    from bayesbridge.demo import field_statistics, index_statistics
 
     twin = make_twin_experiment(years=years, seed=twin_seed, cache_dir=cache_dir)
     operational = io.open_operational(twin.operational, region=None).load()
@@ -103,8 +100,8 @@ def bridge_statistics(
     """
     from scipy import stats
 
+    from bayesbridge.apps.scoring import bridged_maps, weighted_rmse
     from bayesbridge.bridge import Bridge, BridgeConfig
-    from bayesbridge.demo import _bridged_maps, _weighted_rmse
     from bayesbridge.diagnostics import uq
 
     twin, operational, idx_truth, truth_stats, truth_map = _twin(int(years), int(twin_seed), cache_dir)
@@ -125,62 +122,11 @@ def bridge_statistics(
     post = res.posterior
     n3 = post.index_draws("nino3").values
     skew = float(np.mean([stats.skew(d) for d in n3]))
-    maps = _bridged_maps(post, min(map_draws, post.n_draws), int(seed) % 2**31)
+    maps = bridged_maps(post, min(map_draws, post.n_draws), int(seed) % 2**31)
     truth34 = idx_truth["nino34"].drop_vars(["area", "mask"], errors="ignore")
     coverage = uq.interval_coverage(post.index_draws("nino34"), truth34, 0.9)
     return {
         "nino3_skew_error": abs(skew - truth_stats["nino3_skew"]),
-        "skew_map_rmse": _weighted_rmse(maps["skew"], truth_map["skew"]),
+        "skew_map_rmse": weighted_rmse(maps["skew"], truth_map["skew"]),
         "coverage90_nino34": float(coverage),
     }
-
-
-def sensitivity(
-    quick: Annotated[bool, typer.Option("--quick", help="Tiny analysis: n=8 base samples, 12-year twin.")] = False,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(help="Address (tcp://host:8786) or scheduler file of a running dask cluster; "
-                          "default: a local cluster."),
-    ] = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/sensitivity"),
-    seed: Annotated[int, typer.Option(help="Root seed of sampling, runs and bootstrap.")] = 0,
-    n: Annotated[
-        int | None, typer.Option(help="Base sample size (a power of two); default 8 with --quick, else 64.")
-    ] = None,
-    years: Annotated[int | None, typer.Option(help="Years of the twin experiment (default 12 quick, 100 full).")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes of the local cluster.")] = None,
-) -> None:
-    """Sobol indices (SALib, with bootstrap confidence intervals) of the bridged Nino 3 skewness
-    error, skewness-map RMSE and Nino 3.4 90 % coverage with respect to the observation-error
-    floor, inflation, latent size and ensemble size. Runs as dask tasks; writes
-    OUT/sobol_indices.nc, OUT/sobol_indices.csv and OUT/figures/sobol_indices.png."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from bayesbridge.datasets import make_twin_experiment
-    from bayesbridge.datasets.twin import _default_cache_dir
-    from bayesbridge.parallel import cluster
-    from bayesbridge.sensitivity import SobolProblem, run_sobol
-
-    console = Console()
-    n = n if n is not None else (8 if quick else 64)
-    years = years if years is not None else (12 if quick else 100)
-    cache_dir = str(_default_cache_dir())
-    console.print(f"twin experiment: {years} years (cached in {cache_dir})")
-    make_twin_experiment(years=years, seed=seed, cache_dir=cache_dir)  # generated once, read by the workers
-    model = functools.partial(bridge_statistics, years=years, twin_seed=seed, cache_dir=cache_dir,
-                              map_draws=2 if quick else 8)
-    problem = SobolProblem.from_bounds(BOUNDS)
-    console.print(f"{problem.n_runs(n)} bridge runs ({n} base samples, {problem.num_vars} inputs)")
-    with cluster(scheduler, n_workers=None if scheduler else workers, dashboard_address=None) as client:
-        result = run_sobol(model, problem, n, seed=seed, client=client, progress=True)
-    files = result.save(out)
-    table = Table(title="Sobol indices (95 % bootstrap half-widths)")
-    for col in ("output", "parameter", "S1", "ST"):
-        table.add_column(col, justify="left" if col in ("output", "parameter") else "right")
-    frame = result.to_dataframe()
-    for (output, param), row in frame.iterrows():
-        table.add_row(str(output), str(param), f"{row['S1']:.2f} +/- {row['S1_conf']:.2f}",
-                      f"{row['ST']:.2f} +/- {row['ST_conf']:.2f}")
-    console.print(table)
-    console.print(f"wrote {files.netcdf}, {files.csv}, {files.figure}")

@@ -73,7 +73,7 @@ def read_observations(path: str | os.PathLike, *, start: str | None = None, end:
 
 
 def default_operational(years: int = 200, seed: int = 0) -> xr.Dataset:
-    """The bundled synthetic operational model (twin experiment, DESIGN section 6), as anomalies.
+    """The bundled synthetic operational model (twin experiment, ``docs/design.md`` section 6), as anomalies.
 
     Parameters
     ----------

@@ -30,46 +30,9 @@ import pyro.distributions as dist
 import torch
 
 from bayesbridge.errors import ParameterError, ShapeMismatchError
-from bayesbridge.model import LinearGaussianModel, LinearTransition, StateSpaceModel, as_tensor
+from bayesbridge.model.tensors import as_tensor, jittered
 
-__all__ = [
-    "AffineStructure",
-    "MaskedHMM",
-    "gaussian_hmm",
-    "state_space_program",
-    "as_state_space_model",
-    "isolated_pyro",
-]
-
-
-@dataclass(frozen=True)
-class AffineStructure:
-    """Affine form of a state-space model over ``T`` steps (column-vector convention).
-
-    Attributes
-    ----------
-    A : Tensor (T, d, d)
-    b : Tensor (T, d)
-    L : Tensor (T, d, d)
-        Transition noise factors before the model-error scale ``sigma``.
-    H : Tensor (m, d)
-    c : Tensor (m,)
-    """
-
-    A: torch.Tensor
-    b: torch.Tensor
-    L: torch.Tensor
-    H: torch.Tensor
-    c: torch.Tensor
-
-    @property
-    def time_invariant(self) -> bool:
-        """Whether ``A_t, b_t, L_t`` are the same at every step."""
-        return bool(
-            torch.equal(self.A, self.A[:1].expand_as(self.A))
-            and torch.equal(self.b, self.b[:1].expand_as(self.b))
-            and torch.equal(self.L, self.L[:1].expand_as(self.L))
-        )
+__all__ = ["MaskedHMM", "masked_gaussian_hmm", "state_space_program", "isolated_pyro"]
 
 
 @dataclass
@@ -92,14 +55,8 @@ class MaskedHMM:
     log_correction: torch.Tensor
 
 
-def _jittered(cov: torch.Tensor) -> torch.Tensor:
-    d = cov.shape[-1]
-    scale = float(cov.diagonal(dim1=-2, dim2=-1).abs().max().clamp_min(1e-300))
-    return cov + 1e-10 * scale * torch.eye(d, dtype=cov.dtype)
-
-
-def gaussian_hmm(
-    model: StateSpaceModel,
+def masked_gaussian_hmm(
+    model,
     observations: torch.Tensor | None,
     *,
     n_steps: int | None = None,
@@ -111,7 +68,7 @@ def gaussian_hmm(
     Parameters
     ----------
     model : StateSpaceModel
-        Must be affine (:meth:`StateSpaceModel.affine_structure` not ``None``).
+        A :class:`~bayesbridge.model.state_space.StateSpaceModel`; must be affine (:meth:`StateSpaceModel.affine_structure` not ``None``).
     observations : Tensor (*batch, T, m) or None
         NaN marks missing components; ``None`` needs ``n_steps`` (sampling).
     obs_scale : Tensor (*s, m), optional
@@ -151,14 +108,14 @@ def gaussian_hmm(
             loc = torch.where(mask, aff.c, 0.0)
             scale = torch.where(mask, s, torch.ones((), dtype=torch.float64))
             correction = 0.5 * math.log(2 * math.pi) * (~mask).sum((-1, -2)).to(torch.float64)
-    init = dist.MultivariateNormal(model.m0, covariance_matrix=_jittered(model.P0))
+    init = dist.MultivariateNormal(model.m0, covariance_matrix=jittered(model.P0))
     trans = dist.MultivariateNormal(b, scale_tril=scale_tril)
     obs = dist.Normal(loc, scale).to_event(1)
     hmm = dist.GaussianHMM(init, A.mT, trans, H_row, obs, duration=T)
     return MaskedHMM(hmm, filled, correction)
 
 
-def state_space_program(model: StateSpaceModel, observations=None, *, n_steps: int | None = None) -> None:
+def state_space_program(model, observations=None, *, n_steps: int | None = None) -> None:
     """Pyro program of :class:`~bayesbridge.model.StateSpaceModel`.
 
     Sites: ``obs_scale`` ``(m,)``, ``model_error_scale`` ``()``; then either ``y`` (the whole
@@ -185,7 +142,7 @@ def state_space_program(model: StateSpaceModel, observations=None, *, n_steps: i
     s = pyro.sample("obs_scale", model.obs_scale_prior)
     sigma = pyro.sample("model_error_scale", model.model_error_prior)
     if model.affine_structure(T) is not None:
-        masked = gaussian_hmm(model, y, n_steps=T, obs_scale=s, model_error_scale=sigma)
+        masked = masked_gaussian_hmm(model, y, n_steps=T, obs_scale=s, model_error_scale=sigma)
         hmm = masked.hmm.to_event(len(batch)) if batch else masked.hmm
         pyro.sample("y", hmm, obs=masked.filled)
         if y is not None:
@@ -195,7 +152,7 @@ def state_space_program(model: StateSpaceModel, observations=None, *, n_steps: i
     yf = y.reshape(B, T, model.obs_dim) if y is not None else None
     mask = ~torch.isnan(yf) if yf is not None else None
     filled = torch.where(mask, yf, 0.0) if yf is not None else None
-    L0 = torch.linalg.cholesky(_jittered(model.P0))
+    L0 = torch.linalg.cholesky(jittered(model.P0))
     with pyro.plate("runs", B, dim=-1):
         z = pyro.sample("z_0", dist.MultivariateNormal(model.m0.expand(B, -1), scale_tril=L0))
         for t in pyro.markov(range(T)):
@@ -205,46 +162,6 @@ def state_space_program(model: StateSpaceModel, observations=None, *, n_steps: i
             if mask is not None:
                 noise = noise.mask(mask[:, t, :])
             pyro.sample(f"y_{t + 1}", noise.to_event(1), obs=None if filled is None else filled[:, t, :])
-
-
-class _ProtocolTransition:
-    """Adapter: a StateSpace's ``transition_mean``/``transition_cov`` as a Transition."""
-
-    def __init__(self, model) -> None:
-        self.model = model
-        self.latent_dim = int(model.latent_dim)
-
-    def mean(self, z: torch.Tensor, step: int | None = None) -> torch.Tensor:
-        return self.model.transition_mean(z, 0 if step is None else step)
-
-    def noise_scale_tril(self, step: int | None = None) -> torch.Tensor:
-        return torch.linalg.cholesky(_jittered(self.model.transition_cov(0 if step is None else step)))
-
-
-def as_state_space_model(model) -> StateSpaceModel:
-    """View any :class:`~bayesbridge.model.StateSpace` as a :class:`StateSpaceModel`.
-
-    A :class:`~bayesbridge.model.LinearGaussianModel` becomes ``LinearTransition(A, chol Q)``
-    with ``H``, observation-error scales ``sqrt(diag R)`` and the default priors; its ``R`` must
-    be diagonal (the scales are per observable).
-    """
-    if isinstance(model, StateSpaceModel):
-        return model
-    R = model.obs_cov()
-    if not torch.equal(R, torch.diag(R.diagonal())):
-        raise ParameterError(
-            "model: observation-error scales are per observable, so R must be diagonal; got an R with "
-            "off-diagonal entries. Decorrelate the observables or use the Kalman/EnKF engines."
-        )
-    m0, P0 = model.initial()
-    if isinstance(model, LinearGaussianModel):
-        transition = LinearTransition(model.A, torch.linalg.cholesky(_jittered(model.Q)))
-        return StateSpaceModel(
-            transition, model.H, R.diagonal().sqrt(), initial_mean=m0, initial_cov=P0, linear=True
-        )
-    return StateSpaceModel(
-        _ProtocolTransition(model), model.observe, R.diagonal().sqrt(), initial_mean=m0, initial_cov=P0
-    )
 
 
 @contextmanager

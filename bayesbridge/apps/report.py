@@ -1,152 +1,24 @@
-"""``report.md`` and ``figures/*.png`` of the demo: tables and figures a reader can check.
+"""``report.md`` of the demo: the tables a reader can check, with the figures it embeds.
 
-Every figure is a function returning a matplotlib Figure (matplotlib picks a non-interactive
-backend when there is no screen), so notebooks can show the same pictures the report embeds.
+The figures are drawn by :mod:`bayesbridge.plots.report` (the same functions notebooks call).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-__all__ = ["write_report", "plot_statistic_maps", "plot_index_posterior", "plot_index_pdfs", "save_figure"]
+from bayesbridge.plots.report import (
+    SOURCES,
+    plot_index_pdfs,
+    plot_index_posterior,
+    plot_statistic_maps,
+    save_figure,
+)
 
-_SOURCES = ("truth", "operational", "bridged")
-
-
-def save_figure(fig, path: Path) -> Path:
-    """Save atomically as PNG and close the figure.
-
-    Parameters
-    ----------
-    fig : matplotlib.figure.Figure
-        Figure created with pyplot (it is closed after saving); saved at 110 dpi, tight box.
-    path : pathlib.Path
-        Destination; parent folders are created.
-
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
-    """
-    from bayesbridge.io import atomic_path
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def plot_statistic_maps(maps: dict[str, xr.Dataset], variable_label: str = "SST anomaly"):
-    """Std (degC) and skewness maps of truth, operational and bridged fields (2 x 3 panels).
-
-    Parameters
-    ----------
-    maps : dict of str to xarray.Dataset
-        Keys ``truth``, ``operational``, ``bridged``; each Dataset holds ``std`` and ``skew``
-        on ``(lat, lon)``. Colour limits are shared per row (99.5th percentile of the std,
-        symmetric 99th percentile of ``|skew|``).
-    variable_label : str
-        Name of the mapped quantity in the panel titles.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    fig, axes = plt.subplots(2, 3, figsize=(15, 6.2), sharex=True, sharey=True, constrained_layout=True)
-    for row, (stat, cmap, label) in enumerate(
-        (("std", "viridis", "standard deviation (degC)"), ("skew", "RdBu_r", "skewness"))
-    ):
-        vals = np.concatenate([np.ravel(maps[s][stat].values) for s in _SOURCES])
-        vals = vals[np.isfinite(vals)]
-        if stat == "skew":
-            vmax = float(np.nanpercentile(np.abs(vals), 99)) if vals.size else 1.0
-            vmin = -vmax
-        else:
-            vmin, vmax = 0.0, float(np.nanpercentile(vals, 99.5)) if vals.size else 1.0
-        for col, src in enumerate(_SOURCES):
-            ax = axes[row, col]
-            da = maps[src][stat]
-            mesh = ax.pcolormesh(da["lon"], da["lat"], da.values, cmap=cmap, vmin=vmin, vmax=vmax, shading="auto")
-            ax.set_title(f"{src}: {variable_label} {stat}")
-            if row == 1:
-                ax.set_xlabel("longitude (degrees east)")
-            if col == 0:
-                ax.set_ylabel("latitude (degrees north)")
-        fig.colorbar(mesh, ax=axes[row, :], label=label, shrink=0.9)
-    return fig
-
-
-def plot_index_posterior(summary: xr.Dataset, truth: xr.DataArray, box: str = "nino34", last_months: int = 360):
-    """Posterior mean and 90 % band of an index against the truth (and observations if any).
-
-    Parameters
-    ----------
-    summary : xarray.Dataset
-        Posterior summary on ``time`` (monthly) with ``<box>_mean``, ``<box>_q05``,
-        ``<box>_q95`` and optionally ``<box>_obs``.
-    truth : xarray.DataArray
-        True index on the same ``time`` steps.
-    box : str
-        Index name (e.g. ``"nino34"``).
-    last_months : int
-        Number of final months drawn; the x axis is years since the start of the run.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    n = summary.sizes["time"]
-    sl = slice(max(0, n - last_months), n)
-    t = np.arange(n)[sl] / 12.0
-    fig, ax = plt.subplots(figsize=(12, 3.8), constrained_layout=True)
-    ax.fill_between(t, summary[f"{box}_q05"].values[sl], summary[f"{box}_q95"].values[sl],
-                    color="tab:blue", alpha=0.3, label="90 % posterior interval")
-    ax.plot(t, summary[f"{box}_mean"].values[sl], color="tab:blue", lw=1.2, label="posterior mean")
-    ax.plot(t, np.asarray(truth.values)[sl], color="k", lw=1.0, label="truth")
-    if f"{box}_obs" in summary:
-        ax.plot(t, summary[f"{box}_obs"].values[sl], ".", color="tab:red", ms=2.5, label="assimilated")
-    units = summary[f"{box}_mean"].attrs.get("units", "")
-    ax.set_xlabel("years since start of run")
-    ax.set_ylabel(f"{box} anomaly ({units})")
-    ax.legend(loc="upper left", ncol=4, fontsize=8)
-    ax.set_title(f"{box}: posterior against truth (last {last_months // 12} years)")
-    return fig
-
-
-def plot_index_pdfs(series: dict[str, np.ndarray], box: str = "nino3"):
-    """Kernel density of an index for several sources (truth, operational, bridged draws).
-
-    Parameters
-    ----------
-    series : dict of str to ndarray
-        Values per source (any shape, flattened), e.g. ``{"truth": (time,), "bridged": (draw,
-        time)}``; ``truth``, ``operational`` and ``bridged`` get fixed colours.
-    box : str
-        Index name for the axis label and title.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        Densities on a logarithmic y axis (tails visible).
-    """
-    import seaborn as sns
-
-    fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
-    colors = {"truth": "k", "operational": "tab:orange", "bridged": "tab:blue"}
-    for name, values in series.items():
-        sns.kdeplot(np.ravel(values), ax=ax, label=name, color=colors.get(name), lw=1.6)
-    ax.set_xlabel(f"{box} anomaly (degC)")
-    ax.set_ylabel("density")
-    ax.set_yscale("log")
-    ax.set_ylim(1e-4, None)
-    ax.legend()
-    ax.set_title(f"{box} distribution (log scale: tails)")
-    return fig
+__all__ = ["write_report"]
 
 
 def _parameter_section(metrics: dict[str, float], per_source: dict, propagation) -> list[str]:
@@ -162,7 +34,7 @@ def _parameter_section(metrics: dict[str, float], per_source: dict, propagation)
         "one batch; the pooled posterior mixes the runs. No calibration posterior is bundled, so the "
         "vectors are drawn from the calibration's uniform prior box centred on the published 2024 "
         "parameters (f 0.5-0.8, wind_amp 0.6-1.2, noise_scale 0.5-1.5, m 1.5-2.5; "
-        "`bayesbridge.demo.prior_parameter_draws`): the spread below is prior, not posterior, "
+        "`bayesbridge.apps.propagate.prior_parameter_draws`): the spread below is prior, not posterior, "
         "parameter uncertainty. Each bridged statistic is averaged over draws of one run; mean and "
         "5-95 % range are over the runs.",
         "",
@@ -224,7 +96,7 @@ def write_report(
     explanation : optional
         Object whose ``figures()`` returns ``{name: Figure}`` added to the report.
     propagation : ParameterPropagation, optional
-        Parameter-uncertainty runs (:mod:`bayesbridge.propagate`); adds a section with the
+        Parameter-uncertainty runs (:mod:`bayesbridge.apps.propagate`); adds a section with the
         spread of each statistic over the parameter draws.
 
     Returns
@@ -258,7 +130,7 @@ def write_report(
 
     rows = ["| statistic | truth | operational | bridged |", "|---|---|---|---|"]
     for stat in per_source["truth"]:
-        rows.append(f"| {stat} | " + " | ".join(_fmt(per_source[s][stat]) for s in _SOURCES) + " |")
+        rows.append(f"| {stat} | " + " | ".join(_fmt(per_source[s][stat]) for s in SOURCES) + " |")
     map_rows = ["| map | operational RMSE | bridged RMSE | ratio | pattern bound RMSE |", "|---|---|---|---|---|"]
     for stat in ("std", "skew"):
         op, br = metrics[f"twin.map_rmse.{stat}.operational"], metrics[f"twin.map_rmse.{stat}.bridged"]

@@ -1,4 +1,4 @@
-"""Idealized-model parameter uncertainty propagated through the bridge (DESIGN section 5).
+"""Idealized-model parameter uncertainty propagated through the bridge (``docs/design.md`` section 5).
 
 The bridged posterior conditioned on the idealized model's parameter posterior
 :math:`p(\\theta \\mid D)` (from :func:`bayesbridge.idealized.calibrate.calibrate`) is the mixture
@@ -12,11 +12,11 @@ The bridged posterior conditioned on the idealized model's parameter posterior
 with :math:`\\theta^{(k)}` ``K`` posterior draws (evenly thinned) and :math:`y^{(k)}` one
 idealized run per draw (``nino3``, ``nino4``, ``h_w``). All ``K`` runs are assimilated as ONE
 batched call of :meth:`bayesbridge.bridge.Bridge.assimilate` (observations ``(run, T, m)``), whose
-:class:`~bayesbridge.posterior.Posterior` pools the ``K x members`` whole-trajectory draws; by the
+:class:`~bayesbridge.bridge.posterior.Posterior` pools the ``K x members`` whole-trajectory draws; by the
 law of total variance its spread is the mean within-run spread plus the spread of the run means,
 the latter being the part due to the parameters (and to the runs' internal variability).
 
-The per-draw statistics (:func:`bayesbridge.demo.index_statistics`: Nino 3 skewness, event
+The per-draw statistics (:func:`bayesbridge.apps.scoring.index_statistics`: Nino 3 skewness, event
 rates, ...) of the simulated runs and of the bridged runs show how much each statistic moves
 with the parameters.
 
@@ -42,7 +42,7 @@ from bayesbridge.errors import (
     VariableNotFoundError,
 )
 
-__all__ = ["ParameterPropagation", "propagate_parameter_uncertainty", "parameter_table", "thin_indices"]
+__all__ = ["ParameterPropagation", "propagate_parameter_uncertainty", "parameter_table", "prior_parameter_draws", "thin_indices"]
 
 _SIMULATED = ("nino3", "nino4", "h_w")
 
@@ -51,6 +51,36 @@ def _parameter_names() -> tuple[str, ...]:
     from bayesbridge.idealized.params import ENSOParameters
 
     return tuple(f.name for f in dataclasses.fields(ENSOParameters) if f.name != "variant")
+
+
+def prior_parameter_draws(k: int, seed: int):
+    """``k`` MultiscaleENSO parameter vectors from the calibration's prior, ``(draw, parameter)``.
+
+    No calibration posterior is bundled, so draws are uniform from the prior box of
+    :func:`bayesbridge.idealized.calibrate.calibrate` for its default calibrated parameters
+    (:data:`~bayesbridge.idealized.calibrate.DEFAULT_PRIORS`: ``f`` 0.5-0.8, ``wind_amp``
+    0.6-1.2, ``noise_scale`` 0.5-1.5, ``m`` 1.5-2.5), a box centred on the published 2024 values
+    (0.65, 0.9, 1, 2). Stream 61 of ``numpy.random.default_rng([seed, stream])``.
+
+    Parameters
+    ----------
+    k : int
+        Number of draws (>= 1).
+    seed : int
+        Seed of the draws.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per draw, one column per parameter.
+    """
+    from bayesbridge.idealized.calibrate import DEFAULT_PRIORS, CalibrationConfig
+
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ParameterError(f"k: expected an integer >= 1, got {k!r}.")
+    rng = np.random.default_rng([seed, 61])
+    names = CalibrationConfig().parameters
+    return pd.DataFrame({n: rng.uniform(*DEFAULT_PRIORS[n], size=k) for n in names})
 
 
 def parameter_table(parameter_draws) -> pd.DataFrame:
@@ -139,7 +169,7 @@ class ParameterPropagation:
     runs : xarray.Dataset
         The simulated indices on ``(run, time)`` that were assimilated.
     statistics : pandas.DataFrame
-        :func:`~bayesbridge.demo.index_statistics` of each simulated run, ``(run, statistic)``.
+        :func:`~bayesbridge.apps.scoring.index_statistics` of each simulated run, ``(run, statistic)``.
     bridged_statistics : pandas.DataFrame
         The same statistics of the bridged Nino 3 / Nino 4 draws of each run, averaged over
         ``stat_draws`` draws of that run, ``(run, statistic)``.
@@ -154,7 +184,7 @@ class ParameterPropagation:
 
     @property
     def posterior(self):
-        """The pooled :class:`~bayesbridge.posterior.Posterior`."""
+        """The pooled :class:`~bayesbridge.bridge.posterior.Posterior`."""
         return self.bridge_result.posterior
 
     def spread(self, source: str = "bridged") -> pd.DataFrame:
@@ -218,7 +248,7 @@ def propagate_parameter_uncertainty(
     """
     from tqdm.auto import tqdm
 
-    from bayesbridge.demo import STATS, index_statistics
+    from bayesbridge.apps.scoring import STATS, index_statistics
     from bayesbridge.idealized import MultiscaleENSO
     from bayesbridge.idealized.params import ENSOParameters
 

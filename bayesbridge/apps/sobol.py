@@ -19,7 +19,7 @@ must be a power of two for the Sobol' sequence to keep its balance properties (O
 :func:`run_sobol` samples, evaluates the model on the samples with
 :func:`bayesbridge.parallel.map_tasks` (a dask cluster, or serially), and analyses the outputs;
 :class:`SobolResult` holds indices, samples and outputs and converts to pandas/xarray;
-:func:`plot_sobol` draws the indices with their confidence intervals.
+:func:`bayesbridge.plots.sensitivity.plot_sobol` draws the indices with their confidence intervals.
 
 References
 ----------
@@ -41,7 +41,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -55,11 +55,8 @@ from bayesbridge.errors import (
 )
 from bayesbridge.parallel import map_tasks
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
 __all__ = ["SobolProblem", "SobolResult", "SobolFiles", "sobol_sample", "sobol_analyze",
-           "run_sobol", "plot_sobol"]
+           "run_sobol"]
 
 _FIRST_TOTAL = ("S1", "S1_conf", "ST", "ST_conf")
 
@@ -249,6 +246,8 @@ class SobolResult:
         ds.to_netcdf(tmp)
         os.replace(tmp, files.netcdf)
         self.to_dataframe().to_csv(files.csv)
+        from bayesbridge.plots.sensitivity import plot_sobol
+
         plot_sobol(self).savefig(files.figure, dpi=120, bbox_inches="tight")
         return files
 
@@ -452,45 +451,3 @@ def run_sobol(model: Callable[..., Any], problem: SobolProblem, n: int, *, seed:
                             num_resamples=num_resamples, conf_level=conf_level)
     return SobolResult(problem, indices, samples, outputs, n, bool(calc_second_order),
                        float(conf_level))
-
-
-def plot_sobol(result: SobolResult, outputs: Sequence[str] | None = None) -> Figure:
-    """Bar chart of first- and total-order indices with their confidence intervals.
-
-    Parameters
-    ----------
-    result : SobolResult
-    outputs : sequence of str, optional
-        Outputs to show, one panel each (default: all).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    import seaborn as sns
-    from matplotlib.figure import Figure
-
-    if not isinstance(result, SobolResult):
-        raise InputTypeError(f"result must be a SobolResult; received {type(result).__name__}.")
-    names = list(result.indices["output"].values)
-    chosen = names if outputs is None else list(outputs)
-    missing = [o for o in chosen if o not in names]
-    if missing or not chosen:
-        raise InputValueError(f"outputs {missing or chosen} are not among the results {names}.")
-    params = list(result.problem.names)
-    colors = sns.color_palette("colorblind", 2)
-    fig = Figure(figsize=(1.2 + 0.9 * len(params) * len(chosen), 3.4), layout="constrained")
-    axes = fig.subplots(1, len(chosen), squeeze=False, sharey=True)[0]
-    x = np.arange(len(params))
-    for ax, out in zip(axes, chosen, strict=True):
-        sel = result.indices.sel(output=out)
-        for k, (key, label) in enumerate((("S1", "first order $S_i$"),
-                                           ("ST", "total order $S_{Ti}$"))):
-            ax.bar(x + (k - 0.5) * 0.38, sel[key].values, width=0.38, color=colors[k],
-                   yerr=sel[f"{key}_conf"].values, capsize=3, label=label)
-        ax.set_xticks(x, params, rotation=30, ha="right")
-        ax.set_title(out)
-        ax.axhline(0.0, color="0.3", lw=0.8)
-    axes[0].set_ylabel(f"Sobol index ({result.conf_level:.0%} CI)")
-    axes[0].legend(frameon=False, fontsize="small")
-    return fig

@@ -97,9 +97,9 @@ def calibrate(
     Prints the posterior summary (R-hat, ESS) and posterior-predictive statistics beside the
     observed ones; writes the ArviZ container and the tables to OUT.
     """
-    from bayesbridge.diagnostics import arviz_compat
     from bayesbridge.idealized.calibrate import CalibrationConfig, calibration_statistics
     from bayesbridge.idealized.calibrate import calibrate as run_calibration
+    from bayesbridge.io import arviz_compat
 
     if observations is None:
         from bayesbridge.datasets import observed_indices

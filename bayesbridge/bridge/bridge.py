@@ -1,6 +1,6 @@
 """The bridge: operational fields -> latent space -> assimilate idealized/observed indices -> fields.
 
-:class:`Bridge` chains the pieces of the data flow in DESIGN section 2:
+:class:`Bridge` chains the pieces of the data flow in ``docs/design.md`` section 2:
 
 1. ``fit(fields)`` compresses the operational model's anomaly fields with a codec
    (:class:`~bayesbridge.latent.EOFCodec`, :class:`~bayesbridge.latent.Autoencoder`,
@@ -10,7 +10,7 @@
 2. ``assimilate(observations)`` builds the state-space model (:class:`~bayesbridge.model.StateSpaceModel`)
    whose observation operator is the box average of the decoded field in the units of the
    observation, and runs an inference engine (:func:`bayesbridge.infer.assimilate`);
-3. the result is a :class:`~bayesbridge.posterior.Posterior`: whole-trajectory draws decoded
+3. the result is a :class:`~bayesbridge.bridge.posterior.Posterior`: whole-trajectory draws decoded
    lazily to field summaries and index series, plus the decoder's representation error.
 
 Observation error. The error of an assimilated index ``k`` is
@@ -28,7 +28,6 @@ reduced-gravity ratio :math:`\\rho / \\Delta\\rho \\approx 150` (Jin 1997).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,8 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from bayesbridge.devices import single_torch_thread
+from bayesbridge.dims import RUN_DIMS
 from bayesbridge.errors import (
     InputTypeError,
     NotFittedError,
@@ -59,8 +60,6 @@ DynamicsKind = Literal["linear", "seasonal", "neural"]
 OBSERVABLES: tuple[str, ...] = STANDARD_BOXES
 """Index names that can be assimilated (``nino12``, ``nino3``, ``nino34``, ``nino4``, ``h_w``)."""
 
-RUN_DIMS: tuple[str, ...] = ("run", "member", "draw")
-"""Names accepted for the dimension of independent runs in :meth:`Bridge.assimilate`."""
 
 _DEFAULT_FLOOR = {"nino12": 0.15, "nino3": 0.15, "nino34": 0.15, "nino4": 0.15, "h_w": 2.0}
 
@@ -87,7 +86,7 @@ class BridgeConfig:
     thermocline_per_zos : float
         Metres of thermocline depth per metre of sea-surface height (``h_w`` observation).
     representation_error : bool
-        Add the codec's per-point residual to decoded draws (DESIGN section 6).
+        Add the codec's per-point residual to decoded draws (``docs/design.md`` section 6).
     inflation : float
         Multiplicative inflation of ensemble engines.
     codec_options, dynamics_options, method_options : dict
@@ -267,21 +266,6 @@ class _AffineObservation:
     def to(self, device) -> _AffineObservation:
         """A copy on ``device``."""
         return _AffineObservation(self.offset.to(device), self.H.to(device))
-
-
-@contextlib.contextmanager
-def _single_torch_thread():
-    """Run a filter loop on one intra-op thread.
-
-    Filters apply thousands of small (member x latent) operations; on them OpenMP worker threads
-    only spin, and on a loaded machine each op becomes milliseconds slower.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _check_monthly(time: xr.DataArray) -> None:
@@ -475,7 +459,7 @@ class Bridge:
         """Assimilate index observations and return the decoded posterior.
 
         Several independent runs (e.g. one idealized-model run per parameter draw,
-        :func:`bayesbridge.propagate.propagate_parameter_uncertainty`) are assimilated as ONE
+        :func:`bayesbridge.apps.propagate.propagate_parameter_uncertainty`) are assimilated as ONE
         batched call: observations ``(run, T, m)`` give an engine result
         ``(run, T, member, d)``, and the posterior pools them, draw ``i = run * members + m``.
         Its summaries are then those of the mixture over runs; for any scalar ``x``, by the law
@@ -507,7 +491,7 @@ class Bridge:
             ``(run, time)`` and the posterior holds ``run x members`` draws; its stored
             observation series are then only the ``withheld`` ones (one series per name).
         """
-        from bayesbridge.posterior import Posterior
+        from bayesbridge.bridge.posterior import Posterior
 
         self._require()
         obs = observations_from(observations, variables, runs=True)
@@ -520,7 +504,7 @@ class Bridge:
         options = dict(cfg.method_options)
         if cfg.method in ("enkf", "etkf", "enks"):
             options.setdefault("inflation", cfg.inflation)
-        with _single_torch_thread():
+        with single_torch_thread():
             result = assimilate(model, y, method=cfg.method, members=cfg.members, seed=seed, device=cfg.device,
                                 **options)
         series = [] if batched else [obs]

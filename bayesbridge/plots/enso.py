@@ -124,7 +124,7 @@ def plot_hovmoller(
     ----------
     ssta : xarray.DataArray
         Anomalies on ``(time, lon)`` or ``(member, time, lon)`` (e.g.
-        :func:`bayesbridge.diagnostics.enso.equatorial_hovmoller`).
+        :func:`bayesbridge.idealized.profiles.equatorial_hovmoller`).
     title : str
         Axes title.
     vmax : float, optional

@@ -32,7 +32,7 @@ draw ``i = b * member + m``.
 Representation noise at step ``t`` comes from a generator seeded by ``(seed, t)``, so summaries,
 index draws and :meth:`Posterior.sample_fields` see the same realisation whatever the block size.
 
-DESIGN section 6: statistics of the bridged fields (std/skewness maps, event rates, spectra) must
+``docs/design.md`` section 6: statistics of the bridged fields (std/skewness maps, event rates, spectra) must
 come from whole-trajectory draws plus representation error (:meth:`Posterior.index_draws`,
 :meth:`Posterior.sample_fields`), never from the posterior mean.
 """
@@ -763,7 +763,7 @@ class Posterior:
         return None
 
     def to_inference_data(self, include_latent: bool = True):
-        """ArviZ container (through :mod:`bayesbridge.diagnostics.arviz_compat`).
+        """ArviZ container (through :mod:`bayesbridge.io.arviz_compat`).
 
         Groups: ``posterior`` (latent states ``z`` on ``(chain, draw, time, latent)`` and the
         hyperparameters; ensemble/variational draws form one chain), ``posterior_predictive``
@@ -785,7 +785,7 @@ class Posterior:
         arviz.InferenceData or xarray.DataTree
             Whichever the installed ArviZ uses.
         """
-        from bayesbridge.diagnostics import arviz_compat
+        from bayesbridge.io import arviz_compat
 
         hyper = {k: v.detach().cpu().to(torch.float64).numpy() for k, v in self.result.hyperparameters.items()}
         counts = [v.shape[0] for v in hyper.values() if v.ndim >= 1 and v.shape[0] > 1]

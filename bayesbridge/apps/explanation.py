@@ -1,0 +1,96 @@
+"""Why the correction happened: gain maps, latent increments and regime composites of an assimilation."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import xarray as xr
+
+__all__ = ["Explanation", "explain_assimilation"]
+
+
+@dataclass
+class Explanation:
+    """Why the correction happened: gains, increments and regime composites (see
+    :mod:`bayesbridge.diagnostics.explain`).
+
+    Attributes
+    ----------
+    gains : GainMaps
+        Decoded Kalman gain of each observed index.
+    increments : LatentIncrements
+        Analysis increments in the latent space and their direction shares.
+    walker : RegimeComposites
+        Decoded corrections composited by Walker-circulation regime (high / low ``I``).
+    enso : RegimeComposites
+        Decoded corrections composited by EP / CP El Nino years.
+    """
+
+    gains: object
+    increments: object
+    walker: object
+    enso: object
+
+    def figures(self) -> dict[str, object]:
+        """Figures keyed by file stem."""
+        from bayesbridge.plots import explain as ep
+
+        return {
+            "gain_maps": ep.plot_gain_maps(self.gains),
+            "latent_increment_maps": ep.plot_increment_maps(self.increments),
+            "latent_increment_shares": ep.plot_increment_shares(self.increments),
+            "composites_walker": ep.plot_regime_composites(self.walker),
+            "composites_ep_cp": ep.plot_regime_composites(self.enso),
+        }
+
+    def to_dict(self) -> dict[str, float]:
+        """Scalar summaries for ``metrics.json``."""
+        shares = self.increments.direction_share.values
+        out = {"explain.increment_share_mode0": float(shares[0])}
+        for regime, n in zip(self.walker.counts["regime"].values, self.walker.counts.values, strict=True):
+            out[f"explain.walker_months.{regime}"] = float(n)
+        return out
+
+
+def explain_assimilation(res, codec, observed: xr.Dataset, seed: int) -> Explanation:
+    """Gain maps (last ten years), latent increments and Walker / EP-CP regime composites of an assimilation.
+
+    Parameters
+    ----------
+    res : BridgeResult
+        The assimilation (model, engine result, observations).
+    codec : Codec
+        The codec that decodes its latent states.
+    observed : xarray.Dataset
+        The idealized run's indices (``nino3``, ``nino4``, ``walker_i``) for the regimes.
+    seed : int
+        Seed of the forecast ensemble of the gain maps.
+    """
+    import torch
+
+    from bayesbridge.diagnostics import enso, explain
+
+    model, result, time = res.model, res.result, res.observations["time"]
+    # The gain is averaged over the last ten years: enough for a stable average (the filter's
+    # gain converges within a few years), without decoding the forecast ensemble of the whole
+    # run. The window's first forecast starts from the model's prior (one step in 120).
+    recent = slice(max(0, result.n_steps - 120), result.n_steps)
+    window = dataclasses.replace(
+        result,
+        filtered_mean=result.filtered_mean[..., recent, :],
+        filtered_ensemble=result.filtered_ensemble[..., recent, :, :],
+        smoothed_mean=None, smoothed_ensemble=None, log_weights=None,
+        diagnostics=None,
+    )
+    gains = explain.gain_maps(model, window, codec, time=time.values[recent],
+                              generator=torch.Generator().manual_seed(seed))
+    increments = explain.latent_increments(model, result, codec, time=time.values)
+    correction = explain.decoded_increments(model, result, codec, time=time.values)
+    walker = explain.regime_composites(correction, explain.walker_regimes(observed["walker_i"].values),
+                                       order=("high_I", "low_I"))
+    events = enso.classify_events(observed["nino3"], observed["nino4"])
+    regimes = explain.enso_regimes(events, time.values)
+    order = [r for r in ("ep", "cp") if (regimes == r).any()]
+    enso_comp = explain.regime_composites(correction, regimes, order=order or None)
+    return Explanation(gains, increments, walker, enso_comp)

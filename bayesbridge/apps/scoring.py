@@ -1,0 +1,168 @@
+"""Scores of the twin experiment: index statistics, statistic maps and their errors.
+
+Statistics of the bridged fields come from whole-trajectory posterior draws plus the decoder's
+representation error, never from the posterior mean (``docs/design.md`` section 6): the mean is
+smoother than any realisation, and its skewness map is worse than the operational model's. Event
+counts are averaged over about 20 draws.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+from scipy import stats
+
+__all__ = [
+    "STATS",
+    "PARAM_UQ_STATS",
+    "index_statistics",
+    "field_statistics",
+    "bridged_maps",
+    "weighted_rmse",
+    "pattern_bound_maps",
+]
+
+STATS: tuple[str, ...] = (
+    "nino3_skew",
+    "nino4_skew",
+    "nino3_kurt",
+    "nino3_std",
+    "ep_per_70yr",
+    "cp_per_70yr",
+    "extreme_per_70yr",
+    "la_nina_per_70yr",
+)
+"""The index statistics reported as ``twin.<stat>.{truth,operational,bridged}``."""
+
+PARAM_UQ_STATS: tuple[str, ...] = ("nino3_skew", "nino4_skew", "nino3_std", "extreme_per_70yr")
+"""Statistics reported as ``twin.param_uq.<stat>.{mean,q05,q95}`` when ``parameter_draws > 0``."""
+
+
+def index_statistics(nino3: np.ndarray, nino4: np.ndarray, time) -> dict[str, float]:
+    """The :data:`STATS` of one pair of monthly index series (degC).
+
+    Parameters
+    ----------
+    nino3, nino4 : array-like ``(time,)``
+        Monthly Nino 3 and Nino 4 anomalies (degC).
+    time : array-like ``(time,)``
+        Their time coordinate (for the DJF event classification).
+
+    Returns
+    -------
+    dict of str to float
+        Skewness, Pearson kurtosis and std of Nino 3, skewness of Nino 4, and event rates per
+        70 years (:func:`bayesbridge.diagnostics.enso.classify_events`).
+    """
+    from bayesbridge.diagnostics import enso
+
+    n3 = xr.DataArray(np.asarray(nino3, float), dims="time", coords={"time": time})
+    n4 = xr.DataArray(np.asarray(nino4, float), dims="time", coords={"time": time})
+    rates = enso.event_rates_per_70yr(enso.classify_events(n3, n4))
+    return {
+        "nino3_skew": float(stats.skew(n3.values)),
+        "nino4_skew": float(stats.skew(n4.values)),
+        "nino3_kurt": float(stats.kurtosis(n3.values, fisher=False)),
+        "nino3_std": float(n3.std()),
+        "ep_per_70yr": float(rates["ep"]),
+        "cp_per_70yr": float(rates["cp"]),
+        "extreme_per_70yr": float(rates["extreme_ep"]),
+        "la_nina_per_70yr": float(rates["la_nina"]),
+    }
+
+
+def field_statistics(field: xr.DataArray) -> xr.Dataset:
+    """Standard deviation and skewness maps ``(lat, lon)`` of a field on ``(time, lat, lon)``.
+
+    Population moments (``ddof = 0``, skewness ``m3 / m2^{3/2}`` as :func:`scipy.stats.skew`);
+    land (all-NaN) points stay NaN.
+    """
+    x = np.asarray(field.values, dtype=np.float64)
+    flat = x.reshape(x.shape[0], -1)
+    ocean = np.isfinite(flat).all(axis=0)
+    std = np.full(flat.shape[1], np.nan)
+    skew = np.full(flat.shape[1], np.nan)
+    a = flat[:, ocean]
+    a = a - a.mean(axis=0)
+    m2 = (a**2).mean(axis=0)
+    m3 = (a**3).mean(axis=0)
+    std[ocean] = np.sqrt(m2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        skew[ocean] = np.where(m2 > 0, m3 / m2**1.5, np.nan)
+    shape = x.shape[1:]
+    coords = {"lat": field["lat"], "lon": field["lon"]}
+    return xr.Dataset(
+        {"std": (("lat", "lon"), std.reshape(shape)), "skew": (("lat", "lon"), skew.reshape(shape))},
+        coords=coords,
+    )
+
+
+def bridged_maps(posterior, n_draws: int, seed: int, variable: str = "tos") -> xr.Dataset:
+    """Std and skewness maps of whole-trajectory draws, averaged over draws.
+
+    Parameters
+    ----------
+    posterior : Posterior
+        The bridged posterior; draws are decoded four at a time with
+        :meth:`~bayesbridge.bridge.posterior.Posterior.sample_fields` (representation error
+        included).
+    n_draws : int
+        Number of draws averaged.
+    seed : int
+        Seed of the choice of draws (group ``k`` uses ``seed + k``).
+    variable : str
+        Field variable (default ``"tos"``).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``std`` and ``skew`` on ``(lat, lon)`` (:func:`field_statistics` of each draw, averaged).
+    """
+    total = None
+    chosen = 0
+    group = 4
+    for k in range(0, n_draws, group):
+        sample = posterior.sample_fields(n_draws=min(group, n_draws - k), seed=seed + k)[variable]
+        for d in range(sample.sizes["draw"]):
+            m = field_statistics(sample.isel(draw=d))
+            total = m if total is None else total + m
+            chosen += 1
+    return total / chosen
+
+
+def weighted_rmse(a: xr.DataArray, b: xr.DataArray) -> float:
+    """Area-weighted (``cos(lat)``) RMSE of the maps ``a`` and ``b`` ``(lat, lon)`` over the points where both are finite."""
+    w = np.cos(np.deg2rad(a["lat"])) * xr.ones_like(a["lon"])
+    d2 = (a - b) ** 2
+    valid = d2.notnull()
+    return float(np.sqrt((d2.fillna(0) * w).sum() / (w * valid).sum()))
+
+
+def pattern_bound_maps(twin, seed: int) -> xr.Dataset:
+    """Std and skewness maps of the operational patterns driven by the truth's own indices.
+
+    The scoring-only oracle :func:`bayesbridge.datasets.twin.operational_pattern_fields`
+    (operational generator, ``twin.truth_driver``'s indices, noise seed ``seed``), read as
+    anomalies by :func:`bayesbridge.io.open_operational` like the truth. Every field decoded
+    through the operational model's patterns lives in this family, so the RMSE of these maps
+    against the truth's (``twin.map_rmse.<stat>.pattern_bound``) is a structural bound for the
+    bridge. It never feeds the bridge.
+
+    Parameters
+    ----------
+    twin : TwinExperiment
+        The twin experiment (its ``truth_driver`` and ``metadata["start_year"]``).
+    seed : int
+        Seed of the oracle's red noise.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``std``, ``skew`` of ``tos`` on ``(lat, lon)`` (:func:`field_statistics`).
+    """
+    from bayesbridge import io
+    from bayesbridge.datasets.twin import operational_pattern_fields
+
+    start = int(twin.metadata.get("start_year", 1850))
+    fields = operational_pattern_fields(twin.truth_driver, seed, start_year=start)
+    return field_statistics(io.open_operational(fields, variables="tos", region=None)["tos"].load())

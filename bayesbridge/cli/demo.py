@@ -1,0 +1,64 @@
+"""``bayesbridge demo``: the twin experiment end to end (:mod:`bayesbridge.apps.demo`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from bayesbridge.cli.console import console
+
+__all__ = ["demo"]
+
+
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/demo"),
+    quick: Annotated[bool, typer.Option("--quick", help="Small experiment (under two minutes on two cores).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the twin experiment and of the assimilation.")] = 0,
+    parameter_draws: Annotated[int, typer.Option(
+        "--parameter-draws", min=0,
+        help="K > 0: also propagate idealized-model parameter uncertainty (K prior parameter draws, "
+             "one run each, assimilated as one batch).")] = 0,
+) -> None:
+    """Run the twin experiment end to end and write posterior.nc, inference_data.nc,
+    metrics.json, report.md and figures/ into OUT."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bayesbridge.apps.demo import DemoConfig, run_demo
+
+    steps = ("twin", "read", "fit", "assimilate", "decode", "evaluate",
+             *(("param_uq",) if parameter_draws else ()), "explain", "write")
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("demo", total=len(steps))
+
+        def advance(step: str) -> None:
+            done = steps.index(step) if step in steps else 0
+            bar.update(task, completed=done, description=f"demo: {step}")
+
+        result = run_demo(out, DemoConfig(quick=quick, seed=seed, parameter_draws=parameter_draws), progress=advance)
+        bar.update(task, completed=len(steps), description="demo: done")
+    m = result.metrics
+    table = Table(title="Twin experiment: truth / operational / bridged")
+    for col in ("statistic", "truth", "operational", "bridged"):
+        table.add_column(col, justify="right" if col != "statistic" else "left")
+    from bayesbridge.apps.scoring import STATS
+
+    for stat in STATS:
+        table.add_row(stat, *(f"{m[f'twin.{stat}.{s}']:.3f}" for s in ("truth", "operational", "bridged")))
+    for stat in ("std", "skew"):
+        table.add_row(f"map RMSE {stat}", "", f"{m[f'twin.map_rmse.{stat}.operational']:.3f}",
+                      f"{m[f'twin.map_rmse.{stat}.bridged']:.3f}")
+    console.print(table)
+    console.print(
+        f"Nino 3.4 posterior: CRPS {m['twin.uq.crps']:.3f}, 90 % coverage {m['twin.uq.coverage90']:.2f}, "
+        f"spread/skill {m['twin.uq.spread_skill']:.2f}"
+    )
+    if parameter_draws:
+        from bayesbridge.apps.scoring import PARAM_UQ_STATS
+
+        console.print(f"Parameter uncertainty ({parameter_draws} prior draws), bridged mean [q05, q95]: " + "; ".join(
+            f"{s} {m[f'twin.param_uq.{s}.mean']:.2f} [{m[f'twin.param_uq.{s}.q05']:.2f}, "
+            f"{m[f'twin.param_uq.{s}.q95']:.2f}]" for s in PARAM_UQ_STATS))
+    console.print(f"wrote {out}/posterior.nc, inference_data.nc, metrics.json, report.md, figures/")

@@ -1,0 +1,45 @@
+"""Reading and writing: CF/CMIP6 operational fields, netCDF output and the ArviZ layer.
+
+:mod:`.fields` opens operational files and returns anomalies on ``(time, lat, lon)``;
+:mod:`.arviz_compat` is the one module that calls ArviZ (0.x on Python 3.11, 1.x on 3.12+).
+The ArviZ layer loads lazily: ``import bayesbridge.io`` does not import ArviZ.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from bayesbridge.io.fields import (
+    anomalies,
+    area_weights,
+    atomic_path,
+    normalize_longitudes,
+    ocean_mask,
+    open_dataset,
+    open_operational,
+    select_region,
+    time_coder,
+    write_netcdf,
+)
+
+__all__ = [
+    "open_operational",
+    "open_dataset",
+    "anomalies",
+    "area_weights",
+    "ocean_mask",
+    "normalize_longitudes",
+    "select_region",
+    "write_netcdf",
+    "atomic_path",
+    "time_coder",
+    "arviz_compat",
+]
+
+
+def __getattr__(name: str):
+    if name == "arviz_compat":
+        module = import_module("bayesbridge.io.arviz_compat")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'bayesbridge.io' has no attribute {name!r}")
