@@ -30,7 +30,7 @@ as one product ``E (H^T W)`` instead of ``(E H^T) W``, which changes results onl
 Eligibility (:func:`eligible`): a :class:`~bayesbridge.model.LinearGaussianModel` (its own
 ``transition_mean``/``observe``/``transition_cov``, i.e. time-invariant ``A``, ``Q``), one run
 ``y (T, m)`` or a batch ``(*batch, T, m)`` (each run cycled in turn, which on one core beats the
-batched torch loop by about 1.5x), no missing values, everything on the CPU and nothing requiring
+batched torch loop, see ``docs/lab-notes.md``), no missing values, everything on the CPU and nothing requiring
 grad, variant ``"enkf"`` (with the default ``inversion="eigh"``) or ``"etkf"``, a float inflation,
 no taper, no RTPS and ``store_ensemble=False``. All three ``sampling`` modes are supported. Any
 ``noise`` callable is: :func:`filter_records` requests the numbers step by step in ``run``'s order
@@ -323,7 +323,7 @@ def linear_cycle_block(
         ``H^T W``: observation operator followed by the whitening ``W`` that ``run`` applies
         (``L_R^{-T}``, or ``diag(R)^{-1/2}`` for diagonal ``R``), so ``Yt = E HW - mean``.
     L_Q : array (d, d)
-        Model-error factor, ``L_Q L_Q^T = Q`` (``enkf._psd_sqrt(Q)``); a diagonal factor is
+        Model-error factor, ``L_Q L_Q^T = Q`` (``linalg.psd_sqrt(Q)``); a diagonal factor is
         applied elementwise.
     yw : array (k, m)
         Whitened observations ``y_t W`` of the block (no missing values).

@@ -15,7 +15,7 @@ long contiguous loop over particles that LLVM vectorises, and the three dense pr
    ``a_i`` the parent of particle ``i`` -- gathering the propagated parents costs one pass;
 2. ``h = H x_t``; predicted-observation moments under the parents' weights;
 3. ``log alpha_i = -|W (y - h_i - c)|^2 / 2 - const`` on the observed components (``W`` the
-   whitening matrix of the step, see ``particle._whitening_table``), or the Student-t density;
+   whitening matrix of the step, see ``_particle_linear.whitening_table``), or the Student-t density;
 4. weights by :func:`_exp_shifted`, log-evidence increment, ESS, weighted mean and covariance;
 5. systematic resampling (:func:`_ancestors`) on the ESS threshold.
 
@@ -207,7 +207,7 @@ def _bootstrap_block(t0, T, ring, noise, uni, A, b, LQ, diag_q, H, c, y0, mask, 
     noise (K, B, d, N) float32 standard normals (component-major); uni (K, B) resampling
     uniforms (``uni[k]`` resamples after step ``t0 + k``); A (d, d), b (d,), LQ (d, d) the
     transition and a square root of its covariance (``diag_q``: diagonal); H (m, d), c (m,);
-    y0, mask (B, T, m); table/index/const from ``particle._whitening_table`` (``diag_r``: ``R``
+    y0, mask (B, T, m); table/index/const from ``_particle_linear.whitening_table`` (``diag_r``: ``R``
     diagonal), or for the Student-t error (``student``) ``inv_scale`` and ``lc`` (m,) and ``df``;
     z0 (B, N, d) the initial particles; w, anc, lwp, wp (B, N) carried between blocks (see
     :func:`_weigh_step`). Outputs: particles (B, ring, N, d) and logw (B, ring, N) of step ``t``
