@@ -8,6 +8,8 @@ and how to fix it.
 
 from __future__ import annotations
 
+import numbers
+
 __all__ = [
     "BayesBridgeError",
     "InputValueError",
@@ -25,6 +27,8 @@ __all__ = [
     "NotFittedError",
     "TaskFailedError",
     "ClusterError",
+    "check_choice",
+    "check_int",
 ]
 
 
@@ -110,8 +114,7 @@ def check_choice(value, name: str, options, error: type[InputValueError] = Param
     """Raise ``error`` naming ``name``, the valid ``options`` and ``value`` unless ``value`` is one of them.
 
     The one check behind every ``Literal`` option of the package's configuration dataclasses and
-    functions (e.g. ``check_choice(cfg.variant, "variant", get_args(Variant))``). Internal: not in
-    ``__all__``, which lists the exception classes only.
+    functions (e.g. ``check_choice(cfg.variant, "variant", get_args(Variant))``).
 
     Parameters
     ----------
@@ -126,3 +129,44 @@ def check_choice(value, name: str, options, error: type[InputValueError] = Param
     """
     if value not in options:
         raise error(f"{name}: expected one of {', '.join(map(repr, options))}, got {value!r}.")
+
+
+def check_int(value, name: str, *, minimum: int, error: type[InputValueError] = ParameterError) -> int:
+    """Return ``value`` as a Python ``int`` after checking that it is an integer ``>= minimum``.
+
+    The shared integer check of the package (counts, lengths, seeds, years). Booleans and
+    non-integers (``1.5``, ``"3"``, ``None``) raise :class:`InputTypeError`; integers below
+    ``minimum`` raise ``error``. Python and numpy integers (any :class:`numbers.Integral`) are
+    accepted. Both messages name the argument, the expectation, the value received and the fix:
+    ``"years: expected an integer >= 2, got float 2.5; pass an int."`` and
+    ``"years: expected an integer >= 2, got 1; pass years=2 or more."``.
+
+    Parameters
+    ----------
+    value : object
+        The value received.
+    name : str
+        Argument name used in the message.
+    minimum : int
+        Smallest valid value (inclusive).
+    error : type
+        The :class:`InputValueError` subclass raised for a value below ``minimum`` (default
+        :class:`ParameterError`).
+
+    Returns
+    -------
+    int
+        ``int(value)``.
+
+    Raises
+    ------
+    InputTypeError
+        ``value`` is a bool or not an integer.
+    InputValueError
+        ``value < minimum`` (as ``error``).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputTypeError(f"{name}: expected an integer >= {minimum}, got {type(value).__name__} {value!r}; pass an int.")
+    if value < minimum:
+        raise error(f"{name}: expected an integer >= {minimum}, got {value}; pass {name}={minimum} or more.")
+    return int(value)

@@ -59,7 +59,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bayesbridge.errors import ClusterError, InputTypeError, InputValueError, TaskFailedError
+from bayesbridge.errors import (
+    ClusterError,
+    InputTypeError,
+    InputValueError,
+    TaskFailedError,
+    check_int,
+)
 
 __all__ = ["map_tasks", "cluster", "task_seeds", "default_n_workers", "thread_env"]
 
@@ -240,7 +246,7 @@ def cluster(scheduler: str | os.PathLike | None = None, n_workers: int | None = 
     """
     from distributed import Client, LocalCluster
 
-    _check_int("threads", threads, minimum=1)
+    check_int(threads, "threads", minimum=1)
     if scheduler is not None:
         if n_workers is not None or cluster_kwargs:
             raise InputValueError(
@@ -264,7 +270,7 @@ def cluster(scheduler: str | os.PathLike | None = None, n_workers: int | None = 
             client.close()
         return
 
-    n = default_n_workers() if n_workers is None else _check_int("n_workers", n_workers, minimum=1)
+    n = default_n_workers() if n_workers is None else check_int(n_workers, "n_workers", minimum=1)
     if dashboard_address is None:
         # The scheduler serves HTTP (health, metrics) even without a dashboard, on :8787 unless
         # told otherwise: a free port avoids clashing with (and warning about) other clusters.
@@ -356,13 +362,13 @@ def map_tasks(fn: Callable[..., Any], params: Sequence[Mapping[str, Any]] | pd.D
         raise InputValueError(
             f"params: the names {sorted(clash)} are reserved (the task dimension {dim!r} and the "
             "per-task seed); rename those parameters.")
-    _check_int("retries", retries, minimum=0)
-    _check_int("threads", threads, minimum=1)
+    check_int(retries, "retries", minimum=0)
+    check_int(threads, "threads", minimum=1)
     valid_joins = ("outer", "exact", "inner", "left", "right")
     if join not in valid_joins:
         raise InputValueError(f"join must be one of {valid_joins}; received {join!r}.")
     if batch_size is not None:
-        _check_int("batch_size", batch_size, minimum=1)
+        check_int(batch_size, "batch_size", minimum=1)
 
     seeds = task_seeds(seed, len(tasks_params))
     tasks = [_Task(i, p, int(s)) for i, (p, s) in enumerate(zip(tasks_params, seeds, strict=True))]
@@ -379,12 +385,6 @@ def map_tasks(fn: Callable[..., Any], params: Sequence[Mapping[str, Any]] | pd.D
     if isinstance(seed, numbers.Integral):
         out.attrs["root_seed"] = int(seed)
     return out
-
-
-def _check_int(name: str, value: Any, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise InputValueError(f"{name} must be an integer >= {minimum}; received {value!r}.")
-    return int(value)
 
 
 def _as_param_list(params: Any) -> list[dict[str, Any]]:

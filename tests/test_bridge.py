@@ -148,7 +148,7 @@ def _pattern_bound_oracle(twin, seed):
 
     drivers = {v: twin.truth_driver[v].values for v in ("nino3", "nino4", "h_w")}
     rng = np.random.default_rng([seed, 9])  # the oracle's documented noise stream
-    oracle = tw._fields(drivers, rng, 1850, tw.COLD_TONGUE_SHIFT_DEG, 0.0)["tos"].values.astype(float)
+    oracle = tw.assemble_fields(drivers, rng, 1850, tw.COLD_TONGUE_SHIFT_DEG, 0.0)["tos"].values.astype(float)
     truth = twin.truth["tos"].values.astype(float)
     month = np.arange(truth.shape[0]) % 12
 

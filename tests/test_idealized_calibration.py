@@ -9,7 +9,7 @@ import xarray as xr
 
 from bayesbridge.diagnostics import enso
 from bayesbridge.errors import ParameterError, VariableNotFoundError
-from bayesbridge.idealized import ENSOParameters, MultiscaleENSO
+from bayesbridge.idealized import ENSOParameters, MultiscaleENSO, likelihood, statistics
 from bayesbridge.idealized import calibrate as cal
 
 TRUTH = ENSOParameters()  # f=0.65, wind_amp=0.9, noise_scale=1, m=2
@@ -17,15 +17,15 @@ TRUTH = ENSOParameters()  # f=0.65, wind_amp=0.9, noise_scale=1, m=2
 
 def _synthetic_observation(seed: int) -> cal.ObservedRecord:
     """Statistics of one 70-year record (with 40 years of h_W) simulated at TRUTH."""
-    names = cal._names(True)
-    stats = cal._simulate_records(TRUTH, 1, 70, 40, 500 + seed, 10)[0]
+    names = statistics.statistic_names(True)
+    stats = statistics.simulate_statistics(TRUTH, 1, 70, 40, 500 + seed, 10)[0]
     return cal.ObservedRecord(pd.Series(stats, index=names), 70, 40)
 
 
 def test_statistics_from_arrays_agree_with_enso_diagnostics():
     ds = MultiscaleENSO().simulate(years=70, members=3, seed=4)
     stats = cal.statistics_from_arrays(ds["nino3"].values, ds["nino4"].values, ds["h_w"].values)
-    names = cal._names(True)
+    names = statistics.statistic_names(True)
     one = ds.isel(member=1)
     s = enso.summary_statistics(one, ["nino3", "nino4", "h_w"])
     row = dict(zip(names, stats[1], strict=True))
@@ -58,7 +58,7 @@ def test_pyro_model_density_equals_sampler_target():
 
     rng = np.random.default_rng(0)
     n_stat, p = 5, 2
-    n_feat = cal._n_features(p)
+    n_feat = likelihood.n_features(p)
     a = rng.standard_normal((n_stat, n_stat))
     corr = np.corrcoef(a @ a.T + 5 * np.eye(n_stat))
     emu = cal.Emulator(
@@ -72,15 +72,15 @@ def test_pyro_model_density_equals_sampler_target():
                                           "wind_amp": torch.tensor(0.9, dtype=torch.float64)})  # fmt: skip
     tr = poutine.trace(cond).get_trace()
     log_prior = -np.log(0.3) - np.log(0.6)
-    expected = cal._log_likelihood(emu, theta, s_obs) + log_prior
+    expected = likelihood.log_likelihood(emu, theta, s_obs) + log_prior
     assert float(tr.log_prob_sum()) == pytest.approx(expected, rel=1e-9)
     # and the likelihood itself against scipy's multivariate normal
     from scipy.stats import multivariate_normal
 
-    phi = cal._features(emu.normalise(theta)[None])[0]
+    phi = likelihood.quadratic_features(emu.normalise(theta)[None])[0]
     sd = np.exp(phi @ emu.coef_logsd)
     cov = 1.05 * sd[:, None] * corr * sd[None, :] + np.diag(emu.lack_of_fit)
-    assert cal._log_likelihood(emu, theta, s_obs) == pytest.approx(
+    assert likelihood.log_likelihood(emu, theta, s_obs) == pytest.approx(
         multivariate_normal(phi @ emu.coef_mean, cov).logpdf(s_obs)
     )
 

@@ -39,13 +39,13 @@ def sensitivity(
     from bayesbridge.apps.sensitivity import BOUNDS, bridge_statistics
     from bayesbridge.apps.sobol import SobolProblem, run_sobol
     from bayesbridge.datasets import make_twin_experiment
-    from bayesbridge.datasets.twin import _default_cache_dir
+    from bayesbridge.datasets.twin import default_cache_dir
     from bayesbridge.parallel import cluster
 
     console = Console()
     n = n if n is not None else (8 if quick else 64)
     years = years if years is not None else (12 if quick else 100)
-    cache_dir = str(_default_cache_dir())
+    cache_dir = str(default_cache_dir())
     console.print(f"twin experiment: {years} years (cached in {cache_dir})")
     make_twin_experiment(years=years, seed=seed, cache_dir=cache_dir)  # generated once, read by the workers
     model = functools.partial(bridge_statistics, years=years, twin_seed=seed, cache_dir=cache_dir,

@@ -31,7 +31,7 @@ import numpy as np
 import xarray as xr
 from numba.typed import List
 
-from bayesbridge.errors import InputTypeError, InputValueError, ParameterError
+from bayesbridge.errors import InputTypeError, ParameterError, check_int
 from bayesbridge.idealized.kernel import integrate_ensemble, seasonal_table
 from bayesbridge.idealized.params import SCALES, ENSOParameters
 
@@ -80,18 +80,6 @@ def member_generators(seed: int | np.random.SeedSequence, members: int) -> List:
     for child in ss.spawn(members):
         gens.append(np.random.Generator(np.random.PCG64(child)))
     return gens
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise InputTypeError(
-            f"{name}: expected an integer >= {minimum}, received {type(value).__name__} {value!r}."
-        )
-    if value < minimum:
-        raise InputValueError(
-            f"{name}: expected an integer >= {minimum}, received {value}; pass {name}={minimum} or more."
-        )
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -180,9 +168,9 @@ class MultiscaleENSO:
         FilterDivergenceError
             If the integration produced non-finite values.
         """
-        years = _check_int("years", years, 1)
-        members = _check_int("members", members, 1)
-        burn_in_years = _check_int("burn_in_years", burn_in_years, 0)
+        years = check_int(years, "years", minimum=1)
+        members = check_int(members, "members", minimum=1)
+        burn_in_years = check_int(burn_in_years, "burn_in_years", minimum=0)
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer | np.random.SeedSequence):
             raise InputTypeError(f"seed: expected an int or SeedSequence, received {type(seed).__name__}.")
         dt = float(dt)
@@ -270,7 +258,7 @@ class MultiscaleENSO:
             ``walker_i`` on ``(member, time)``; ``time`` is cftime ``noleap`` (first of each
             month, or each day). Attributes carry the parameters, seed and dt.
         """
-        start_year = _check_int("start_year", start_year, 1)
+        start_year = check_int(start_year, "start_year", minimum=1)
         raw = self.integrate(years, members, seed, burn_in_years, dt, daily)
         mon = raw.monthly.reshape(raw.monthly.shape[0], years, MONTHS_PER_YEAR, 6)
         clim = mon.mean(axis=(0, 1))  # (12, 6): the run's own monthly climatology

@@ -1,0 +1,213 @@
+"""The twin experiment: truth, operational model and idealized observations, saved and cached.
+
+:func:`make_twin_experiment` is bayesbridge's default data set (``docs/design.md`` section 6):
+one idealized-model run drives the truth (:func:`~bayesbridge.datasets.twin.synthesis.synthetic_truth`)
+and is assimilated, the operational model
+(:func:`~bayesbridge.datasets.twin.synthesis.operational_model`) reproduces its statistics
+with known biases. :func:`twin_from_drivers` builds the same from given runs;
+:class:`TwinExperiment` holds the parts and saves/loads them, and experiments are cached under
+:func:`default_cache_dir`, keyed by
+:data:`~bayesbridge.datasets.twin.synthesis.GENERATOR_VERSION`, years, seed and start year.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from bayesbridge.datasets.twin.cmip import atomic_to_netcdf
+from bayesbridge.datasets.twin.drivers import OBSERVED_VARIABLES, driver_arrays, index_dataset
+from bayesbridge.datasets.twin.grid import time_axis
+from bayesbridge.datasets.twin.oscillator import OscillatorTarget
+from bayesbridge.datasets.twin.synthesis import (
+    BIASES,
+    GENERATOR_VERSION,
+    STREAMS,
+    THERMOCLINE_PER_ZOS,
+    operational_model,
+    synthetic_truth,
+)
+from bayesbridge.errors import InputValueError, check_int
+from bayesbridge.io import atomic_path
+
+__all__ = ["TwinExperiment", "twin_from_drivers", "default_cache_dir", "make_twin_experiment"]
+
+
+@dataclass
+class TwinExperiment:
+    """A twin experiment with known truth (``docs/design.md`` section 6).
+
+    Attributes
+    ----------
+    truth : xarray.Dataset
+        True ``tos`` (degC), ``zos`` (m) on ``(time, lat, lon)``, float32, NaN over land.
+    operational : xarray.Dataset
+        Biased operational model on the same grid and times (its biases in ``attrs``).
+    idealized_observations : xarray.Dataset
+        The idealized-model run to assimilate, on ``time``: ``nino3``, ``nino4`` (degC), ``h_w``
+        (m of thermocline) (:data:`OBSERVED_VARIABLES`), plus its other outputs. In the default
+        experiment this is the run that drives the truth (its sparse output), so posterior
+        series can be scored against the truth month by month; it is independent of the
+        operational model.
+    truth_driver : xarray.Dataset
+        The idealized run that drives the truth (on ``time``): the truth's exact indices.
+    operational_driver : xarray.Dataset
+        The operational model's oscillator indices ``nino3``, ``nino4``, ``h_w`` on ``time``.
+    metadata : dict
+        Seed, years, generator version, oscillator target and the documented biases.
+    """
+
+    truth: xr.Dataset
+    operational: xr.Dataset
+    idealized_observations: xr.Dataset
+    truth_driver: xr.Dataset
+    operational_driver: xr.Dataset
+    metadata: dict = field(default_factory=dict)
+
+    _PARTS = ("truth", "operational", "idealized_observations", "truth_driver", "operational_driver")
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write every part as ``<part>.nc`` plus ``metadata.json`` (written last, atomically).
+
+        Parameters
+        ----------
+        directory : str or os.PathLike
+            Output folder, created if missing; existing files of the same names are replaced.
+
+        Returns
+        -------
+        pathlib.Path
+            The folder written, readable with :meth:`load`.
+        """
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        for part in self._PARTS:
+            atomic_to_netcdf(getattr(self, part), out / f"{part}.nc")
+        with atomic_path(out / "metadata.json") as tmp:
+            tmp.write_text(json.dumps(self.metadata, indent=1, sort_keys=True))
+        return out
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> TwinExperiment:
+        """Read a directory written by :meth:`save` (fully into memory)."""
+        src = Path(directory)
+        if not (src / "metadata.json").exists():
+            raise FileNotFoundError(f"directory: no complete twin experiment in {src} (metadata.json missing).")
+        parts = {}
+        for part in cls._PARTS:
+            with xr.open_dataset(src / f"{part}.nc") as ds:
+                parts[part] = ds.load()
+        return cls(**parts, metadata=json.loads((src / "metadata.json").read_text()))
+
+
+def twin_from_drivers(truth_driver: xr.Dataset, observation_driver: xr.Dataset, seed: int, *,
+                      start_year: int = 1850) -> TwinExperiment:
+    """Build a twin experiment from two given index runs (no simulation, no cache).
+
+    Parameters
+    ----------
+    truth_driver, observation_driver : xarray.Dataset
+        Independent runs with ``nino3``, ``nino4``, ``h_w`` on ``time`` (same length, first
+        month January). The first drives the truth, the second is what gets assimilated.
+    seed : int
+        Seed of the truth's noise and of the operational model.
+    start_year : int
+        Calendar year of the first month.
+
+    Returns
+    -------
+    TwinExperiment
+    """
+    seed = check_int(seed, "seed", minimum=0)
+    tdrv, odrv = driver_arrays(truth_driver, "truth_driver"), driver_arrays(observation_driver, "observation_driver")
+    n = tdrv["nino3"].size
+    if odrv["nino3"].size != n:
+        raise InputValueError(f"observation_driver: expected {n} months like truth_driver, got {odrv['nino3'].size}.")
+    time, _ = time_axis(n, start_year)
+    tds = index_dataset(tdrv, time, {"bayesbridge_role": "truth driver (idealized model)"})
+    target = OscillatorTarget.from_driver(tds)
+    truth = synthetic_truth(tds, seed, start_year=start_year)
+    operational, op_idx = operational_model(n, seed, target, start_year)
+    meta = {"generator_version": GENERATOR_VERSION, "seed": seed, "months": n, "start_year": start_year,
+            "target": {k: (v if isinstance(v, bool) else [float(b) for b in v] if isinstance(v, tuple) else float(v))
+                       for k, v in vars(target).items()},
+            "biases": dict(BIASES), "thermocline_per_zos": THERMOCLINE_PER_ZOS,
+            "observed_variables": list(OBSERVED_VARIABLES)}
+    return TwinExperiment(
+        truth=truth, operational=operational,
+        idealized_observations=index_dataset(odrv, time, {"bayesbridge_role": "idealized observations"}),
+        truth_driver=tds,
+        operational_driver=index_dataset(op_idx, time, {"bayesbridge_role": "operational oscillator"}),
+        metadata=meta)
+
+
+def default_cache_dir() -> Path:
+    """The folder that caches twin experiments when no ``cache_dir`` is given.
+
+    ``$BAYESBRIDGE_CACHE_DIR`` when set (the test suite points it at ``tests/.cache``), else
+    ``$XDG_CACHE_HOME/bayesbridge``, else ``~/.cache/bayesbridge``.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder (not created here).
+    """
+    env = os.environ.get("BAYESBRIDGE_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bayesbridge"
+
+
+def make_twin_experiment(years: int = 200, seed: int = 0, *, cache_dir: str | os.PathLike | None = None,
+                         use_cache: bool = True, start_year: int = 1850) -> TwinExperiment:
+    """The default twin experiment: one idealized run drives the truth and is assimilated.
+
+    The run is ``MultiscaleENSO().simulate(years, members=1, seed=s)`` with ``s`` drawn from
+    stream 1 of ``SeedSequence([seed, stream])``; its indices ``nino3``, ``nino4``, ``h_w`` are
+    the sparse observations, and the truth fields it drives (with their own patterns, nonlinear
+    term and noise, never seen by the bridge) are what the bridged fields are scored against.
+    The operational model is independent of it. Results
+    are cached under ``cache_dir`` (default ``$BAYESBRIDGE_CACHE_DIR`` or
+    ``~/.cache/bayesbridge``) in ``twin-v<version>-y<years>-s<seed>-start<year>/``; the cache is
+    read only when complete (``metadata.json`` is written last) and each file is written
+    atomically.
+
+    Parameters
+    ----------
+    years, seed : int
+        Length in years (>= 2) and master seed (>= 0).
+    cache_dir : path, optional
+        Cache folder.
+    use_cache : bool
+        Read and write the cache (default True).
+    start_year : int
+        Calendar year of the first month.
+
+    Returns
+    -------
+    TwinExperiment
+    """
+    years = check_int(years, "years", minimum=2)
+    seed = check_int(seed, "seed", minimum=0)
+    start_year = check_int(start_year, "start_year", minimum=1)
+    path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = path / f"twin-v{GENERATOR_VERSION}-y{years}-s{seed}-start{start_year}"
+    if use_cache and (path / "metadata.json").exists():
+        return TwinExperiment.load(path)
+    from bayesbridge.idealized import MultiscaleENSO
+
+    def run(stream: str) -> xr.Dataset:
+        s = int(np.random.SeedSequence([seed, STREAMS[stream]]).generate_state(1)[0])
+        return MultiscaleENSO().simulate(years=years, members=1, seed=s).isel(member=0, drop=True)
+
+    driver = run("truth_driver")
+    twin = twin_from_drivers(driver, driver, seed, start_year=start_year)
+    twin.metadata["idealized_model"] = "bayesbridge.idealized.MultiscaleENSO() defaults"
+    if use_cache:
+        twin.save(path)
+    return twin
