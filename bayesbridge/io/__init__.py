@@ -1,7 +1,8 @@
 """Reading and writing: CF/CMIP6 operational fields, netCDF output and the ArviZ layer.
 
-:mod:`.fields` opens operational files and returns anomalies on ``(time, lat, lon)``;
-:mod:`.arviz_compat` is the one module that calls ArviZ (0.x on Python 3.11, 1.x on 3.12+).
+:mod:`.fields` opens operational files and returns anomalies (:mod:`.anomalies`) on
+``(time, lat, lon)``; :mod:`.netcdf` writes files atomically; :mod:`.arviz_compat` is the one
+module that calls ArviZ (0.x on Python 3.11, 1.x on 3.12+).
 The ArviZ layer loads lazily: ``import bayesbridge.io`` does not import ArviZ.
 """
 
@@ -9,18 +10,15 @@ from __future__ import annotations
 
 from importlib import import_module
 
+from bayesbridge.io.anomalies import anomalies, area_weights, ocean_mask
 from bayesbridge.io.fields import (
-    anomalies,
-    area_weights,
-    atomic_path,
     normalize_longitudes,
-    ocean_mask,
     open_dataset,
     open_operational,
     select_region,
     time_coder,
-    write_netcdf,
 )
+from bayesbridge.io.netcdf import atomic_path, write_netcdf
 
 __all__ = [
     "open_operational",

@@ -129,7 +129,7 @@ def ess(idata, var_names: list[str] | None = None, method: str = "bulk") -> xr.D
 
 def to_netcdf(idata, path: str | Path) -> Path:
     """Write ``idata`` to ``path`` atomically (temporary file, then rename): a failure leaves no partial file."""
-    from bayesbridge.io import atomic_path
+    from bayesbridge.io.netcdf import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -1,4 +1,4 @@
-"""Reading operational (CF/CMIP6) fields and writing netCDF safely.
+"""Reading operational (CF/CMIP6) fields as anomalies on ``(time, lat, lon)``.
 
 :func:`open_operational` turns one file, a glob, a list of files or an in-memory Dataset into
 anomaly fields on ``(time, lat, lon)`` that the rest of bayesbridge understands:
@@ -14,17 +14,14 @@ anomaly fields on ``(time, lat, lon)`` that the rest of bayesbridge understands:
 * area weights (``cos(lat)`` or ``areacello``) and the ocean mask are attached as coordinates
   ``area`` and ``mask``; land stays NaN.
 
-Writing goes through :func:`write_netcdf`: compressed, CF-attributed, and atomic (temporary file
-then rename), so a failure never leaves a half-written file behind.
+Anomalies, weights and the mask come from :mod:`bayesbridge.io.anomalies`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import glob as globlib
 import os
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import cf_xarray  # noqa: F401  (registers the .cf accessor)
@@ -40,20 +37,11 @@ from bayesbridge.errors import (
     TimeAxisError,
     VariableNotFoundError,
 )
+from bayesbridge.io.anomalies import anomalies as _anomalies
+from bayesbridge.io.anomalies import area_weights, ocean_mask
 from bayesbridge.regions import Region, _check_coverage, get_region, grid_extent
 
-__all__ = [
-    "open_operational",
-    "open_dataset",
-    "anomalies",
-    "area_weights",
-    "ocean_mask",
-    "normalize_longitudes",
-    "select_region",
-    "write_netcdf",
-    "atomic_path",
-    "time_coder",
-]
+__all__ = ["open_operational", "open_dataset", "normalize_longitudes", "select_region", "time_coder", "STANDARD_NAMES"]
 
 _KELVIN = {"k", "kelvin", "degk", "deg_k", "degrees_k"}
 _SST_NAMES = {"tos", "sst", "ts", "thetao"}
@@ -275,174 +263,6 @@ def select_region(ds: xr.Dataset | xr.DataArray, region: str | Region | tuple) -
     return ds.isel(lat=np.flatnonzero(lat_ok), lon=np.flatnonzero(lon_ok))
 
 
-def area_weights(ds: xr.Dataset | xr.DataArray, areacello: xr.DataArray | None = None) -> xr.DataArray:
-    """Cell weights ``(lat, lon)``: ``areacello`` when given (m2), else ``cos(lat)``.
-
-    Parameters
-    ----------
-    ds : xarray.Dataset or xarray.DataArray
-        Data on a ``(lat, lon)`` grid (degrees).
-    areacello : xarray.DataArray, optional
-        Cell areas (``lat``/``lon`` or ``latitude``/``longitude`` dims), interpolated to the
-        grid of ``ds`` by nearest neighbour.
-
-    Returns
-    -------
-    xarray.DataArray
-        ``area`` on ``(lat, lon)``, float64.
-    """
-    if areacello is not None:
-        area = areacello
-        if "latitude" in area.dims or "longitude" in area.dims:
-            area = area.rename({k: v for k, v in (("latitude", "lat"), ("longitude", "lon")) if k in area.dims})
-        area = area.interp_like(ds[["lat", "lon"]] if isinstance(ds, xr.Dataset) else ds, method="nearest")
-        attrs = {"long_name": "grid-cell area", "units": areacello.attrs.get("units", "m2")}
-    else:
-        area = np.cos(np.deg2rad(ds["lat"])) * xr.ones_like(ds["lon"], dtype=float)
-        attrs = {"long_name": "area weight cos(latitude)", "units": "1"}
-    area = area.transpose("lat", "lon").astype(float)
-    area.attrs = attrs
-    return area.rename("area")
-
-
-def ocean_mask(ds: xr.Dataset) -> xr.DataArray:
-    """``(lat, lon)`` True where every variable has at least one finite value in time.
-
-    Parameters
-    ----------
-    ds : xarray.Dataset
-        Fields on ``(time, lat, lon)``; variables without ``time`` are ignored.
-
-    Returns
-    -------
-    xarray.DataArray
-        Boolean ``mask`` on ``(lat, lon)``, computed (in memory) even for lazy input.
-    """
-    masks = [ds[v].notnull().any("time") for v in ds.data_vars if "time" in ds[v].dims]
-    mask = masks[0]
-    for m in masks[1:]:
-        mask = mask & m
-    mask = mask.transpose("lat", "lon").compute()
-    mask.attrs = {"long_name": "ocean (valid) grid points", "flag_meanings": "land ocean", "flag_values": "0 1"}
-    return mask.rename("mask")
-
-
-def _time_in_years(time: xr.DataArray) -> xr.DataArray:
-    # Fractional years since the first time step, for calendars without numpy datetimes.
-    import cftime
-
-    t = time.values
-    cal = getattr(t[0], "calendar", "standard") or "standard"
-    days = cftime.date2num(list(t), "days since 0001-01-01", calendar=cal)
-    days = np.asarray(days, dtype=float)
-    return xr.DataArray((days - days[0]) / 365.25, dims="time", coords={"time": time})
-
-
-_CLIM_BLOCK_MB = 32.0
-
-
-def _monthly_climatology(base: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
-    """Mean of each calendar month (dimension ``month``), NaN-skipping.
-
-    Lazy (dask) data is reduced in one pass over blocks of time steps (about 32 MiB of float64
-    each) and returned in memory: every chunk of the anomalies then depends on its own data only,
-    so later passes over data larger than memory hold one block, not the whole record (a lazy
-    climatology would make dask keep every chunk until the mean is known).
-    """
-    arrays = list(base.data_vars.values()) if isinstance(base, xr.Dataset) else [base]
-    lazy = any(a.chunks is not None for a in arrays)
-    if not lazy or not arrays or any(a.dims[:1] != ("time",) for a in arrays):
-        clim = base.groupby("time.month").mean("time")
-        return clim.compute() if lazy else clim
-    months = np.asarray(base["time"].dt.month.values)
-    present = np.unique(months)
-    per_step = sum(a.size // max(a.sizes["time"], 1) for a in arrays) * 8
-    block = max(1, int(_CLIM_BLOCK_MB * 2**20 // max(per_step, 1)))
-    sums = [np.zeros((present.size, *a.shape[1:])) for a in arrays]
-    counts = [np.zeros((present.size, *a.shape[1:])) for a in arrays]
-    for start in range(0, months.size, block):
-        rows = np.searchsorted(present, months[start: start + block])
-        for k, a in enumerate(arrays):
-            x = np.asarray(a.isel(time=slice(start, start + block)).values, dtype=float)
-            for row in np.unique(rows):
-                xm = x[rows == row]
-                finite = np.isfinite(xm)
-                sums[k][row] += np.where(finite, xm, 0.0).sum(axis=0)
-                counts[k][row] += finite.sum(axis=0)
-    out = []
-    for a, total, n in zip(arrays, sums, counts, strict=True):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(n > 0, total / n, np.nan).astype(a.dtype)
-        coords = {c: a[c] for c in a.coords if "time" not in a[c].dims}
-        out.append(xr.DataArray(mean, dims=("month", *a.dims[1:]), coords={**coords, "month": present}, name=a.name))
-    return xr.merge(out, compat="no_conflicts") if isinstance(base, xr.Dataset) else out[0]
-
-
-def anomalies(
-    ds: xr.Dataset | xr.DataArray,
-    *,
-    detrend: bool = False,
-    climatology: tuple[str, str] | None = None,
-) -> xr.Dataset | xr.DataArray:
-    """Monthly-climatology anomalies, optionally after removing a linear trend per grid point.
-
-    .. math:: x'(t) = x(t) - \\bar x_{m(t)}, \\qquad
-              \\bar x_m = \\operatorname{mean}\\{x(s): \\operatorname{month}(s) = m,\\ s \\in P\\}
-
-    with base period ``P = climatology`` (default: the whole record).
-
-    Parameters
-    ----------
-    ds : xarray.Dataset or xarray.DataArray
-        Monthly data with a ``time`` dimension (cftime or numpy times), any other dims; lazy
-        (dask) input is supported.
-    detrend : bool
-        First remove a least-squares linear trend in time per grid point (NaN-skipping), keeping
-        the time mean, so the climatology is that of the detrended data.
-    climatology : (str, str), optional
-        Base period ``(start, end)``, e.g. ``("1981-01", "2010-12")``.
-
-    Returns
-    -------
-    xarray.Dataset or xarray.DataArray
-        Anomalies with the dims and coordinates of ``ds``.
-
-    Raises
-    ------
-    TimeAxisError
-        If the base period holds no time step.
-    """
-    out = ds
-    if detrend:
-        years = _time_in_years(out["time"])
-        work = out.assign_coords(_years=years).swap_dims({"time": "_years"})
-        if work.chunks:
-            work = work.chunk({"_years": -1})
-        fit = work.polyfit("_years", deg=1, skipna=True)
-        names = list(out.data_vars) if isinstance(out, xr.Dataset) else [None]
-        if isinstance(out, xr.Dataset):
-            trend = xr.Dataset(
-                {v: xr.polyval(years, fit[f"{v}_polyfit_coefficients"]) for v in names}
-            )
-        else:
-            trend = xr.polyval(years, fit["polyfit_coefficients"])
-        trend = trend - trend.mean("time")
-        out = out - trend.drop_vars([c for c in trend.coords if c not in ("time", "lat", "lon")], errors="ignore")
-    base = out if climatology is None else out.sel(time=slice(*climatology))
-    if base.sizes.get("time", 0) == 0:
-        raise TimeAxisError(f"climatology: the base period {climatology} has no time steps in the data.")
-    clim = _monthly_climatology(base)
-    anom = out.groupby("time.month") - clim
-    anom = anom.drop_vars("month", errors="ignore")
-    if isinstance(ds, xr.Dataset):
-        for v in anom.data_vars:
-            anom[v].attrs = dict(ds[v].attrs)
-            anom[v].attrs["long_name"] = f"{ds[v].attrs.get('long_name', v)} anomaly"
-    else:
-        anom.attrs = dict(ds.attrs)
-    return anom
-
-
 def open_operational(
     source,
     variables: Sequence[str] | str | None = None,
@@ -531,7 +351,7 @@ def open_operational(
                 f"(grid extent {grid_extent(out)}); check the region, the land mask and the period."
             )
     if anomalies:
-        out = globals()["anomalies"](out, detrend=detrend, climatology=climatology)
+        out = _anomalies(out, detrend=detrend, climatology=climatology)
     if isinstance(areacello, str | os.PathLike):
         areacello = _find_areacello(open_dataset(areacello))
     area = area_weights(out, areacello)
@@ -549,68 +369,3 @@ def _find_areacello(ds: xr.Dataset) -> xr.DataArray:
     )
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        # mkstemp creates the file readable by its owner only; give it the usual permissions
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-
-
-def write_netcdf(
-    obj: xr.Dataset | xr.DataArray,
-    path: str | os.PathLike,
-    *,
-    complevel: int = 4,
-    attrs: dict | None = None,
-) -> Path:
-    """Write compressed, CF-attributed netCDF4 atomically.
-
-    Every data variable gets a ``long_name`` (its name when missing) and float variables a
-    ``_FillValue``; the file gets ``Conventions = "CF-1.8"``. The data is written to a temporary
-    file in the destination folder and renamed on success, so a failure (exception, interrupt)
-    leaves any previous file untouched and no partial file behind.
-
-    Parameters
-    ----------
-    obj : xarray.Dataset or xarray.DataArray
-        What to write (a named DataArray becomes a one-variable Dataset); not modified.
-    path : str or os.PathLike
-        Destination file.
-    complevel : int
-        zlib compression level (0-9) of numeric variables.
-    attrs : dict, optional
-        Global attributes added to (and overriding) those of ``obj``.
-
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
-    """
-    ds = obj.to_dataset() if isinstance(obj, xr.DataArray) else obj.copy()
-    ds.attrs = {**ds.attrs, "Conventions": "CF-1.8", **(attrs or {})}
-    encoding = {}
-    for name, var in ds.data_vars.items():
-        var.attrs.setdefault("long_name", str(name))
-        enc = {}
-        if var.dtype.kind in "fiu":
-            enc.update(zlib=True, complevel=complevel)
-        if var.dtype.kind == "f":
-            enc["_FillValue"] = np.nan if var.dtype == np.float64 else np.float32(np.nan)
-        encoding[name] = enc
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
-    return path
