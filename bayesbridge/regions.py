@@ -33,6 +33,7 @@ from bayesbridge.errors import (
 __all__ = [
     "Region",
     "REGIONS",
+    "THERMOCLINE_PER_ZOS",
     "STANDARD_BOXES",
     "get_region",
     "region_mask",
@@ -40,6 +41,7 @@ __all__ = [
     "point_box_weights",
     "box_index",
     "indices",
+    "observable",
     "grid_extent",
 ]
 
@@ -61,6 +63,11 @@ class Region:
         Human-readable name used in plots and CF attributes.
     variable : str
         The field the box is usually averaged over: ``"tos"`` (SST) or ``"zos"`` (thermocline).
+    scale : float
+        Observation units per unit of ``variable``: the observable is ``scale`` times the box
+        mean (1 for SST boxes; :data:`THERMOCLINE_PER_ZOS` for ``h_w`` observed through ``zos``).
+    units : str, optional
+        Units of the observable (default: those of the field).
     """
 
     name: str
@@ -70,6 +77,8 @@ class Region:
     lon_max: float
     long_name: str = ""
     variable: str = "tos"
+    scale: float = 1.0
+    units: str | None = None
 
     def __post_init__(self) -> None:
         if not -90.0 <= self.lat_min < self.lat_max <= 90.0:
@@ -77,6 +86,8 @@ class Region:
                 f"Region {self.name!r}: expected -90 <= lat_min < lat_max <= 90, got "
                 f"lat_min={self.lat_min}, lat_max={self.lat_max}; swap or correct the bounds."
             )
+        if not (np.isfinite(self.scale) and self.scale > 0):
+            raise RegionError(f"Region {self.name!r}: scale must be a positive number, got {self.scale}.")
         for label, value in (("lon_min", self.lon_min), ("lon_max", self.lon_max)):
             if not 0.0 <= value <= 360.0:
                 raise RegionError(
@@ -106,6 +117,10 @@ class Region:
         return (lat >= self.lat_min) & (lat <= self.lat_max)
 
 
+THERMOCLINE_PER_ZOS = 150.0
+"""Metres of thermocline displacement per metre of sea-surface height (the reduced-gravity ratio
+``g / g'`` of Jin 1997): ``h_w`` observed through ``zos`` is this times the box mean of ``zos``."""
+
 REGIONS: dict[str, Region] = {
     r.name: r
     for r in (
@@ -121,6 +136,8 @@ REGIONS: dict[str, Region] = {
             180.0,
             "western Pacific thermocline box (5S-5N, 120E-180)",
             variable="zos",
+            scale=THERMOCLINE_PER_ZOS,
+            units="m",
         ),
         Region("tropical_pacific", -20.0, 20.0, 120.0, 280.0, "tropical Pacific (20S-20N, 120E-80W)"),
     )
@@ -403,9 +420,10 @@ def indices(
     area: xr.DataArray | None = None,
     running_mean: int | None = None,
 ) -> xr.Dataset:
-    """Every standard index available from a Dataset of fields.
+    """Every standard index available from a Dataset of fields, in observation units.
 
-    SST boxes are averaged over ``tos``; ``h_w`` over ``zos`` when present (skipped otherwise).
+    SST boxes are averaged over ``tos``; ``h_w`` over ``zos`` when present (skipped otherwise)
+    and scaled to metres of thermocline depth (:attr:`Region.scale`, :data:`THERMOCLINE_PER_ZOS`).
 
     Parameters
     ----------
@@ -429,5 +447,41 @@ def indices(
         reg = get_region(name)
         if reg.variable not in ds:
             continue
-        out[name] = box_index(ds[reg.variable], reg, area=area, running_mean=running_mean)
+        out[name] = observable(ds[reg.variable], reg, area=area, running_mean=running_mean)
     return xr.Dataset(out)
+
+
+def observable(
+    field: xr.DataArray,
+    region: str | Region,
+    *,
+    area: xr.DataArray | None = None,
+    running_mean: int | None = None,
+) -> xr.DataArray:
+    """The observable of ``region`` from ``field``: ``region.scale`` times its :func:`box_index`.
+
+    Parameters
+    ----------
+    field : xarray.DataArray
+        The region's variable on ``(..., lat, lon)``.
+    region : str or Region
+        A name from :data:`REGIONS` or a :class:`Region`.
+    area : xarray.DataArray, optional
+        Cell areas on ``(lat, lon)``; default ``cos(lat)``.
+    running_mean : int, optional
+        Centred running mean over this many time steps.
+
+    Returns
+    -------
+    xarray.DataArray
+        In the region's units (``region.units``, else the field's).
+    """
+    reg = get_region(region)
+    index = box_index(field, reg, area=area, running_mean=running_mean)
+    if reg.scale == 1.0 and reg.units is None:
+        return index
+    out = index * reg.scale
+    out.attrs = dict(index.attrs)
+    if reg.units is not None:
+        out.attrs["units"] = reg.units
+    return out.rename(reg.name)

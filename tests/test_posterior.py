@@ -114,7 +114,8 @@ def test_index_draws_match_box_index_of_sampled_fields(codec):
     fields = post.sample_fields(n_draws=None)  # all draws, same seeded noise as the summaries
     for box in post.boxes:
         var = "zos" if box == "h_w" else "tos"
-        oracle = box_index(fields[var], box).transpose("draw", "time").values
+        # the observable: the box mean, times 150 m of thermocline per m of zos for h_w
+        oracle = box_index(fields[var], box).transpose("draw", "time").values * (150.0 if box == "h_w" else 1.0)
         np.testing.assert_allclose(post.index_draws(box).values, oracle, atol=1e-5)
         ds = post.summary()
         np.testing.assert_allclose(ds[f"{box}_mean"].values, oracle.mean(0), atol=1e-5)

@@ -176,12 +176,9 @@ def reconstruct(
     res = bridge.assimilate(obs, seed=seed, withheld=extra)
     summary = res.posterior.summary()
     rows = {}
-    scale = {"h_w": bridge.config.thermocline_per_zos}
     for name in (*variables, *withheld):
         y = observations[name].sel(time=obs["time"]).values.astype(float)
-        mean = summary[f"{name}_mean"].values * scale.get(name, 1.0)
-        lo = summary[f"{name}_q05"].values * scale.get(name, 1.0)
-        hi = summary[f"{name}_q95"].values * scale.get(name, 1.0)
+        mean, lo, hi = (summary[f"{name}_{s}"].values for s in ("mean", "q05", "q95"))
         ok = np.isfinite(y)
         rows[name] = {
             "assimilated": name in variables,

@@ -39,9 +39,6 @@ BOUNDS: dict[str, tuple[float, float]] = {
 OUTPUTS: tuple[str, ...] = ("nino3_skew_error", "skew_map_rmse", "coverage90_nino34")
 """Scalar outputs of :func:`bridge_statistics`."""
 
-_HW_PER_NINO = 2.0 / 0.15  # default h_w floor (m) per default Nino floor (degC)
-
-
 @functools.lru_cache(maxsize=2)
 def _twin(years: int, twin_seed: int, cache_dir: str | None):
     """Twin experiment, its anomalies and truth statistics (cached per worker process)."""
@@ -90,18 +87,20 @@ def bridge_statistics(
     method : str
         Inference engine.
 
-    The latent dynamics are the seasonal LIM when the twin has enough years for a per-month
-    fit (``years - 1 >= latent_dim + 2``), else the stationary LIM.
-
     Returns
     -------
     dict of str to float
         :data:`OUTPUTS`.
+
+    Notes
+    -----
+    The latent dynamics are the seasonal LIM when the twin has enough years for a per-month
+    fit (``years - 1 >= latent_dim + 2``), else the stationary LIM.
     """
     from scipy import stats
 
     from bayesbridge.apps.scoring import bridged_maps, weighted_rmse
-    from bayesbridge.bridge import Bridge, BridgeConfig
+    from bayesbridge.bridge import DEFAULT_OBS_ERROR_FLOOR, Bridge, BridgeConfig
     from bayesbridge.diagnostics import uq
 
     twin, operational, idx_truth, truth_stats, truth_map = _twin(int(years), int(twin_seed), cache_dir)
@@ -114,8 +113,8 @@ def bridge_statistics(
         members=int(round(members)),
         method=method,
         inflation=float(inflation),
-        obs_error_floor={"nino12": floor, "nino3": floor, "nino34": floor, "nino4": floor,
-                         "h_w": floor * _HW_PER_NINO},
+        # every default floor scaled by the same factor as the Nino floors
+        obs_error_floor={k: v * floor / DEFAULT_OBS_ERROR_FLOOR["nino3"] for k, v in DEFAULT_OBS_ERROR_FLOOR.items()},
     )
     bridge = Bridge(cfg).fit(operational, seed=int(seed) % 2**31)
     res = bridge.assimilate(twin.idealized_observations[["nino3", "nino4", "h_w"]], seed=int(seed) % 2**31)

@@ -89,7 +89,7 @@ class LatentProblem:
         from bayesbridge.model import BoxObservation
 
         boxes = BoxObservation(self.bridge.codec, self.names)
-        scale = np.array([self.bridge.config.thermocline_per_zos if n == "h_w" else 1.0 for n in self.names])
+        scale = np.array([self.bridge.config.region(n).scale for n in self.names])
         return boxes.weights.numpy() * scale[:, None]
 
     @property
@@ -117,10 +117,9 @@ def latent_problem(years: int = 40, latent_dim: int = 20, seed: int = 0) -> Late
     with _single_thread():
         bridge = Bridge(BridgeConfig(latent_dim=latent_dim, dynamics="linear", method="enkf",
                                      representation_error=False)).fit(fields, seed=seed)
-    idx = regions.indices(fields, ("nino3", "nino4", "h_w"))
     names = ("nino3", "nino4", "h_w")
-    scale = {"h_w": bridge.config.thermocline_per_zos}
-    y = np.stack([np.asarray(idx[n].values, float) * scale.get(n, 1.0) for n in names], axis=-1)
+    idx = regions.indices(fields, names)  # observation units: h_w in metres of thermocline
+    y = np.stack([np.asarray(idx[n].values, float) for n in names], axis=-1)
     start = int(fields["time"].dt.month.values[0])
     return LatentProblem(bridge, y, names, bridge.state_space_model(names, start))
 

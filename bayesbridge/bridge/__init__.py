@@ -8,6 +8,7 @@ index draws and ArviZ containers.
 from __future__ import annotations
 
 from bayesbridge.bridge.bridge import (
+    DEFAULT_OBS_ERROR_FLOOR,
     OBSERVABLES,
     RUN_DIMS,
     Bridge,
@@ -17,4 +18,5 @@ from bayesbridge.bridge.bridge import (
 )
 from bayesbridge.bridge.posterior import Posterior
 
-__all__ = ["Bridge", "BridgeConfig", "BridgeResult", "Posterior", "observations_from", "OBSERVABLES", "RUN_DIMS"]
+__all__ = ["Bridge", "BridgeConfig", "BridgeResult", "Posterior", "observations_from", "OBSERVABLES", "RUN_DIMS",
+           "DEFAULT_OBS_ERROR_FLOOR"]

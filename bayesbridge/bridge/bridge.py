@@ -21,14 +21,17 @@ a floor :math:`\\epsilon_k` (0.15 degC for Nino indices, the representation erro
 prototype of Behnoudfar et al. 2026) plus the codec's own structural error on that box, measured
 on the operational training data (never on a truth).
 
-The thermocline index ``h_w`` (m of 20 degC isotherm depth) is observed through the sea-surface
-height ``zos`` of the operational model: ``h_w = thermocline_per_zos * B_hw zos`` with the
-reduced-gravity ratio :math:`\\rho / \\Delta\\rho \\approx 150` (Jin 1997).
+Every observable is in its own units: ``scale * B_k x`` with the scale and units of its
+:class:`~bayesbridge.regions.Region` (:meth:`BridgeConfig.region`). The thermocline index ``h_w``
+(m of 20 degC isotherm depth) is observed through the sea-surface height ``zos`` of the
+operational model, ``h_w = thermocline_per_zos * B_hw zos`` with the reduced-gravity ratio
+:math:`\\rho / \\Delta\\rho \\approx 150` (Jin 1997).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
@@ -41,6 +44,8 @@ import xarray as xr
 from bayesbridge.devices import single_torch_thread
 from bayesbridge.dims import RUN_DIMS
 from bayesbridge.errors import (
+    AllMissingError,
+    GridCoverageError,
     InputTypeError,
     NotFittedError,
     ParameterError,
@@ -50,9 +55,10 @@ from bayesbridge.errors import (
     check_choice,
 )
 from bayesbridge.infer import METHODS, AssimilationResult, assimilate
-from bayesbridge.regions import STANDARD_BOXES, get_region
+from bayesbridge.regions import STANDARD_BOXES, Region, get_region
 
-__all__ = ["BridgeConfig", "Bridge", "BridgeResult", "OBSERVABLES", "RUN_DIMS", "observations_from"]
+__all__ = ["BridgeConfig", "Bridge", "BridgeResult", "OBSERVABLES", "RUN_DIMS", "DEFAULT_OBS_ERROR_FLOOR",
+           "observations_from"]
 
 CodecKind = Literal["eof", "autoencoder", "vae"]
 DynamicsKind = Literal["linear", "seasonal", "neural"]
@@ -61,7 +67,8 @@ OBSERVABLES: tuple[str, ...] = STANDARD_BOXES
 """Index names that can be assimilated (``nino12``, ``nino3``, ``nino34``, ``nino4``, ``h_w``)."""
 
 
-_DEFAULT_FLOOR = {"nino12": 0.15, "nino3": 0.15, "nino34": 0.15, "nino4": 0.15, "h_w": 2.0}
+DEFAULT_OBS_ERROR_FLOOR: dict[str, float] = {"nino12": 0.15, "nino3": 0.15, "nino34": 0.15, "nino4": 0.15, "h_w": 2.0}
+"""Default floor ``epsilon_k`` of the observation error per observable, in its units (degC, m)."""
 
 
 @dataclass
@@ -84,7 +91,8 @@ class BridgeConfig:
     obs_error_floor : mapping of str to float
         Floor ``epsilon_k`` of the observation error per index (observation units).
     thermocline_per_zos : float
-        Metres of thermocline depth per metre of sea-surface height (``h_w`` observation).
+        Metres of thermocline depth per metre of sea-surface height: the scale of observables
+        averaged over ``zos`` (``h_w``), see :meth:`region`.
     representation_error : bool
         Add the codec's per-point residual to decoded draws (``docs/design.md`` section 6).
     inflation : float
@@ -104,7 +112,7 @@ class BridgeConfig:
     dynamics: DynamicsKind = "seasonal"
     method: str = "enks"
     members: int = 100
-    obs_error_floor: Mapping[str, float] = field(default_factory=lambda: dict(_DEFAULT_FLOOR))
+    obs_error_floor: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_OBS_ERROR_FLOOR))
     thermocline_per_zos: float = 150.0
     representation_error: bool = True
     inflation: float = 1.0
@@ -131,12 +139,24 @@ class BridgeConfig:
             raise ParameterError(f"thermocline_per_zos: expected > 0, got {self.thermocline_per_zos}.")
         if self.inflation < 1.0:
             raise ParameterError(f"inflation: expected >= 1, got {self.inflation}.")
-        floors = dict(_DEFAULT_FLOOR)
+        floors = dict(DEFAULT_OBS_ERROR_FLOOR)
         floors.update(self.obs_error_floor)
         bad = {k: v for k, v in floors.items() if not v > 0}
         if bad:
             raise ParameterError(f"obs_error_floor: expected positive values, got {bad}.")
         self.obs_error_floor = floors
+
+    def region(self, name: str | Region) -> Region:
+        """The box of observable ``name`` as this bridge observes it.
+
+        A box averaged over ``zos`` observes thermocline depth: its scale is
+        :attr:`thermocline_per_zos` metres per metre of sea-surface height. Any other box is
+        :func:`bayesbridge.regions.get_region`'s.
+        """
+        region = get_region(name)
+        if region.variable == "zos":
+            return dataclasses.replace(region, scale=float(self.thermocline_per_zos))
+        return region
 
 
 @dataclass
@@ -369,19 +389,19 @@ class Bridge:
         return self
 
     def _box_residual_std(self, residual: xr.Dataset) -> dict[str, float]:
-        from bayesbridge.regions import box_index
+        """Standard deviation of the codec residual of each observable the grid covers (its units)."""
+        from bayesbridge.regions import observable
 
         out = {}
         for name in OBSERVABLES:
-            reg = get_region(name)
+            reg = self.config.region(name)
             if reg.variable not in residual:
                 continue
             try:
-                series = box_index(residual[reg.variable], reg)
-            except Exception:  # box outside the grid: that index cannot be observed
+                series = observable(residual[reg.variable], reg)
+            except (GridCoverageError, AllMissingError):  # box outside the grid or on land only
                 continue
-            scale = self.config.thermocline_per_zos if name == "h_w" else 1.0
-            out[name] = float(series.std()) * scale
+            out[name] = float(series.std())
         return out
 
     def _require(self) -> None:
@@ -419,9 +439,7 @@ class Bridge:
                 f"{', '.join(get_region(n).variable for n in cannot)}); observable: {', '.join(self.observables)}."
             )
         boxes = BoxObservation(self.codec, tuple(names))
-        scale = torch.tensor(
-            [self.config.thermocline_per_zos if n == "h_w" else 1.0 for n in names], dtype=torch.float64, device="cpu"
-        )
+        scale = torch.tensor([self.config.region(n).scale for n in names], dtype=torch.float64, device="cpu")
         observe = _ScaledBoxes(boxes, scale)
         if self.config.codec == "eof":
             # A linear decoder makes the operator affine, h(z) = c + H z: precompute it instead of
@@ -520,6 +538,7 @@ class Bridge:
             representation_residuals=self.residual_points if cfg.representation_error else None,
             seed=seed,
             boxes=boxes,
+            regions={n: cfg.region(n) for n in OBSERVABLES},
         )
         return BridgeResult(
             posterior=posterior,
