@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-all bench lint clean
+.PHONY: demo test test-all bench docs lint clean
 
 # Two pytest workers share two cores: OpenMP threads (numba's parallel kernels, torch) must sleep
 # rather than spin while they wait, and numpy's BLAS keeps one thread per worker; otherwise a
@@ -33,8 +33,13 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/bayesbridge bench
 
+# the documentation site (the `docs` extra) -> docs/_build/html/index.html; offline, and -W: any warning fails
+docs: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,docs]'
+	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
+
 lint: $(STAMP)
 	$(BIN)/ruff check bayesbridge tests benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache docs/_build docs/_generated docs/api/generated

@@ -2,8 +2,9 @@
 
 Steps (each timed into ``metrics.json`` as ``timing.<step>_s``):
 
-1. ``twin`` - generate (or read from cache) the synthetic twin experiment (``docs/design.md`` section 6):
-   a biased CMIP-style operational model and a truth driven by an idealized-model run;
+1. ``twin`` - generate (or read from cache) the synthetic twin experiment
+   (``docs/design.md`` section 6): a biased CMIP-style operational model and a truth driven by an
+   idealized-model run;
 2. ``read`` - anomalies of both through the same CF/CMIP6 reader users call;
 3. ``fit`` - codec and latent dynamics on the operational model only;
 4. ``assimilate`` - the idealized run's sparse output (``nino3``, ``nino4``, ``h_w``) into the
@@ -11,17 +12,19 @@ Steps (each timed into ``metrics.json`` as ``timing.<step>_s``):
 5. ``decode`` - chunked posterior field summaries and index draws;
 6. ``evaluate`` - truth / operational / bridged ENSO statistics, skewness and std maps, and UQ
    scores of the posterior Nino 3.4 series against the truth; the structural bound of any
-   decoding through the operational model's patterns (:func:`~bayesbridge.apps.scoring.pattern_bound_maps`);
-6b. ``param_uq`` (only with ``parameter_draws = K > 0``) - idealized-model parameter uncertainty:
-   ``K`` parameter vectors (:func:`~bayesbridge.apps.propagate.prior_parameter_draws`), one idealized run each, assimilated
-   as one batch (:func:`bayesbridge.apps.propagate.propagate_parameter_uncertainty`);
-7. ``explain`` - gain maps and latent increments;
-8. ``write`` - ``posterior.nc``, ``inference_data.nc``, ``metrics.json``, ``report.md`` and
+   decoding through the operational model's patterns
+   (:func:`~bayesbridge.apps.scoring.pattern_bound_maps`);
+7. ``param_uq`` (only with ``parameter_draws = K > 0``) - idealized-model parameter
+   uncertainty: ``K`` parameter vectors (:func:`~bayesbridge.apps.propagate.prior_parameter_draws`),
+   one idealized run each, assimilated as one batch
+   (:func:`bayesbridge.apps.propagate.propagate_parameter_uncertainty`);
+8. ``explain`` - gain maps and latent increments;
+9. ``write`` - ``posterior.nc``, ``inference_data.nc``, ``metrics.json``, ``report.md`` and
    ``figures/*.png``, staged and moved into place together (all or nothing).
 
-Following the scoring rules of :mod:`bayesbridge.apps.scoring` (``docs/design.md`` section 6), statistics of the
-bridged model come from whole-trajectory posterior draws plus the decoder's representation
-error - never from the posterior mean - and event counts are averaged over draws.
+Following the scoring rules of :mod:`bayesbridge.apps.scoring` (``docs/design.md`` section 6),
+statistics of the bridged model come from whole-trajectory posterior draws plus the decoder's
+representation error - never from the posterior mean - and event counts are averaged over draws.
 """
 
 from __future__ import annotations

@@ -137,14 +137,17 @@ class EOFCodec(CodecBase):
     n_iter : int
         Power iterations of the randomised and streaming methods.
 
-    Attributes (after ``fit``)
-    --------------------------
+    Attributes
+    ----------
     components : torch.Tensor
-        ``(latent, n_points)`` orthonormal EOFs in normalised space (``V_d^T``).
+        After :meth:`fit`: ``(latent, n_points)`` orthonormal EOFs in normalised space
+        (``V_d^T``).
     singular_values : torch.Tensor
-        ``(latent,)`` standard deviations of the principal components, ``s_k / sqrt(T - 1)``.
+        After :meth:`fit`: ``(latent,)`` standard deviations of the principal components,
+        ``s_k / sqrt(T - 1)``.
     explained_variance_ratio : numpy.ndarray
-        ``(latent,)`` share of the (normalised, weighted) training variance of each mode.
+        After :meth:`fit`: ``(latent,)`` share of the (normalised, weighted) training variance
+        of each mode.
     """
 
     latent_dim: int

@@ -58,12 +58,14 @@ class LinearInverseModel(FreeRunMixin):
     start_month : int, optional
         Calendar month (1..12) of step 0; set by :meth:`fit` from the first fitted time.
 
-    Attributes (after ``fit``)
-    --------------------------
+    Attributes
+    ----------
     A, Q : torch.Tensor
-        ``(latent, latent)`` float64 stationary transition matrix and noise covariance.
+        After :meth:`fit`: ``(latent, latent)`` float64 stationary transition matrix and noise
+        covariance.
     A_monthly, Q_monthly : torch.Tensor or None
-        ``(12, latent, latent)``, index ``m - 1`` for calendar month ``m`` (seasonal only).
+        After :meth:`fit`: ``(12, latent, latent)``, index ``m - 1`` for calendar month ``m``
+        (seasonal only).
     """
 
     seasonal: bool = False
