@@ -37,9 +37,11 @@ def test_nuts_rhat_and_posterior_means_against_quadrature():
     truth = LinearGaussianModel(A, TRUE_SIGMA**2 * Q, H, np.diag([TRUE_OBS[0] ** 2]), m0, P0)
     _, y = truth.simulate(60, generator=torch.Generator().manual_seed(0))
     model = StateSpaceModel(LinearTransition(A, np.linalg.cholesky(Q)), H, 0.5, initial_mean=m0, initial_cov=P0)
-    hp = infer_hyperparameters(model, y, num_samples=100, warmup=80, chains=2, max_tree_depth=4, seed=1)
-    assert hp.draws["obs_scale"].shape == (2, 100, 1)
-    assert hp.draws["model_error_scale"].shape == (2, 100)
+    # 150 + 150 iterations at tree depth 5: with 100 + 80 at depth 4 the model-error scale's R-hat
+    # was 1.07 on one CPU model and below 1.05 on another (bulk ESS 28)
+    hp = infer_hyperparameters(model, y, num_samples=150, warmup=150, chains=2, max_tree_depth=5, seed=1)
+    assert hp.draws["obs_scale"].shape == (2, 150, 1)
+    assert hp.draws["model_error_scale"].shape == (2, 150)
     assert max(hp.rhat.values()) < 1.05, hp.rhat
     assert set(arviz_compat.groups(hp.inference_data)) >= {"posterior", "sample_stats"}
     post = arviz_compat.group_dataset(hp.inference_data, "posterior")
