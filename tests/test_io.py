@@ -25,7 +25,7 @@ def test_multifile_noleap_kelvin_anomalies(cmip):
     assert ds["tos"].attrs["units"] == "degC"
     assert ds.sizes["time"] == raw.sizes["time"]
     assert ds["time"].values[0].calendar == "noleap"
-    assert ds["tos"].chunks is not None  # opened lazily with dask
+    assert ds["tos"].chunks is None  # small enough: read into memory, anomalies with numpy
     # anomalies equal the known amplitude times the pattern (the seasonal cycle is removed)
     expected = amp[:, None, None] * pattern[None]
     got = ds["tos"].values
@@ -33,6 +33,11 @@ def test_multifile_noleap_kelvin_anomalies(cmip):
     np.testing.assert_allclose(got[:, ocean], expected[:, ocean], atol=2e-4)
     assert np.isnan(got[:, land]).all()
     assert not bool(ds["mask"].values[land].any()) and bool(ds["mask"].values[ocean].all())
+    # chunks= keeps the fields lazy (dask, block-wise climatology): the same anomalies
+    lazy = io.open_operational(str(folder / "*.nc"), region=None, chunks={"time": 24})
+    assert lazy["tos"].chunks is not None
+    np.testing.assert_allclose(lazy["tos"].values, got, atol=1e-5, equal_nan=True)
+    np.testing.assert_array_equal(lazy["mask"].values, ds["mask"].values)
 
 
 def test_climatology_matches_known_seasonal_cycle(cmip):
@@ -128,10 +133,15 @@ def test_write_netcdf_roundtrip_with_attributes(tmp_path):
     back = xr.open_dataset(path)
     assert back.attrs["Conventions"] == "CF-1.8" and back.attrs["title"] == "t"
     assert back["x"].attrs["units"] == "degC" and back["x"].attrs["long_name"] == "x"
-    assert back["x"].encoding["zlib"]
+    assert not back["x"].encoding.get("zlib")  # uncompressed by default (docs/lab-notes.md)
+    assert back["x"].encoding["chunksizes"] == (5,)  # chunked by time (here one chunk)
     assert path.stat().st_mode & 0o044  # readable by others, like any file the user writes
     np.testing.assert_array_equal(back["x"].values, ds["x"].values)
     back.close()
+    long = xr.Dataset({"y": (("time", "lat"), np.ones((300, 2)))}, coords={"time": np.arange(300)})
+    packed = io.write_netcdf(long, tmp_path / "packed.nc", complevel=4, time_chunk=120)
+    with xr.open_dataset(packed) as back:
+        assert back["y"].encoding["zlib"] and back["y"].encoding["chunksizes"] == (120, 2)
 
 
 def test_write_failure_leaves_no_partial_file(tmp_path):

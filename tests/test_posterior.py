@@ -344,3 +344,22 @@ def test_posterior_figures(codec, tmp_path):
     assert all((tmp_path / f).stat().st_size > 5000 for f in ("std.png", "band.png", "summary.png", "rank.png"))
     with pytest.raises(VariableNotFoundError, match="tos_mean"):
         plot_index_band(ds, "nino99")
+
+
+def test_draw_statistic_maps_equal_field_statistics_of_sampled_draws(codec):
+    from bayesbridge.apps.scoring import field_statistics
+
+    res = make_result(T=40, M=12)
+    draws = [3, 7, 7, 0]  # repeats count twice
+    post = Posterior(res, codec, representation_std="codec", seed=5, chunk_mb=0.05)
+    maps = post.draw_statistic_maps(draws)  # before summary(): from the one decoding pass
+    fields = post.sample_fields(n_draws=None)["tos"]
+    want = sum(field_statistics(fields.sel(draw=d)) for d in draws) / len(draws)
+    for stat in ("std", "skew"):
+        np.testing.assert_allclose(maps[stat].values, want[stat].values, rtol=1e-5, atol=1e-6, equal_nan=True)
+    assert np.isnan(maps["std"].sel(lat=10.0, lon=GRID_LON[-1])).all()  # land stays NaN
+    # asked again after the summaries: the listed draws are decoded again, same maps
+    again = post.draw_statistic_maps([0, 3, 7, 7])
+    np.testing.assert_allclose(again["skew"].values, maps["skew"].values, rtol=1e-9, equal_nan=True)
+    with pytest.raises(ParameterError, match="draws"):
+        post.draw_statistic_maps([12])

@@ -91,7 +91,7 @@ class _MaxChunk:
 
 
 def test_lazy_anomalies_match_in_memory(small):
-    raw = io.open_operational(str(small / "*.nc"), region=None, anomalies=False)
+    raw = io.open_operational(str(small / "*.nc"), region=None, anomalies=False, chunks={"time": 120})
     lazy = io.anomalies(raw)
     eager = io.anomalies(raw.load())
     for v in ("tos", "zos"):
@@ -100,9 +100,9 @@ def test_lazy_anomalies_match_in_memory(small):
 
 
 def test_streaming_stacker_and_eof_equal_in_memory_fit(small):
-    lazy = io.open_operational(str(small / "*.nc"), region=None)
+    lazy = io.open_operational(str(small / "*.nc"), region=None, chunks={"time": 120})
     mem = lazy.load()
-    lazy = io.open_operational(str(small / "*.nc"), region=None)
+    lazy = io.open_operational(str(small / "*.nc"), region=None, chunks={"time": 120})
     ref_stack = FieldStacker.fit(mem)
     st = FieldStacker.fit_streaming(lazy, block_steps=50)
     for v in ("tos", "zos"):
@@ -126,7 +126,7 @@ def test_streaming_stacker_and_eof_equal_in_memory_fit(small):
 
 
 def test_auto_streams_only_lazy_data_above_threshold(small):
-    lazy = io.open_operational(str(small / "*.nc"), region=None)
+    lazy = io.open_operational(str(small / "*.nc"), region=None, chunks={"time": 120})
     assert EOFCodec(latent_dim=3, stream_threshold_mb=0.5)._streams(lazy)
     assert not EOFCodec(latent_dim=3)._streams(lazy)  # below the default 1 GiB
     assert not EOFCodec(latent_dim=3, stream_threshold_mb=0.5)._streams(lazy.load())
@@ -147,7 +147,7 @@ _CHILD = textwrap.dedent("""
     from bayesbridge import io
     from bayesbridge.latent import EOFCodec
     base = psutil.Process().memory_info().rss
-    ds = io.open_operational(sys.argv[1] + "/*.nc", region=None)
+    ds = io.open_operational(sys.argv[1] + "/*.nc", region=None, chunks={"time": 120})
     codec = EOFCodec(latent_dim=MODES_, method="streaming", block_steps=30, n_iter=2).fit(ds)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     size = sum(v.size for v in ds.data_vars.values()) * 8

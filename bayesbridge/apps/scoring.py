@@ -8,6 +8,7 @@ counts are averaged over about 20 draws.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import xarray as xr
 from scipy import stats
@@ -18,6 +19,7 @@ __all__ = [
     "index_statistics",
     "field_statistics",
     "bridged_maps",
+    "stat_draw_list",
     "weighted_rmse",
     "pattern_bound_maps",
 ]
@@ -71,30 +73,75 @@ def index_statistics(nino3: np.ndarray, nino4: np.ndarray, time) -> dict[str, fl
     }
 
 
+@numba.njit(cache=True)
+def _central_moments(x):
+    """Mean-removed second and third moments over the rows of ``x (T, P)`` (float64 sums).
+
+    Two passes over contiguous rows (mean, then centred powers), NaN where a column holds a NaN.
+    """
+    T, P = x.shape
+    mean = np.zeros(P)
+    for t in range(T):
+        row = x[t]
+        for p in range(P):
+            mean[p] += row[p]
+    mean /= T
+    m2 = np.zeros(P)
+    m3 = np.zeros(P)
+    for t in range(T):
+        row = x[t]
+        for p in range(P):
+            d = row[p] - mean[p]
+            m2[p] += d * d
+            m3[p] += d * d * d
+    return m2 / T, m3 / T
+
+
 def field_statistics(field: xr.DataArray) -> xr.Dataset:
     """Standard deviation and skewness maps ``(lat, lon)`` of a field on ``(time, lat, lon)``.
 
     Population moments (``ddof = 0``, skewness ``m3 / m2^{3/2}`` as :func:`scipy.stats.skew`);
     land (all-NaN) points stay NaN.
     """
-    x = np.asarray(field.values, dtype=np.float64)
-    flat = x.reshape(x.shape[0], -1)
-    ocean = np.isfinite(flat).all(axis=0)
-    std = np.full(flat.shape[1], np.nan)
-    skew = np.full(flat.shape[1], np.nan)
-    a = flat[:, ocean]
-    a = a - a.mean(axis=0)
-    m2 = (a**2).mean(axis=0)
-    m3 = (a**3).mean(axis=0)
-    std[ocean] = np.sqrt(m2)
+    x = np.asarray(field.transpose("time", "lat", "lon").values)
+    m2, m3 = _central_moments(np.ascontiguousarray(x.reshape(x.shape[0], -1)))
     with np.errstate(invalid="ignore", divide="ignore"):
-        skew[ocean] = np.where(m2 > 0, m3 / m2**1.5, np.nan)
+        skew = np.where(m2 > 0, m3 / m2**1.5, np.nan)
     shape = x.shape[1:]
     coords = {"lat": field["lat"], "lon": field["lon"]}
     return xr.Dataset(
-        {"std": (("lat", "lon"), std.reshape(shape)), "skew": (("lat", "lon"), skew.reshape(shape))},
+        {"std": (("lat", "lon"), np.sqrt(m2).reshape(shape)), "skew": (("lat", "lon"), skew.reshape(shape))},
         coords=coords,
     )
+
+
+def stat_draw_list(n_total: int, n_draws: int, seed: int, group: int = 4) -> np.ndarray:
+    """The draws whose statistics are averaged: ``n_draws`` positions among ``n_total``.
+
+    Groups of ``group`` distinct draws, group ``k`` chosen by ``default_rng(seed + k)`` (sorted
+    within the group; a draw may appear in two groups), as the demo has always chosen them.
+
+    Parameters
+    ----------
+    n_total : int
+        Number of posterior draws.
+    n_draws : int
+        Number of draws to list.
+    seed : int
+        Seed of the choice.
+    group : int
+        Draws per group.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_draws,)`` int positions.
+    """
+    out = []
+    for k in range(0, n_draws, group):
+        size = min(group, n_draws - k)
+        out.append(np.sort(np.random.default_rng(seed + k).choice(n_total, size, replace=False)))
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
 def bridged_maps(posterior, n_draws: int, seed: int, variable: str = "tos") -> xr.Dataset:
@@ -103,13 +150,13 @@ def bridged_maps(posterior, n_draws: int, seed: int, variable: str = "tos") -> x
     Parameters
     ----------
     posterior : Posterior
-        The bridged posterior; draws are decoded four at a time with
-        :meth:`~bayesbridge.bridge.posterior.Posterior.sample_fields` (representation error
-        included).
+        The bridged posterior; the maps come from
+        :meth:`~bayesbridge.bridge.posterior.Posterior.draw_statistic_maps` (representation error
+        included), in the same pass as its summaries when asked before them.
     n_draws : int
-        Number of draws averaged.
+        Number of draws averaged (:func:`stat_draw_list`).
     seed : int
-        Seed of the choice of draws (group ``k`` uses ``seed + k``).
+        Seed of the choice of draws.
     variable : str
         Field variable (default ``"tos"``).
 
@@ -118,16 +165,7 @@ def bridged_maps(posterior, n_draws: int, seed: int, variable: str = "tos") -> x
     xarray.Dataset
         ``std`` and ``skew`` on ``(lat, lon)`` (:func:`field_statistics` of each draw, averaged).
     """
-    total = None
-    chosen = 0
-    group = 4
-    for k in range(0, n_draws, group):
-        sample = posterior.sample_fields(n_draws=min(group, n_draws - k), seed=seed + k)[variable]
-        for d in range(sample.sizes["draw"]):
-            m = field_statistics(sample.isel(draw=d))
-            total = m if total is None else total + m
-            chosen += 1
-    return total / chosen
+    return posterior.draw_statistic_maps(stat_draw_list(posterior.n_draws, n_draws, seed), variable)
 
 
 def weighted_rmse(a: xr.DataArray, b: xr.DataArray) -> float:

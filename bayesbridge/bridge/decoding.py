@@ -32,7 +32,7 @@ from bayesbridge.errors import (
     VariableNotFoundError,
 )
 
-__all__ = ["DEFAULT_UNITS", "FieldGrid", "RepresentationError", "as_representation_std", "decode_draws", "quantile_lastdim"]
+__all__ = ["DEFAULT_UNITS", "FieldGrid", "RepresentationError", "as_representation_std", "BlockDecoder", "quantile_lastdim"]
 
 DEFAULT_UNITS: dict[str, str] = {"tos": "degC", "zos": "m"}
 """Units used when the codec does not record them."""
@@ -255,18 +255,49 @@ def as_representation_std(value, grid: FieldGrid, codec) -> torch.Tensor | None:
     return std.to(torch.float32)
 
 
-def decode_draws(codec, z: torch.Tensor, n_points: int) -> torch.Tensor:
-    """Decoded fields ``(k, n, n_points)`` float32 on the CPU of latent draws ``z`` ``(k, n, d)``.
+class BlockDecoder:
+    """Decode blocks of latent draws ``(k, n, d)`` into fields ``(k, n, n_points)`` float32 (CPU).
 
-    Decoding runs on ``z``'s device with ``codec.decode_tensor``; the block comes to the CPU once.
+    A codec with a linear decoder (``decoder_matrix`` ``W (d, n_points)``, e.g.
+    :class:`~bayesbridge.latent.EOFCodec`: ``decode_tensor(z) = z W + mean``) is applied as one
+    fused GEMM with bias (``torch.addmm``) on a float32 copy of ``W`` made once; any other codec
+    through its ``decode_tensor``. Decoding runs on ``z``'s device; the block comes to the CPU
+    once.
+
+    Parameters
+    ----------
+    codec : Codec
+        Fitted codec with ``decode_tensor``.
+    n_points : int
+        Expected length of the decoded point vector.
     """
-    k, n = z.shape[0], z.shape[1]
-    with torch.no_grad():
-        x = codec.decode_tensor(z.to(torch.float32))
-    x = x.detach().to(dtype=torch.float32, device="cpu")
-    if tuple(x.shape) != (k, n, n_points):
-        raise ShapeMismatchError(
-            f"codec.decode_tensor: expected output shape {(k, n, n_points)} "
-            f"(*batch, n_points), got {tuple(x.shape)}."
-        )
-    return x
+
+    def __init__(self, codec, n_points: int) -> None:
+        self.codec, self.n_points = codec, int(n_points)
+        self._linear: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        matrix = getattr(codec, "decoder_matrix", None) if hasattr(type(codec), "decoder_matrix") else None
+        stacker = getattr(codec, "stacker", None)
+        if matrix is not None and stacker is not None and getattr(stacker, "mean", None) is not None:
+            self._W = torch.as_tensor(matrix).detach().to(torch.float32)
+            self._b = torch.as_tensor(np.asarray(stacker.mean), dtype=torch.float32)
+        else:
+            self._W = self._b = None
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        """Fields ``(k, n, n_points)`` float32 on the CPU of latent draws ``z`` ``(k, n, d)``."""
+        k, n = z.shape[0], z.shape[1]
+        with torch.no_grad():
+            if self._W is not None and tuple(self._W.shape) == (z.shape[-1], self.n_points):
+                if z.device not in self._linear:
+                    self._linear[z.device] = (self._W.to(z.device), self._b.to(z.device))
+                W, b = self._linear[z.device]
+                x = torch.addmm(b, z.reshape(k * n, -1).to(torch.float32), W).reshape(k, n, -1)
+            else:
+                x = self.codec.decode_tensor(z.to(torch.float32))
+        x = x.detach().to(dtype=torch.float32, device="cpu")
+        if tuple(x.shape) != (k, n, self.n_points):
+            raise ShapeMismatchError(
+                f"codec.decode_tensor: expected output shape {(k, n, self.n_points)} "
+                f"(*batch, n_points), got {tuple(x.shape)}."
+            )
+        return x

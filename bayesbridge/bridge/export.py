@@ -27,7 +27,8 @@ def posterior_inference_data(post, include_latent: bool = True):
     (the observed indices on ``time``), ``sample_stats`` (``log_evidence`` of each draw's run,
     ``ess`` per step and the particle ``log_weight`` where available, ``(chain, draw[, time])``).
     Hyperparameter draws whose count differs from the latent draws are thinned evenly to the
-    smaller count, and the latent draws with them; single values are broadcast.
+    smaller count, and the latent draws with them; single values are broadcast. Latent and index
+    draws are stored in float32, the precision of the decoded fields.
     """
     from bayesbridge.io import arviz_compat
 
@@ -39,14 +40,14 @@ def posterior_inference_data(post, include_latent: bool = True):
     dims: dict[str, list[str]] = {}
     coords: dict[str, np.ndarray] = {"time": np.asarray(post.time)}
     if include_latent:
-        z = post.latent_draws().permute(1, 0, 2).numpy()  # (draw, T, d)
+        z = post.latent_draws().permute(1, 0, 2).numpy().astype(np.float32)  # (draw, T, d), as decoded
         posterior["z"] = thin_draws(z, n_post)[None]
         dims["z"] = ["time", "latent"]
         coords["latent"] = np.arange(post.latent_dim)
     predictive = {}
     if post.boxes:
         for box in post.boxes:
-            predictive[box] = post.index_draws(box).values[None]  # (1, draw, T)
+            predictive[box] = post.index_draws(box).values.astype(np.float32)[None]  # (1, draw, T)
             dims[box] = ["time"]
     observed = {}
     for name, values in post.observations.items():

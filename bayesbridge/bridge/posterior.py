@@ -38,10 +38,10 @@ import xarray as xr
 
 from bayesbridge.bridge.decoding import (
     DEFAULT_UNITS,
+    BlockDecoder,
     FieldGrid,
     RepresentationError,
     as_representation_std,
-    decode_draws,
     quantile_lastdim,
 )
 from bayesbridge.bridge.draws import LatentDraws, Source
@@ -64,9 +64,9 @@ from bayesbridge.regions import Region, get_region
 
 __all__ = ["Posterior", "Source", "QUANTILES", "FIELD_STATS", "DEFAULT_UNITS", "quantile_lastdim"]
 
-# bytes held per decoded element while a block is reduced: the float32 block with either its
-# float64 copy (moments, indices) or its float32 transpose and sorted copy (quantiles), + slack
-_BYTES_PER_ELEMENT = 4 + 8 + 4
+# bytes held per decoded element while a block is reduced: the float32 block, and as much again
+# for a nonlinear decoder's temporaries (the compiled reduction works in place)
+_BYTES_PER_ELEMENT = 4 + 4
 
 
 class Posterior:
@@ -184,6 +184,7 @@ class Posterior:
         self.lat, self.lon = self.grid.lat, self.grid.lon
         self.variables, self.units = self.grid.variables, self.grid.units
         self.points, self.n_points = self.grid.points, self.grid.n_points
+        self._decoder = BlockDecoder(codec, self.n_points)
         self.representation = RepresentationError(
             self.grid, self.n_draws, self.seed, residuals=representation_residuals,
             std=as_representation_std(representation_std, self.grid, codec),
@@ -194,6 +195,7 @@ class Posterior:
         self.boxes = self._boxes.names
         self._summary: xr.Dataset | None = None
         self._index_draws: np.ndarray | None = None
+        self._moments: tuple[np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ set-up
     def _time_index(self, time) -> pd.Index:
@@ -315,7 +317,7 @@ class Posterior:
         z = self.draws.steps(steps)
         if draws is not None:
             z = z[:, draws.to(z.device)]
-        x = decode_draws(self.codec, z, self.n_points)
+        x = self._decoder(z)
         self.representation.add_to(x, steps, draws)
         return x
 
@@ -324,42 +326,120 @@ class Posterior:
         return max(1, int(self.chunk_mb * 2**20 // per_step))
 
     # ------------------------------------------------------------------ summaries
-    def _compute(self) -> None:
-        """One chunked pass: field summaries and box-index draws."""
-        T, nlat, nlon = self.n_steps, self.lat.size, self.lon.size
-        grids = {(v, s): np.full((T, nlat, nlon), np.nan, dtype=np.float32)
-                 for v in self.variables for s in FIELD_STATS}
-        index = np.empty((len(self.boxes), T, self.n_draws), dtype=np.float64)
-        q = torch.tensor(QUANTILES, dtype=torch.float32, device="cpu")
-        W = torch.as_tensor(self._boxes.W, device="cpu").to(torch.float64)
-        tb = self._steps_per_block()
+    def _compute(self, moment_draws: np.ndarray | None = None) -> None:
+        """One chunked pass: field summaries, box-index draws and, for ``moment_draws``, the
+        per-draw power sums of every point (see :mod:`bayesbridge.bridge._summary_kernel`)."""
         from tqdm.auto import tqdm
 
+        from bayesbridge.bridge._summary_kernel import reduce_block
+
+        T, P, n = self.n_steps, self.n_points, self.n_draws
+        grids = {(v, s): np.full((T, self.lat.size, self.lon.size), np.nan, dtype=np.float32)
+                 for v in self.variables for s in FIELD_STATS}
+        index = np.empty((len(self.boxes), T, n), dtype=np.float64)
+        q = torch.tensor(QUANTILES, dtype=torch.float32, device="cpu")
+        # torch.quantile's float32 ranks r = q (n - 1), interpolated between floor and ceil
+        ranks = q * (n - 1)
+        below, above = ranks.to(torch.long), ranks.ceil().to(torch.long)
+        ks = np.unique(np.concatenate([below.numpy(), above.numpy()])).astype(np.int64)
+        pos_below = torch.as_tensor(np.searchsorted(ks, below.numpy()))
+        pos_above = torch.as_tensor(np.searchsorted(ks, above.numpy()))
+        draws = np.zeros(0, np.int64) if moment_draws is None else np.asarray(moment_draws, np.int64)
+        sums = np.zeros((3, draws.size, P))
+        # the box observables need only the points inside some box
+        box_points = np.flatnonzero(np.any(self._boxes.W != 0.0, axis=1))
+        W = torch.as_tensor(self._boxes.W[box_points], dtype=torch.float64)
+        rep = self.representation
+        bank = rep.bank.numpy() if rep.bank is not None else np.zeros((0, P), np.float32)
+        offsets = rep.offsets.numpy() if rep.offsets is not None else np.zeros(n, np.int64)
+        tb = self._steps_per_block()
         for t0 in tqdm(range(0, T, tb), desc="decoding posterior", unit="block",
                        disable=not self.progress, leave=False):
             steps = np.arange(t0, min(T, t0 + tb))
-            x = self._decode_steps(steps)  # (k, draw, P)
-            xd = x.to(torch.float64)
-            stats = {"mean": xd.mean(dim=1).to(torch.float32)}
-            stats["std"] = (xd.std(dim=1) if self.n_draws > 1 else torch.zeros_like(xd[:, 0])).to(torch.float32)
+            x = self._decoder(self.draws.steps(steps))  # (k, draw, P)
+            if rep.std is not None:
+                rep.add_to(x, steps)  # Gaussian noise in torch; the residual bank is added below
+            k = len(steps)
+            mean, std = np.empty((k, P)), np.empty((k, P))
+            order = np.empty((k, ks.size, P), np.float32)
+            reduce_block(x.numpy(), bank, offsets, t0, ks, draws, mean, std, order, *sums)
             if W.shape[1]:
-                index[:, steps, :] = (xd @ W).permute(2, 0, 1).numpy()
-            del xd
-            xt = x.transpose(1, 2).contiguous()  # (k, P, draw)
-            del x
-            qs = quantile_lastdim(xt, q)  # (3, k, P), == torch.quantile(xt, q, dim=-1)
-            del xt
-            stats.update(q05=qs[0], q50=qs[1], q95=qs[2])
+                index[:, steps, :] = (x[:, :, box_points].to(torch.float64) @ W).permute(2, 0, 1).numpy()
+            o = torch.from_numpy(order)
+            weight = (ranks - below)[:, None].expand(k, q.numel(), P)
+            qs = torch.lerp(o[:, pos_below], o[:, pos_above], weight).movedim(1, 0)  # == torch.quantile
+            stats = {"mean": mean.astype(np.float32), "std": std.astype(np.float32),
+                     "q05": qs[0].numpy(), "q50": qs[1].numpy(), "q95": qs[2].numpy()}
             for v in self.variables:
                 pos = self.grid.var_points[v]
                 ii, jj = self.grid.var_ij[v]
                 for s in FIELD_STATS:
-                    grids[(v, s)][t0: t0 + len(steps), ii, jj] = stats[s][:, pos].numpy()
-            del stats, qs
+                    grids[(v, s)][t0: t0 + k, ii, jj] = stats[s][:, pos]
         self._index_draws = index
+        self._moments = (draws, sums) if moment_draws is not None else None
         self._summary = assemble_summary(
             grids, index, time=self.time, lat=self.lat, lon=self.lon, units=self.units, boxes=self._boxes,
             observations=self.observations, assimilated=self.assimilated, attrs=self._global_attrs())
+
+    def draw_statistic_maps(self, draws, variable: str = "tos") -> xr.Dataset:
+        """Standard-deviation and skewness maps of whole-trajectory draws, averaged over ``draws``.
+
+        For each listed draw ``i`` (repeats count twice) the population moments over time of
+        ``x^{(i)}_{t,p}`` (representation error included) give ``std = sqrt(m2)`` and
+        ``skew = m3 / m2^{3/2}`` per point, as :func:`bayesbridge.apps.scoring.field_statistics`
+        of that draw's field; the maps are then averaged over the list. Computed from power sums
+        accumulated while the summaries are decoded: asked before :meth:`summary`, they cost no
+        second decoding pass (afterwards, only the listed draws are decoded again).
+
+        Parameters
+        ----------
+        draws : sequence of int
+            Draw positions in ``0 .. n_draws - 1``.
+        variable : str
+            Field variable (default ``"tos"``).
+
+        Returns
+        -------
+        xarray.Dataset
+            ``std`` and ``skew`` on ``(lat, lon)``, NaN over land.
+        """
+        chosen = np.asarray(draws, dtype=np.int64).reshape(-1)
+        if chosen.size == 0 or chosen.min() < 0 or chosen.max() >= self.n_draws:
+            raise ParameterError(f"draws: expected positions in 0..{self.n_draws - 1}, got {chosen.tolist()!r}.")
+        if variable not in self.variables:
+            raise VariableNotFoundError(f"variable: {variable!r} is not decoded; available: {', '.join(self.variables)}.")
+        if self._summary is None:
+            self._compute(moment_draws=chosen)
+        if self._moments is not None and np.array_equal(self._moments[0], chosen):
+            sums = self._moments[1]
+        else:
+            sums = self._moment_sums(chosen)
+        n = float(self.n_steps)
+        mu = sums[0] / n
+        m2 = np.maximum(sums[1] / n - mu**2, 0.0)
+        m3 = sums[2] / n - 3.0 * mu * sums[1] / n + 2.0 * mu**3
+        with np.errstate(invalid="ignore", divide="ignore"):
+            skew = np.where(m2 > 0, m3 / m2**1.5, np.nan)
+        pos = self.grid.var_points[variable]
+        ii, jj = self.grid.var_ij[variable]
+        out = {}
+        for name, values in (("std", np.sqrt(m2).mean(0)), ("skew", skew.mean(0))):
+            grid = np.full((self.lat.size, self.lon.size), np.nan)
+            grid[ii, jj] = values[pos]
+            out[name] = (("lat", "lon"), grid)
+        return xr.Dataset(out, coords={"lat": self.lat, "lon": self.lon})
+
+    def _moment_sums(self, draws: np.ndarray) -> np.ndarray:
+        """Power sums ``(3, len(draws), P)`` of the listed draws, decoding only those draws."""
+        unique, inverse = np.unique(draws, return_inverse=True)
+        sums = np.zeros((3, unique.size, self.n_points))
+        sel = torch.as_tensor(unique)
+        tb = self._steps_per_block()
+        for t0 in range(0, self.n_steps, tb):
+            steps = np.arange(t0, min(self.n_steps, t0 + tb))
+            x = self._decode_steps(steps, draws=sel).numpy().astype(np.float64)  # (k, m, P)
+            sums += np.stack([x.sum(0), (x**2).sum(0), (x**3).sum(0)])
+        return sums[:, inverse]
 
     def _global_attrs(self) -> dict:
         return {

@@ -22,10 +22,10 @@ import xarray as xr
 from bayesbridge.errors import InputTypeError, InputValueError, ShapeMismatchError
 from bayesbridge.infer.result import AssimilationResult
 
-__all__ = ["F64", "CHUNK_ELEMENTS", "Grid", "check_result", "decode", "jvp", "time_coords"]
+__all__ = ["F64", "CHUNK_ELEMENTS", "Grid", "check_result", "decode", "decode_jvp", "jvp", "linear_decoder", "time_coords"]
 
 F64 = torch.float64
-CHUNK_ELEMENTS = 20_000_000  # decoded values per chunk (160 MB in float64)
+CHUNK_ELEMENTS = 5_000_000  # decoded values per chunk (40 MB in float64)
 
 
 def check_result(result, need: str) -> AssimilationResult:
@@ -122,6 +122,29 @@ def jvp(fn, z: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
         return torch.func.jvp(lambda u: fn(u).to(F64), (zz,), (tangents,))[1]
     except (RuntimeError, NotImplementedError):
         return torch.autograd.functional.jvp(lambda u: fn(u).to(F64), zz, tangents)[1]
+
+
+def linear_decoder(codec, d: int, n_points: int) -> torch.Tensor | None:
+    """``W (d, n_points)`` float64 when ``codec`` decodes linearly (``decode_tensor(z) = z W + mean``,
+    e.g. the EOF codec's ``decoder_matrix``), else None."""
+    if hasattr(type(codec), "decoder_matrix"):
+        W = torch.as_tensor(codec.decoder_matrix, dtype=F64)
+        if tuple(W.shape) == (d, n_points):
+            return W
+    return None
+
+
+def decode_jvp(codec, z: torch.Tensor, tangents: torch.Tensor, n_points: int) -> torch.Tensor:
+    """Directional derivatives of the decoder, ``J_dec(z_b) v_{b,k}``, ``(B, k, n_points)`` float64.
+
+    A linear decoder (:func:`linear_decoder`) has the constant Jacobian ``W``: the tangents are
+    multiplied by it, without automatic differentiation; any other decoder goes through
+    :func:`jvp`.
+    """
+    W = linear_decoder(codec, z.shape[-1], n_points)
+    if W is not None:
+        return tangents.to(F64) @ W
+    return jvp(lambda u: decode(codec, u, n_points), z, tangents)
 
 
 def time_coords(time, T: int) -> tuple[dict, np.ndarray | None]:

@@ -39,7 +39,9 @@ from bayesbridge.diagnostics._explain_common import (
     Grid,
     check_result,
     decode,
+    decode_jvp,
     jvp,
+    linear_decoder,
     time_coords,
 )
 from bayesbridge.errors import (
@@ -269,7 +271,7 @@ def _kalman_gains(model, result: AssimilationResult, codec, R, mask, groups, n: 
         H = jvp(model.observe, z, torch.eye(d, dtype=F64).expand(z.shape[0], d, d)).mT.reshape(B, tc, m, d)
         PHt = Pf[:, sl] @ H.mT
         kz = _masked_solve(PHt, H @ PHt + R, mask[:, sl])  # (B, tc, d, m)
-        kx = jvp(lambda u: decode(codec, u, n), z, kz.mT.reshape(B * tc, m, d))
+        kx = decode_jvp(codec, z, kz.mT.reshape(B * tc, m, d), n)
         _accumulate(*sums, kx.reshape(B, tc, m, n).mT, kz, mask[:, sl], groups[sl])
 
 
@@ -291,17 +293,23 @@ def _ensemble_gains(model, codec, forecast, R, mask, groups, lead: tuple, d: int
     if N < 2:
         raise ParameterError(f"forecast: expected at least 2 members, got {N}.")
     forecast = forecast.reshape(B, T, N, d)
-    chunk = max(1, CHUNK_ELEMENTS // max(1, B * N * n))
+    # a linear decoder maps anomalies linearly, X_a = Z_a W, so K_x = W^T K_z: no ensemble is decoded
+    W = linear_decoder(codec, d, n)
+    chunk = max(1, CHUNK_ELEMENTS // max(1, B * N * (d if W is not None else n)))
     with torch.no_grad():
         for t0 in range(0, T, chunk):
             sl = slice(t0, min(T, t0 + chunk))
             E = forecast[:, sl]
-            X = decode(codec, E, n)
             Hx = model.observe(E).to(F64)
-            Xa, Ha, Za = (V - V.mean(-2, keepdim=True) for V in (X, Hx, E))
+            Ha, Za = (V - V.mean(-2, keepdim=True) for V in (Hx, E))
             S = Ha.mT @ Ha / (N - 1) + R
-            Kx = _masked_solve(Xa.mT @ Ha / (N - 1), S, mask[:, sl])
             Kz = _masked_solve(Za.mT @ Ha / (N - 1), S, mask[:, sl])
+            if W is not None:
+                Kx = W.mT @ Kz
+            else:
+                X = decode(codec, E, n)
+                Xa = X - X.mean(-2, keepdim=True)
+                Kx = _masked_solve(Xa.mT @ Ha / (N - 1), S, mask[:, sl])
             _accumulate(*sums, Kx, Kz, mask[:, sl], groups[sl])
     return N
 

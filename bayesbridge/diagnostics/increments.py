@@ -38,7 +38,8 @@ from bayesbridge.diagnostics._explain_common import (
     Grid,
     check_result,
     decode,
-    jvp,
+    decode_jvp,
+    linear_decoder,
     time_coords,
 )
 from bayesbridge.errors import InputValueError, ParameterError
@@ -175,7 +176,7 @@ def latent_increments(
         grid = Grid(codec, field_units)
         zref = fc.reshape(-1, d).mean(0, keepdim=True)
         tang = (V_k * lam_k.sqrt()).mT.unsqueeze(0)  # (1, k, d)
-        x = jvp(lambda z: decode(codec, z, grid.n_points), zref, tang)[0].detach().numpy()
+        x = decode_jvp(codec, zref, tang, grid.n_points)[0].detach().numpy()
         maps = grid.to_dataset(x, ("mode",), {"mode": modes}, long_name="decoded one-rms latent increment")
     return LatentIncrements(increments, comp, dshare, directions, amplitude, maps, mean_inc)
 
@@ -212,8 +213,12 @@ def decoded_increments(model, result: AssimilationResult, codec, *, time=None,
     *batch, T, d = result.filtered_mean.shape
     coords, _ = time_coords(time, T)
     fc = _forecast_means(model, result)
+    W = linear_decoder(codec, d, grid.n_points)
     with torch.no_grad():
-        x = decode(codec, result.filtered_mean.to(F64), grid.n_points) - decode(codec, fc, grid.n_points)
+        if W is not None:  # the means cancel: decode(za) - decode(zf) = (za - zf) W
+            x = (result.filtered_mean.to(F64) - fc) @ W
+        else:
+            x = decode(codec, result.filtered_mean.to(F64), grid.n_points) - decode(codec, fc, grid.n_points)
     dims, lead, B = _lead(batch, coords)
     x = x.reshape(B, T, -1).numpy() if batch else x.numpy()
     ds = grid.to_dataset(x, dims, lead, long_name="decoded analysis increment", dtype=np.float32)

@@ -6,10 +6,11 @@ subset of them, broadcast). Each non-member element is one *case*; cases where t
 member is NaN (land, gaps) are skipped. Scores:
 
 - **CRPS** (Matheson & Winkler 1976; Gneiting & Raftery 2007, *JASA* 102, 359-378),
-  :math:`\\mathrm{CRPS}(F, y) = E|X - y| - \\tfrac12 E|X - X'|`, estimated from the members with
-  :func:`scoringrules.crps_ensemble`. The default ``"fair"`` estimator divides the pair sum by
-  :math:`M(M-1)`, an unbiased estimate of the CRPS of the distribution the members are drawn
-  from (Ferro 2014, *QJRMS* 140, 1917); ``"nrg"`` is the CRPS of the empirical distribution.
+  :math:`\\mathrm{CRPS}(F, y) = E|X - y| - \\tfrac12 E|X - X'|`, estimated from the members as
+  :func:`scoringrules.crps_ensemble` does (here from sorted members). The default ``"fair"``
+  estimator divides the pair sum by :math:`M(M-1)`, an unbiased estimate of the CRPS of the
+  distribution the members are drawn from (Ferro 2014, *QJRMS* 140, 1917); ``"nrg"`` is the
+  CRPS of the empirical distribution.
 - **Interval coverage**: fraction of cases with the truth inside the central ``level`` interval
   of the members (linear-interpolation quantiles). For ``M`` exchangeable members and a truth
   drawn from the same distribution, order-statistic ranks ``k < l`` (1-based) bracket the truth
@@ -276,10 +277,18 @@ def _check_estimator(estimator: str) -> str:
 
 # ---------------------------------------------------------------------------- scores
 def _crps_cases(x: np.ndarray, y: np.ndarray, estimator: str) -> np.ndarray:
-    """CRPS of cases ``x (n, M)`` against ``y (n,)`` with :func:`scoringrules.crps_ensemble`."""
-    import scoringrules as sr  # slow import (backends): only when scoring
+    """CRPS of cases ``x (n, M)`` against ``y (n,)``, as :func:`scoringrules.crps_ensemble`.
 
-    return np.asarray(sr.crps_ensemble(y, x, m_axis=-1, estimator=estimator), dtype=float)
+    :math:`\\frac1M \\sum_i |x_i - y| - \\frac{1}{2 c} \\sum_{i,j} |x_i - x_j|` with
+    ``c = M (M - 1)`` (``fair``) or ``M^2`` (``nrg``); the pair sum of sorted members
+    :math:`x_{(1)} \\le \\dots \\le x_{(M)}` is :math:`2 \\sum_k (2k - M - 1)\\, x_{(k)}`, so a case
+    costs a sort instead of ``M^2`` differences. (scoringrules computes the same numbers, but
+    importing it compiles its kernels, about 3 s, at every start: ``docs/lab-notes.md``.)
+    """
+    m = x.shape[1]
+    spread = 2.0 * np.sort(x, axis=1) @ (2.0 * np.arange(1, m + 1) - m - 1)
+    c = m * (m - 1) if estimator == "fair" else m * m
+    return np.abs(x - y[:, None]).mean(axis=1) - spread / (2.0 * c)
 
 
 def crps(
@@ -298,7 +307,7 @@ def crps(
     dim : str, optional
         Member dimension (default ``member`` or ``draw``).
     estimator : str
-        :func:`scoringrules.crps_ensemble` estimator (``"fair"`` default, ``"nrg"`` empirical).
+        Estimator of :func:`scoringrules.crps_ensemble` (``"fair"`` default, ``"nrg"`` empirical).
     """
     _check_estimator(estimator)
     x, y, _, tru, valid = _cases(ensemble, truth, dim)

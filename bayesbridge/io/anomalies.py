@@ -1,8 +1,9 @@
 """Anomalies of monthly fields, area weights and the ocean mask.
 
 Anomalies are taken from the monthly climatology of a base period, optionally after removing a
-linear trend per grid point; lazy (dask) fields are reduced block by block so that data larger
-than memory never has to be held at once.
+linear trend per grid point. Fields in memory are handled with vectorised numpy (one masked mean
+per calendar month, then one gather-subtract); lazy (dask) fields are reduced block by block so
+that data larger than memory never has to be held at once.
 """
 
 from __future__ import annotations
@@ -79,6 +80,44 @@ def _time_in_years(time: xr.DataArray) -> xr.DataArray:
 
 
 _CLIM_BLOCK_MB = 32.0
+
+
+def _in_memory(obj: xr.Dataset | xr.DataArray) -> bool:
+    """Whether every array of ``obj`` is a numpy array on ``(time, ...)``."""
+    arrays = list(obj.data_vars.values()) if isinstance(obj, xr.Dataset) else [obj]
+    return bool(arrays) and all(a.chunks is None and a.dims[:1] == ("time",) for a in arrays)
+
+
+def _month_index(time: xr.DataArray) -> np.ndarray:
+    """Calendar month (0..11) of each time step."""
+    return np.asarray(time.dt.month.values, dtype=np.intp) - 1
+
+
+def _numpy_anomalies(out: xr.Dataset | xr.DataArray, base: xr.Dataset | xr.DataArray):
+    """``out`` minus the monthly climatology of ``base``, both numpy-backed on ``(time, ...)``.
+
+    The climatology of month ``m`` is the NaN-skipping mean over the base period's steps of that
+    month, accumulated in float64; it is subtracted in each array's dtype, which the result keeps.
+    """
+    month_out, month_base = _month_index(out["time"]), _month_index(base["time"])
+
+    def one(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
+        x = np.asarray(b.values)
+        clim = np.full((12, *x.shape[1:]), np.nan)
+        for m in np.unique(month_base):
+            sel = x[month_base == m].astype(np.float64)
+            n = np.isfinite(sel).sum(axis=0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                clim[m] = np.where(n > 0, np.nansum(sel, axis=0) / n, np.nan)
+        values = np.asarray(a.values)
+        out_values = values.copy()  # subtract month by month in place: no (time, ...) float64 temporary
+        for m in np.unique(month_out):
+            out_values[month_out == m] -= clim[m].astype(values.dtype)
+        return a.copy(data=out_values)
+
+    if isinstance(out, xr.Dataset):
+        return out.copy(data={v: one(out[v], base[v]).values for v in out.data_vars})
+    return one(out, base)
 
 
 def _monthly_climatology(base: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
@@ -171,9 +210,12 @@ def anomalies(
     base = out if climatology is None else out.sel(time=slice(*climatology))
     if base.sizes.get("time", 0) == 0:
         raise TimeAxisError(f"climatology: the base period {climatology} has no time steps in the data.")
-    clim = _monthly_climatology(base)
-    anom = out.groupby("time.month") - clim
-    anom = anom.drop_vars("month", errors="ignore")
+    if _in_memory(out):
+        anom = _numpy_anomalies(out, base)
+    else:
+        clim = _monthly_climatology(base)
+        anom = out.groupby("time.month") - clim
+        anom = anom.drop_vars("month", errors="ignore")
     if isinstance(ds, xr.Dataset):
         for v in anom.data_vars:
             anom[v].attrs = dict(ds[v].attrs)

@@ -128,12 +128,19 @@ def ess(idata, var_names: list[str] | None = None, method: str = "bulk") -> xr.D
 
 
 def to_netcdf(idata, path: str | Path) -> Path:
-    """Write ``idata`` to ``path`` atomically (temporary file, then rename): a failure leaves no partial file."""
+    """Write ``idata`` to ``path`` atomically (temporary file, then rename): a failure leaves no partial file.
+
+    Uncompressed: zlib costs several times the write time for little size on draws (see
+    :func:`bayesbridge.io.write_netcdf`).
+    """
     from bayesbridge.io.netcdf import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:
-        idata.to_netcdf(str(tmp))
+        if ARVIZ_MAJOR >= 1:  # pragma: no cover - a DataTree
+            idata.to_netcdf(str(tmp))
+        else:
+            idata.to_netcdf(str(tmp), compress=False)
     return path
 
 

@@ -295,12 +295,16 @@ def open_operational(
     time : (start, end), optional
         Period to keep, e.g. ``("1950-01", "2019-12")``.
     chunks : dict, optional
-        Dask chunks, default one chunk of 120 time steps.
+        Dask chunks (e.g. ``{"time": 120}``): keep the fields lazy. By default the fields are
+        read into memory when they fit in a quarter of the available memory (the anomalies are
+        then computed with vectorised numpy, without a task graph), and chunked by 120 time
+        steps otherwise.
 
     Returns
     -------
     xarray.Dataset
-        Variables on ``(time, lat, lon)`` (float32, lazy), coordinates ``area`` and ``mask``.
+        Variables on ``(time, lat, lon)`` (float32; numpy in memory, or dask when lazy),
+        coordinates ``area`` and ``mask``.
     """
     if isinstance(source, xr.Dataset):
         ds = source
@@ -343,7 +347,7 @@ def open_operational(
         out = select_region(out, region)
     else:
         out = normalize_longitudes(out, "0_360")
-    out = out.chunk(chunks or {"time": 120})
+    out = out.load() if chunks is None and _fits_in_memory(out) else out.chunk(chunks or {"time": 120})
     for v in out.data_vars:
         if not bool(out[v].notnull().any()):
             raise AllMissingError(
@@ -357,6 +361,14 @@ def open_operational(
     area = area_weights(out, areacello)
     mask = ocean_mask(out)
     return out.assign_coords(area=area, mask=mask)
+
+
+def _fits_in_memory(ds: xr.Dataset, fraction: float = 0.25) -> bool:
+    """Whether the variables of ``ds`` (in their dtype) take less than ``fraction`` of the available memory."""
+    import psutil
+
+    need = sum(v.size * v.dtype.itemsize for v in ds.data_vars.values())
+    return need < fraction * psutil.virtual_memory().available
 
 
 def _find_areacello(ds: xr.Dataset) -> xr.DataArray:

@@ -24,7 +24,8 @@ def save_figure(fig, path: Path) -> Path:
     Parameters
     ----------
     fig : matplotlib.figure.Figure
-        Figure created with pyplot (it is closed after saving); saved at 110 dpi, tight box.
+        Figure created with pyplot (it is closed after saving); saved at 110 dpi (tight box unless
+        it has a layout engine).
     path : pathlib.Path
         Destination; parent folders are created.
 
@@ -36,8 +37,11 @@ def save_figure(fig, path: Path) -> Path:
     from bayesbridge.io import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    # a figure with a layout engine (all of bayesbridge's) already fits its labels: a "tight"
+    # bounding box would only draw it a second time
+    tight = None if fig.get_layout_engine() is not None else "tight"
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches=tight)
     plt.close(fig)
     return path
 
