@@ -37,7 +37,7 @@ ALLOWED: dict[str, set[str]] = {
     "apps": {"core", "io", "latent", "model", "infer", "diagnostics", "data", "idealized", "datasets",
              "bridge", "plots"},
     "bench": {"core", "io", "latent", "model", "infer", "diagnostics", "data", "idealized", "datasets",
-              "bridge"},
+              "bridge", "apps"},
     "cli": {"core", "io", "latent", "model", "infer", "diagnostics", "data", "idealized", "datasets",
             "bridge", "plots", "apps", "bench", "root"},
     "root": {"core"},

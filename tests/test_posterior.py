@@ -84,7 +84,7 @@ def codec():
 def test_chunked_summaries_equal_brute_force(codec):
     res = make_result(T=17, M=25)
     post = Posterior(res, codec, chunk_mb=0.05)  # several blocks
-    assert post._steps_per_block() < 17
+    assert post.block_steps() < 17
     ds = post.summary()
     x = codec.decode_tensor(res.smoothed_ensemble.to(torch.float32)).to(torch.float32)  # (T, M, P)
     q = torch.quantile(x, torch.tensor([0.05, 0.5, 0.95]), dim=1).numpy()

@@ -192,7 +192,7 @@ def run_demo(
 
 
 def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
-    from bayesbridge import io, regions
+    from bayesbridge import regions
     from bayesbridge.bridge import Bridge, BridgeConfig
     from bayesbridge.datasets import make_twin_experiment
     from bayesbridge.diagnostics import uq
@@ -202,8 +202,8 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
     with timer("twin"):
         twin = make_twin_experiment(years=cfg.years, seed=cfg.seed, cache_dir=cfg.cache_dir)
     with timer("read"):
-        operational = io.open_operational(twin.operational, region=None).load()
-        truth = io.open_operational(twin.truth, region=None).load()
+        operational = twin.anomalies("operational")  # io.open_operational, cached with the twin
+        truth = twin.anomalies("truth")
     with timer("fit"):
         bridge = Bridge(BridgeConfig(latent_dim=cfg.latent_dim, members=cfg.members, method=cfg.method))
         bridge.fit(operational, seed=cfg.seed)

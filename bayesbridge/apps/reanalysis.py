@@ -83,12 +83,12 @@ def default_operational(years: int = 200, seed: int = 0) -> xr.Dataset:
     Returns
     -------
     xarray.Dataset
-        ``tos`` and ``zos`` anomalies on ``(time, lat, lon)`` (see :func:`bayesbridge.io.open_operational`).
+        ``tos`` and ``zos`` anomalies on ``(time, lat, lon)`` (:func:`bayesbridge.io.open_operational`,
+        cached with the twin: :meth:`~bayesbridge.datasets.TwinExperiment.anomalies`).
     """
     from bayesbridge.datasets import make_twin_experiment
-    from bayesbridge.io import open_operational
 
-    return open_operational(make_twin_experiment(years=years, seed=seed).operational, region=None).load()
+    return make_twin_experiment(years=years, seed=seed).anomalies("operational")
 
 
 def _check_calendar(obs: xr.Dataset, operational: xr.Dataset) -> None:

@@ -42,13 +42,13 @@ OUTPUTS: tuple[str, ...] = ("nino3_skew_error", "skew_map_rmse", "coverage90_nin
 @functools.lru_cache(maxsize=2)
 def _twin(years: int, twin_seed: int, cache_dir: str | None):
     """Twin experiment, its anomalies and truth statistics (cached per worker process)."""
-    from bayesbridge import io, regions
+    from bayesbridge import regions
     from bayesbridge.apps.scoring import field_statistics, index_statistics
     from bayesbridge.datasets import make_twin_experiment
 
     twin = make_twin_experiment(years=years, seed=twin_seed, cache_dir=cache_dir)
-    operational = io.open_operational(twin.operational, region=None).load()
-    truth = io.open_operational(twin.truth, region=None).load()
+    operational = twin.anomalies("operational")
+    truth = twin.anomalies("truth")
     idx = regions.indices(truth)
     truth_stats = index_statistics(idx["nino3"], idx["nino4"], truth["time"])
     truth_map = field_statistics(truth["tos"])

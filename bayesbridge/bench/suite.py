@@ -1,12 +1,13 @@
 """The whole benchmark suite: every row module, one report, a table and the JSON of ``docs/design.md`` section 3.
 
 :func:`run_all` runs the row modules (:data:`MODULES`: ``enkf``, ``kalman``, ``particle``, ``idealized``,
-``latent``, ``memory``) in this process, one after another, and returns a :class:`BenchReport`.
+``latent``, ``memory``, ``job``) in this process, one after another, and returns a :class:`BenchReport`.
 ``BenchReport.to_json()`` holds at least
 
 * ``ratios.<key>`` for every key of :data:`RATIO_KEYS` (peer time / bayesbridge time, larger is
   better): ``enkf_vs_dapper``, ``pf_vs_smcfilter``, ``latent_vs_fullspace_enkf``,
-  ``batched_vs_sequential``, ``gaussianhmm_vs_loop_kalman`` (and ``idealized_vs_numpy``);
+  ``batched_vs_sequential``, ``gaussianhmm_vs_loop_kalman`` (and ``idealized_vs_numpy``, and the
+  demo's phases ``read_vs_xarray``, ``decode_vs_numpy``, ``evaluate_vs_numpy``, ``write_vs_defaults``);
 * ``idealized.member_years_per_s`` and ``memory.posterior_summary_peak_mb``.
 
 A value that could not be measured is ``null`` and its key appears in ``missing`` with the reason
@@ -34,7 +35,7 @@ from bayesbridge.errors import InputValueError
 
 __all__ = ["run_all", "BenchReport", "MODULES", "RATIO_KEYS", "TARGETS", "print_report"]
 
-MODULES: tuple[str, ...] = ("enkf", "kalman", "particle", "idealized", "latent", "memory")
+MODULES: tuple[str, ...] = ("enkf", "kalman", "particle", "idealized", "latent", "memory", "job")
 """Row modules ``bayesbridge.bench.<name>``, in running order."""
 
 RATIO_KEYS: dict[str, str] = {
@@ -44,6 +45,10 @@ RATIO_KEYS: dict[str, str] = {
     "pf_vs_smcfilter": "particle",
     "idealized_vs_numpy": "idealized",
     "latent_vs_fullspace_enkf": "latent",
+    "read_vs_xarray": "job",
+    "decode_vs_numpy": "job",
+    "evaluate_vs_numpy": "job",
+    "write_vs_defaults": "job",
 }
 """``ratios.<key>`` of the JSON and the module whose keyed row provides it."""
 
@@ -53,8 +58,12 @@ TARGETS: dict[str, float] = {
     "gaussianhmm_vs_loop_kalman": 10.0,
     "latent_vs_fullspace_enkf": 100.0,
     "batched_vs_sequential": 20.0,
+    "read_vs_xarray": 5.0,
+    "decode_vs_numpy": 5.0,
+    "evaluate_vs_numpy": 5.0,
+    "write_vs_defaults": 5.0,
 }
-"""Minimum ratios of issue 8 (the posterior-summary memory growth target is below 10 %)."""
+"""Minimum ratios (issues 8 and 16; the posterior-summary memory growth target is below 10 %)."""
 
 MEMORY_GROWTH_TARGET = 0.10
 

@@ -129,6 +129,14 @@ class Posterior:
     n_draws, n_steps, latent_dim : int
     boxes : tuple of str
         Boxes for which index series are computed.
+    draws : LatentDraws
+        Where the latent draws come from (:mod:`bayesbridge.bridge.draws`).
+    grid : FieldGrid
+        The codec's points on the full grid.
+    decoder : BlockDecoder
+        Decodes blocks of latent draws.
+    representation : RepresentationError
+        The decoder's representation error added to every draw.
     """
 
     def __init__(
@@ -184,7 +192,7 @@ class Posterior:
         self.lat, self.lon = self.grid.lat, self.grid.lon
         self.variables, self.units = self.grid.variables, self.grid.units
         self.points, self.n_points = self.grid.points, self.grid.n_points
-        self._decoder = BlockDecoder(codec, self.n_points)
+        self.decoder = BlockDecoder(codec, self.n_points)
         self.representation = RepresentationError(
             self.grid, self.n_draws, self.seed, residuals=representation_residuals,
             std=as_representation_std(representation_std, self.grid, codec),
@@ -234,6 +242,12 @@ class Posterior:
                 )
             out[name] = arr
         return out
+
+    @property
+    def box_weights(self):
+        """The boxes of :attr:`boxes` and their weights on the codec's points
+        (:class:`~bayesbridge.bridge.summaries.BoxWeights`, ``W (n_points, n_boxes)``)."""
+        return self._boxes
 
     def _assimilated(self, assimilated) -> tuple[str, ...]:
         if assimilated is None:
@@ -317,69 +331,28 @@ class Posterior:
         z = self.draws.steps(steps)
         if draws is not None:
             z = z[:, draws.to(z.device)]
-        x = self._decoder(z)
+        x = self.decoder(z)
         self.representation.add_to(x, steps, draws)
         return x
 
-    def _steps_per_block(self) -> int:
+    def block_steps(self) -> int:
+        """Time steps decoded at once: as many as fit in ``chunk_mb`` (at least one)."""
         per_step = self.n_draws * max(self.n_points, 1) * _BYTES_PER_ELEMENT
         return max(1, int(self.chunk_mb * 2**20 // per_step))
 
     # ------------------------------------------------------------------ summaries
     def _compute(self, moment_draws: np.ndarray | None = None) -> None:
-        """One chunked pass: field summaries, box-index draws and, for ``moment_draws``, the
-        per-draw power sums of every point (see :mod:`bayesbridge.bridge._summary_kernel`)."""
-        from tqdm.auto import tqdm
+        """One chunked decoding pass (:func:`bayesbridge.bridge.reduction.reduce_posterior`):
+        field summaries, box-index draws and the power sums of ``moment_draws``."""
+        from bayesbridge.bridge.reduction import reduce_posterior
 
-        from bayesbridge.bridge._summary_kernel import reduce_block
-
-        T, P, n = self.n_steps, self.n_points, self.n_draws
-        grids = {(v, s): np.full((T, self.lat.size, self.lon.size), np.nan, dtype=np.float32)
-                 for v in self.variables for s in FIELD_STATS}
-        index = np.empty((len(self.boxes), T, n), dtype=np.float64)
-        q = torch.tensor(QUANTILES, dtype=torch.float32, device="cpu")
-        # torch.quantile's float32 ranks r = q (n - 1), interpolated between floor and ceil
-        ranks = q * (n - 1)
-        below, above = ranks.to(torch.long), ranks.ceil().to(torch.long)
-        ks = np.unique(np.concatenate([below.numpy(), above.numpy()])).astype(np.int64)
-        pos_below = torch.as_tensor(np.searchsorted(ks, below.numpy()))
-        pos_above = torch.as_tensor(np.searchsorted(ks, above.numpy()))
-        draws = np.zeros(0, np.int64) if moment_draws is None else np.asarray(moment_draws, np.int64)
-        sums = np.zeros((3, draws.size, P))
-        # the box observables need only the points inside some box
-        box_points = np.flatnonzero(np.any(self._boxes.W != 0.0, axis=1))
-        W = torch.as_tensor(self._boxes.W[box_points], dtype=torch.float64)
-        rep = self.representation
-        bank = rep.bank.numpy() if rep.bank is not None else np.zeros((0, P), np.float32)
-        offsets = rep.offsets.numpy() if rep.offsets is not None else np.zeros(n, np.int64)
-        tb = self._steps_per_block()
-        for t0 in tqdm(range(0, T, tb), desc="decoding posterior", unit="block",
-                       disable=not self.progress, leave=False):
-            steps = np.arange(t0, min(T, t0 + tb))
-            x = self._decoder(self.draws.steps(steps))  # (k, draw, P)
-            if rep.std is not None:
-                rep.add_to(x, steps)  # Gaussian noise in torch; the residual bank is added below
-            k = len(steps)
-            mean, std = np.empty((k, P)), np.empty((k, P))
-            order = np.empty((k, ks.size, P), np.float32)
-            reduce_block(x.numpy(), bank, offsets, t0, ks, draws, mean, std, order, *sums)
-            if W.shape[1]:
-                index[:, steps, :] = (x[:, :, box_points].to(torch.float64) @ W).permute(2, 0, 1).numpy()
-            o = torch.from_numpy(order)
-            weight = (ranks - below)[:, None].expand(k, q.numel(), P)
-            qs = torch.lerp(o[:, pos_below], o[:, pos_above], weight).movedim(1, 0)  # == torch.quantile
-            stats = {"mean": mean.astype(np.float32), "std": std.astype(np.float32),
-                     "q05": qs[0].numpy(), "q50": qs[1].numpy(), "q95": qs[2].numpy()}
-            for v in self.variables:
-                pos = self.grid.var_points[v]
-                ii, jj = self.grid.var_ij[v]
-                for s in FIELD_STATS:
-                    grids[(v, s)][t0: t0 + k, ii, jj] = stats[s][:, pos]
-        self._index_draws = index
-        self._moments = (draws, sums) if moment_draws is not None else None
+        reduced = reduce_posterior(self, moment_draws)
+        self._index_draws = reduced.index
+        self._moments = (reduced.moment_draws, reduced.moment_sums) if moment_draws is not None else None
         self._summary = assemble_summary(
-            grids, index, time=self.time, lat=self.lat, lon=self.lon, units=self.units, boxes=self._boxes,
-            observations=self.observations, assimilated=self.assimilated, attrs=self._global_attrs())
+            reduced.grids, reduced.index, time=self.time, lat=self.lat, lon=self.lon, units=self.units,
+            boxes=self._boxes, observations=self.observations, assimilated=self.assimilated,
+            attrs=self._global_attrs())
 
     def draw_statistic_maps(self, draws, variable: str = "tos") -> xr.Dataset:
         """Standard-deviation and skewness maps of whole-trajectory draws, averaged over ``draws``.
@@ -434,7 +407,7 @@ class Posterior:
         unique, inverse = np.unique(draws, return_inverse=True)
         sums = np.zeros((3, unique.size, self.n_points))
         sel = torch.as_tensor(unique)
-        tb = self._steps_per_block()
+        tb = self.block_steps()
         for t0 in range(0, self.n_steps, tb):
             steps = np.arange(t0, min(self.n_steps, t0 + tb))
             x = self._decode_steps(steps, draws=sel).numpy().astype(np.float64)  # (k, m, P)
@@ -525,7 +498,7 @@ class Posterior:
         pos = self._positions(time)
         grids = {v: np.full((chosen.size, pos.size, self.lat.size, self.lon.size), np.nan, np.float32)
                  for v in self.variables}
-        tb = max(1, self._steps_per_block())
+        tb = max(1, self.block_steps())
         sel = torch.as_tensor(chosen, device="cpu")
         for k0 in range(0, pos.size, tb):
             steps = pos[k0: k0 + tb]

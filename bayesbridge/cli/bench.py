@@ -21,7 +21,7 @@ def bench(
     ] = None,
     only: Annotated[
         str | None,
-        typer.Option(help="Comma-separated subset of rows: enkf, particle, idealized, latent, memory."),
+        typer.Option(help="Comma-separated subset of rows: enkf, kalman, particle, idealized, latent, memory, job."),
     ] = None,
     tiny: Annotated[bool, typer.Option("--tiny", hidden=True, help="Smallest problems (tests).")] = False,
 ) -> None:

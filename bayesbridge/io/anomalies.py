@@ -93,26 +93,37 @@ def _month_index(time: xr.DataArray) -> np.ndarray:
     return np.asarray(time.dt.month.values, dtype=np.intp) - 1
 
 
+def _month_slices(month: np.ndarray) -> list[tuple[int, np.ndarray | slice]]:
+    """``(m, rows)`` for every calendar month ``m`` present: strided slices (views) when the months
+    run consecutively (the rows of a month are then every 12th step), else boolean masks."""
+    consecutive = month.size < 2 or bool(np.all(np.diff(month) % 12 == 1))
+    if consecutive:
+        return [(int(month[k]), slice(k, None, 12)) for k in range(min(12, month.size))]
+    return [(int(m), month == m) for m in np.unique(month)]
+
+
 def _numpy_anomalies(out: xr.Dataset | xr.DataArray, base: xr.Dataset | xr.DataArray):
     """``out`` minus the monthly climatology of ``base``, both numpy-backed on ``(time, ...)``.
 
     The climatology of month ``m`` is the NaN-skipping mean over the base period's steps of that
-    month, accumulated in float64; it is subtracted in each array's dtype, which the result keeps.
+    month, accumulated in float64; it is subtracted in place from a copy of each array, in its
+    dtype, which the result keeps. Consecutive months are reached as strided views (every 12th
+    step), so no step is gathered or copied one by one.
     """
-    month_out, month_base = _month_index(out["time"]), _month_index(base["time"])
+    rows_out, rows_base = _month_slices(_month_index(out["time"])), _month_slices(_month_index(base["time"]))
 
     def one(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
         x = np.asarray(b.values)
         clim = np.full((12, *x.shape[1:]), np.nan)
-        for m in np.unique(month_base):
-            sel = x[month_base == m].astype(np.float64)
+        for m, rows in rows_base:
+            sel = x[rows]
             n = np.isfinite(sel).sum(axis=0)
             with np.errstate(invalid="ignore", divide="ignore"):
-                clim[m] = np.where(n > 0, np.nansum(sel, axis=0) / n, np.nan)
+                clim[m] = np.where(n > 0, np.nansum(sel, axis=0, dtype=np.float64) / n, np.nan)
         values = np.asarray(a.values)
-        out_values = values.copy()  # subtract month by month in place: no (time, ...) float64 temporary
-        for m in np.unique(month_out):
-            out_values[month_out == m] -= clim[m].astype(values.dtype)
+        out_values = values.copy()
+        for m, rows in rows_out:
+            out_values[rows] -= clim[m].astype(values.dtype)
         return a.copy(data=out_values)
 
     if isinstance(out, xr.Dataset):

@@ -123,8 +123,15 @@ def _calendar(ds: xr.Dataset) -> str | None:
 _CAL_ALIASES = {"standard": "gregorian", "365_day": "noleap", "366_day": "all_leap"}
 
 
-def _open_many(paths: list[Path]) -> xr.Dataset:
-    datasets = [open_dataset(p, chunks={}) for p in paths]
+def _open_many(paths: list[Path], lazy: bool | None = None) -> xr.Dataset:
+    """Open and combine ``paths``: in memory when they fit (``lazy=None`` decides from the files'
+    metadata, :func:`_fits_in_memory`), else as dask arrays chunked like the files."""
+    datasets = [open_dataset(p) for p in paths]  # lazily indexed, not yet read
+    if lazy is None:
+        lazy = sum(v.size * v.dtype.itemsize for ds in datasets for v in ds.data_vars.values()) >= (
+            _memory_budget())
+    if lazy:
+        datasets = [ds.chunk({}) for ds in datasets]
     calendars = {}
     for p, ds in zip(paths, datasets, strict=True):
         cal = _calendar(ds)
@@ -248,7 +255,9 @@ def normalize_longitudes(ds: xr.Dataset | xr.DataArray, convention: str = "0_360
     lon = ds["lon"].values.astype(float)
     new = np.mod(lon, 360.0) if convention == "0_360" else (np.mod(lon + 180.0, 360.0) - 180.0)
     attrs = dict(ds["lon"].attrs)
-    out = ds.assign_coords(lon=new).sortby("lon")
+    out = ds.assign_coords(lon=new)
+    if new.size > 1 and not bool(np.all(np.diff(new) > 0)):  # sorting copies the data: only when needed
+        out = out.sortby("lon")
     out["lon"].attrs = attrs
     return out
 
@@ -309,7 +318,7 @@ def open_operational(
     if isinstance(source, xr.Dataset):
         ds = source
     elif isinstance(source, str | os.PathLike | list | tuple):
-        ds = _open_many(_resolve_paths(source))
+        ds = _open_many(_resolve_paths(source), lazy=True if chunks is not None else None)
     else:
         raise InputTypeError(
             f"source: expected a path, a glob, a list of paths or an xarray.Dataset, got {type(source).__name__}."
@@ -337,7 +346,7 @@ def open_operational(
                 f"variables: {src!r} has extra dimensions {extra}; select a level first, e.g. ds.isel({extra[0]}=0)."
             )
         da = _to_celsius(da, out_name).transpose("time", "lat", "lon")
-        fields[out_name] = da.astype("float32")
+        fields[out_name] = da.astype("float32", copy=False)
     out = xr.Dataset(fields, attrs=dict(ds.attrs))
     if time is not None:
         out = out.sel(time=slice(*time))
@@ -363,12 +372,16 @@ def open_operational(
     return out.assign_coords(area=area, mask=mask)
 
 
-def _fits_in_memory(ds: xr.Dataset, fraction: float = 0.25) -> bool:
-    """Whether the variables of ``ds`` (in their dtype) take less than ``fraction`` of the available memory."""
+def _memory_budget(fraction: float = 0.25) -> float:
+    """Bytes of fields read into memory at most: ``fraction`` of the available memory."""
     import psutil
 
-    need = sum(v.size * v.dtype.itemsize for v in ds.data_vars.values())
-    return need < fraction * psutil.virtual_memory().available
+    return fraction * psutil.virtual_memory().available
+
+
+def _fits_in_memory(ds: xr.Dataset) -> bool:
+    """Whether the variables of ``ds`` (in their dtype) fit in :func:`_memory_budget`."""
+    return sum(v.size * v.dtype.itemsize for v in ds.data_vars.values()) < _memory_budget()
 
 
 def _find_areacello(ds: xr.Dataset) -> xr.DataArray:

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from bayesbridge.diagnostics.explain import GainMaps, LatentIncrements, RegimeComposites
 from bayesbridge.errors import InputTypeError, InputValueError
+from bayesbridge.plots.layout import fixed_margins
 
 __all__ = ["plot_gain_maps", "plot_increment_maps", "plot_increment_shares", "plot_regime_composites"]
 
@@ -27,8 +28,10 @@ def _panel_grid(ds: xr.Dataset, row_dim: str, row_labels: Sequence[str], title: 
     variables, shared symmetric colour scale per column."""
     variables = list(ds.data_vars)
     rows = [ds.isel({row_dim: i}) for i in range(ds.sizes[row_dim])] + ([extra] if extra is not None else [])
-    fig = Figure(figsize=(panel_width * len(variables) + 0.6, 1.9 * len(rows) + 0.9), layout="constrained")
+    fig = Figure(figsize=(panel_width * len(variables) + 0.6, 1.9 * len(rows) + 0.9))
     axes = fig.subplots(len(rows), len(variables), squeeze=False, sharex=True, sharey=True)
+    # room right of each column for its colorbar, tick labels and units
+    fixed_margins(fig, left=0.75, right=0.95, bottom=0.55, top=0.65, wspace=0.4, hspace=0.45)
     lon, lat = ds["lon"].values, ds["lat"].values
     for j, v in enumerate(variables):
         da = ds[v]
@@ -45,7 +48,7 @@ def _panel_grid(ds: xr.Dataset, row_dim: str, row_labels: Sequence[str], title: 
                 ax.set_ylabel("latitude (°N)")
             if i == len(rows) - 1:
                 ax.set_xlabel("longitude (°E)")
-        cb = fig.colorbar(mesh, ax=list(axes[:, j]), shrink=0.9)
+        cb = fig.colorbar(mesh, ax=list(axes[:, j]), shrink=0.9, fraction=0.05, pad=0.03)
         cb.set_label(da.attrs.get("units", ""))
     fig.suptitle(title)
     return fig
@@ -118,8 +121,9 @@ def plot_increment_shares(increments: LatentIncrements) -> Figure:
     """
     if not isinstance(increments, LatentIncrements):
         raise InputTypeError(f"increments: expected a LatentIncrements, got {type(increments).__name__}.")
-    fig = Figure(figsize=(9, 3.2), layout="constrained")
+    fig = Figure(figsize=(9, 3.2))
     ax1, ax2 = fig.subplots(1, 2)
+    fixed_margins(fig, left=0.8, bottom=0.55, top=0.4, wspace=0.25)
     comp = increments.component_share
     ax1.bar(comp["latent"].values, comp.values, color="tab:blue")
     ax1.set_xlabel("latent component")

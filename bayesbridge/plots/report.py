@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
+from bayesbridge.plots.layout import fixed_margins
+
 __all__ = ["SOURCES", "plot_statistic_maps", "plot_index_posterior", "plot_index_pdfs", "save_figure"]
 
 SOURCES: tuple[str, ...] = ("truth", "operational", "bridged")
@@ -24,8 +26,8 @@ def save_figure(fig, path: Path) -> Path:
     Parameters
     ----------
     fig : matplotlib.figure.Figure
-        Figure created with pyplot (it is closed after saving); saved at 110 dpi (tight box unless
-        it has a layout engine).
+        Figure created with pyplot (it is closed after saving); saved at 110 dpi as it is laid
+        out (no second, 'tight' draw).
     path : pathlib.Path
         Destination; parent folders are created.
 
@@ -37,11 +39,10 @@ def save_figure(fig, path: Path) -> Path:
     from bayesbridge.io import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    # a figure with a layout engine (all of bayesbridge's) already fits its labels: a "tight"
-    # bounding box would only draw it a second time
-    tight = None if fig.get_layout_engine() is not None else "tight"
+    # bayesbridge's figures fit their labels (fixed margins or a layout engine): a "tight"
+    # bounding box would only draw them a second time
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches=tight)
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return path
 
@@ -62,7 +63,8 @@ def plot_statistic_maps(maps: dict[str, xr.Dataset], variable_label: str = "SST 
     -------
     matplotlib.figure.Figure
     """
-    fig, axes = plt.subplots(2, 3, figsize=(15, 6.2), sharex=True, sharey=True, constrained_layout=True)
+    fig, axes = plt.subplots(2, 3, figsize=(15, 6.2), sharex=True, sharey=True)
+    fixed_margins(fig, right=0.9, top=0.4, wspace=0.08, hspace=0.3)
     for row, (stat, cmap, label) in enumerate(
         (("std", "viridis", "standard deviation (degC)"), ("skew", "RdBu_r", "skewness"))
     ):
@@ -82,7 +84,7 @@ def plot_statistic_maps(maps: dict[str, xr.Dataset], variable_label: str = "SST 
                 ax.set_xlabel("longitude (degrees east)")
             if col == 0:
                 ax.set_ylabel("latitude (degrees north)")
-        fig.colorbar(mesh, ax=axes[row, :], label=label, shrink=0.9)
+        fig.colorbar(mesh, ax=axes[row, :], label=label, shrink=0.9, fraction=0.03, pad=0.015)
     return fig
 
 
@@ -108,7 +110,8 @@ def plot_index_posterior(summary: xr.Dataset, truth: xr.DataArray, box: str = "n
     n = summary.sizes["time"]
     sl = slice(max(0, n - last_months), n)
     t = np.arange(n)[sl] / 12.0
-    fig, ax = plt.subplots(figsize=(12, 3.8), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(12, 3.8))
+    fixed_margins(fig, left=0.75, bottom=0.55, top=0.4)
     ax.fill_between(t, summary[f"{box}_q05"].values[sl], summary[f"{box}_q95"].values[sl],
                     color="tab:blue", alpha=0.3, label="90 % posterior interval")
     ax.plot(t, summary[f"{box}_mean"].values[sl], color="tab:blue", lw=1.2, label="posterior mean")
@@ -141,7 +144,8 @@ def plot_index_pdfs(series: dict[str, np.ndarray], box: str = "nino3"):
     """
     import seaborn as sns
 
-    fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fixed_margins(fig, left=0.75, bottom=0.55, top=0.4)
     colors = {"truth": "k", "operational": "tab:orange", "bridged": "tab:blue"}
     for name, values in series.items():
         sns.kdeplot(np.ravel(values), ax=ax, label=name, color=colors.get(name), lw=1.6)

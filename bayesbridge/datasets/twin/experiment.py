@@ -60,6 +60,9 @@ class TwinExperiment:
         The operational model's oscillator indices ``nino3``, ``nino4``, ``h_w`` on ``time``.
     metadata : dict
         Seed, years, generator version, oscillator target and the documented biases.
+    cache : pathlib.Path, optional
+        The cache folder it was saved to or loaded from (where :meth:`anomalies` keeps the
+        anomaly fields); ``None`` for an experiment held in memory only.
     """
 
     truth: xr.Dataset
@@ -68,8 +71,44 @@ class TwinExperiment:
     truth_driver: xr.Dataset
     operational_driver: xr.Dataset
     metadata: dict = field(default_factory=dict)
+    cache: Path | None = field(default=None, repr=False)
 
     _PARTS = ("truth", "operational", "idealized_observations", "truth_driver", "operational_driver")
+    _FIELDS = ("truth", "operational")
+
+    def anomalies(self, role: str) -> xr.Dataset:
+        """Anomaly fields of ``role`` (``"truth"`` or ``"operational"``), as the CF reader gives them.
+
+        :func:`bayesbridge.io.open_operational` of the part (whole grid), computed once and kept
+        in the cache folder as ``<role>_anomalies.nc`` (the layout the reader produces: float32
+        on ``(time, lat, lon)`` with the ``area`` and ``mask`` coordinates), so a cached
+        experiment is read without taking anomalies again.
+
+        Parameters
+        ----------
+        role : {"truth", "operational"}
+            Which fields.
+
+        Returns
+        -------
+        xarray.Dataset
+            In memory.
+        """
+        from bayesbridge.errors import check_choice
+        from bayesbridge.io import open_operational, write_netcdf
+
+        check_choice(role, "role", self._FIELDS, InputValueError)
+        stored = self.cache / f"{role}_anomalies.nc" if self.cache is not None else None
+        if stored is not None and stored.exists():
+            with xr.open_dataset(stored) as ds:
+                return ds.load()
+        out = open_operational(getattr(self, role), region=None)
+        if stored is not None:
+            try:
+                write_netcdf(out, stored)
+            except OSError:  # a read-only cache: anomalies are recomputed next time
+                pass
+        return out
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write every part as ``<part>.nc`` plus ``metadata.json`` (written last, atomically).
@@ -90,19 +129,27 @@ class TwinExperiment:
             atomic_to_netcdf(getattr(self, part), out / f"{part}.nc")
         with atomic_path(out / "metadata.json") as tmp:
             tmp.write_text(json.dumps(self.metadata, indent=1, sort_keys=True))
+        self.cache = out
         return out
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> TwinExperiment:
-        """Read a directory written by :meth:`save` (fully into memory)."""
+        """Read a directory written by :meth:`save`.
+
+        The index series are read into memory; the fields (``truth``, ``operational``) are
+        opened lazily and read on first use, since a cached experiment is usually read through
+        :meth:`anomalies`.
+        """
         src = Path(directory)
         if not (src / "metadata.json").exists():
             raise FileNotFoundError(f"directory: no complete twin experiment in {src} (metadata.json missing).")
         parts = {}
         for part in cls._PARTS:
-            with xr.open_dataset(src / f"{part}.nc") as ds:
-                parts[part] = ds.load()
-        return cls(**parts, metadata=json.loads((src / "metadata.json").read_text()))
+            ds = xr.open_dataset(src / f"{part}.nc")
+            parts[part] = ds if part in cls._FIELDS else ds.load()
+            if part not in cls._FIELDS:
+                ds.close()
+        return cls(**parts, metadata=json.loads((src / "metadata.json").read_text()), cache=src)
 
 
 def twin_from_drivers(truth_driver: xr.Dataset, observation_driver: xr.Dataset, seed: int, *,
