@@ -278,8 +278,8 @@ class BlockDecoder:
         matrix = getattr(codec, "decoder_matrix", None) if hasattr(type(codec), "decoder_matrix") else None
         stacker = getattr(codec, "stacker", None)
         if matrix is not None and stacker is not None and getattr(stacker, "mean", None) is not None:
-            self._W = torch.as_tensor(matrix).detach().to(torch.float32)
-            self._b = torch.as_tensor(np.asarray(stacker.mean), dtype=torch.float32)
+            self._W = torch.as_tensor(matrix, device="cpu").detach().to(torch.float32)
+            self._b = torch.as_tensor(np.asarray(stacker.mean), dtype=torch.float32, device="cpu")
         else:
             self._W = self._b = None
 

@@ -406,7 +406,7 @@ class Posterior:
         """Power sums ``(3, len(draws), P)`` of the listed draws, decoding only those draws."""
         unique, inverse = np.unique(draws, return_inverse=True)
         sums = np.zeros((3, unique.size, self.n_points))
-        sel = torch.as_tensor(unique)
+        sel = torch.as_tensor(unique, device="cpu")
         tb = self.block_steps()
         for t0 in range(0, self.n_steps, tb):
             steps = np.arange(t0, min(self.n_steps, t0 + tb))

@@ -69,13 +69,13 @@ def reduce_posterior(post, moment_draws=None) -> ReducedPosterior:
     ranks = q * (n - 1)
     below, above = ranks.to(torch.long), ranks.ceil().to(torch.long)
     ks = np.unique(np.concatenate([below.numpy(), above.numpy()])).astype(np.int64)
-    pos_below = torch.as_tensor(np.searchsorted(ks, below.numpy()))
-    pos_above = torch.as_tensor(np.searchsorted(ks, above.numpy()))
+    pos_below = torch.as_tensor(np.searchsorted(ks, below.numpy()), device="cpu")
+    pos_above = torch.as_tensor(np.searchsorted(ks, above.numpy()), device="cpu")
     draws = np.zeros(0, np.int64) if moment_draws is None else np.asarray(moment_draws, np.int64)
     sums = np.zeros((3, draws.size, P))
     # the box observables need only the points inside some box
     box_points = np.flatnonzero(np.any(post.box_weights.W != 0.0, axis=1))
-    W = torch.as_tensor(post.box_weights.W[box_points], dtype=torch.float64)
+    W = torch.as_tensor(post.box_weights.W[box_points], dtype=torch.float64, device="cpu")
     rep = post.representation
     bank = rep.bank.numpy() if rep.bank is not None else np.zeros((0, P), np.float32)
     offsets = rep.offsets.numpy() if rep.offsets is not None else np.zeros(n, np.int64)
