@@ -10,6 +10,8 @@ anomaly fields on ``(time, lat, lon)`` that the rest of bayesbridge understands:
 * longitudes in 0..360 or -180..180 are normalised so that the requested region is contiguous
   (a region crossing the dateline or Greenwich works either way);
 * SST in Kelvin is converted to degC;
+* a variable with a vertical dimension (``thetao``) gives one level (``level=``/``level_index=``)
+  or the 20 degC isotherm depth ``d20`` (:mod:`.vertical`);
 * anomalies are taken from the monthly climatology (optionally after removing a linear trend);
 * area weights (``cos(lat)`` or ``areacello``) and the ocean mask are attached as coordinates
   ``area`` and ``mask``; land stays NaN.
@@ -39,6 +41,7 @@ from bayesbridge.errors import (
 )
 from bayesbridge.io.anomalies import anomalies as _anomalies
 from bayesbridge.io.anomalies import area_weights, ocean_mask
+from bayesbridge.io.vertical import as_field, field_source
 from bayesbridge.regions import Region, _check_coverage, get_region, grid_extent
 
 __all__ = ["open_operational", "open_dataset", "normalize_longitudes", "select_region", "time_coder", "STANDARD_NAMES"]
@@ -274,6 +277,8 @@ def open_operational(
     areacello=None,
     time: tuple[str, str] | None = None,
     chunks: dict | None = None,
+    level: float | None = None,
+    level_index: int | None = None,
 ) -> xr.Dataset:
     """Open operational-model fields as anomalies on ``(time, lat, lon)``.
 
@@ -283,7 +288,10 @@ def open_operational(
         CF/CMIP6 netCDF files (one per variable and period is typical) or a Dataset.
     variables : str or list of str, optional
         Names or CF standard names (``"tos"``, ``"sea_surface_temperature"``). Default: every
-        variable on ``(time, lat, lon)``.
+        variable on ``(time, lat, lon)``. ``"d20"`` (generally ``"d<T>"``) absent from the data is
+        the 20 degC isotherm depth (m, positive down) derived from ``thetao`` on ``(time, lev,
+        lat, lon)`` by :func:`bayesbridge.io.vertical.isotherm_depth`, then treated like ``zos``
+        (anomalies included): ``variables=["tos", "d20"]``.
     region : str, Region, (lat_min, lat_max, lon_min, lon_max) or None
         Region to cut (default the tropical Pacific, 20S-20N, 120E-80W). ``None`` keeps the grid.
     anomalies : bool
@@ -296,6 +304,12 @@ def open_operational(
         Period to keep, e.g. ``("1950-01", "2019-12")``.
     chunks : dict, optional
         Dask chunks, default one chunk of 120 time steps.
+    level, level_index : float or int, optional
+        Keep one level of every variable with a vertical dimension (a depth or pressure level),
+        by value (``level``: depth in m positive down for depth levels, else in the coordinate's
+        units; the nearest level) or by position (``level_index``); see
+        :func:`bayesbridge.io.vertical.select_level`. Without them such a variable is refused,
+        with a message naming its level dimension and these options.
 
     Returns
     -------
@@ -323,15 +337,10 @@ def open_operational(
             )
         found = {n: n for n in names}
     else:
-        found = {v: _find_variable(ds, v) for v in variables}
+        found = {v: field_source(ds, v) or _find_variable(ds, v) for v in variables}
     fields = {}
     for out_name, src in found.items():
-        da = ds[src]
-        extra = [d for d in da.dims if d not in ("time", "lat", "lon")]
-        if extra:
-            raise InputValueError(
-                f"variables: {src!r} has extra dimensions {extra}; select a level first, e.g. ds.isel({extra[0]}=0)."
-            )
+        da = as_field(ds[src], out_name, level=level, level_index=level_index)
         da = _to_celsius(da, out_name).transpose("time", "lat", "lon")
         fields[out_name] = da.astype("float32")
     out = xr.Dataset(fields, attrs=dict(ds.attrs))
