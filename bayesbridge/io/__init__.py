@@ -1,6 +1,6 @@
 """Reading and writing: CF/CMIP6 operational fields, netCDF output and the ArviZ layer.
 
-:mod:`.fields` opens operational files and
+:mod:`.fields` opens operational files (netCDF, or zarr stores through :mod:`.stores`) and
 returns anomalies (:mod:`.anomalies`) on ``(time, lat, lon)``; :mod:`.vertical` reduces 4-D
 variables to one level or to the 20 degC isotherm depth (:func:`.vertical.isotherm_depth`);
 :mod:`.netcdf` writes files atomically; :mod:`.arviz_compat` is the one module that calls ArviZ

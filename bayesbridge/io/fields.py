@@ -3,8 +3,8 @@
 :func:`open_operational` turns one file, a glob, a list of files or an in-memory Dataset into
 anomaly fields on ``(time, lat, lon)`` that the rest of bayesbridge understands:
 
-* multi-file CMIP6 sets are opened lazily with dask and combined by coordinates; every file must
-  use the same calendar (``noleap``, ``360_day``, ``proleptic_gregorian``, ``gregorian`` ...,
+* multi-file CMIP6 sets (netCDF files or zarr stores, :mod:`.stores`) are opened lazily with dask
+  and combined by coordinates; every file must use the same calendar (``noleap``, ``360_day``, ``proleptic_gregorian``, ``gregorian`` ...,
   decoded with cftime);
 * variables are found by name or CF ``standard_name`` (cf-xarray);
 * longitudes in 0..360 or -180..180 are normalised so that the requested region is contiguous
@@ -41,6 +41,7 @@ from bayesbridge.errors import (
 )
 from bayesbridge.io.anomalies import anomalies as _anomalies
 from bayesbridge.io.anomalies import area_weights, ocean_mask
+from bayesbridge.io.stores import is_zarr_store, open_zarr_store
 from bayesbridge.io.vertical import as_field, field_source
 from bayesbridge.regions import Region, _check_coverage, get_region, grid_extent
 
@@ -78,7 +79,7 @@ def _resolve_paths(source: str | os.PathLike | Sequence[str | os.PathLike]) -> l
     for p in paths:
         if not p.exists():
             raise DataFileError(f"paths: file {str(p)!r} does not exist; check the path.")
-        if p.is_dir():
+        if p.is_dir() and not is_zarr_store(p):
             raise DataFileError(f"paths: {str(p)!r} is a folder; pass a file, a list of files or a glob such as '{p}/*.nc'.")
     return paths
 
@@ -127,7 +128,7 @@ _CAL_ALIASES = {"standard": "gregorian", "365_day": "noleap", "366_day": "all_le
 
 
 def _open_many(paths: list[Path]) -> xr.Dataset:
-    datasets = [open_dataset(p, chunks={}) for p in paths]
+    datasets = [open_zarr_store(p, decode_times=time_coder()) if is_zarr_store(p) else open_dataset(p, chunks={}) for p in paths]
     calendars = {}
     for p, ds in zip(paths, datasets, strict=True):
         cal = _calendar(ds)
@@ -285,7 +286,9 @@ def open_operational(
     Parameters
     ----------
     source : path, glob, list of paths or xarray.Dataset
-        CF/CMIP6 netCDF files (one per variable and period is typical) or a Dataset.
+        CF/CMIP6 netCDF files (one per variable and period is typical), zarr stores (folders
+        ``*.zarr``, the layout of cloud CMIP6 collections; needs ``pip install
+        'bayesbridge[zarr]'``) or a Dataset.
     variables : str or list of str, optional
         Names or CF standard names (``"tos"``, ``"sea_surface_temperature"``). Default: every
         variable on ``(time, lat, lon)``. ``"d20"`` (generally ``"d<T>"``) absent from the data is
