@@ -69,3 +69,59 @@ def write_cmip_files(folder: Path, ds: xr.Dataset, months_per_file: int = 24, ca
             block.to_netcdf(folder / name, encoding=enc)
             paths.append(folder / name)
     return paths
+
+
+# ---- ocean temperature with depth: thetao (time, lev, lat, lon) and its exact 20 degC isotherm depth ----
+
+LEVELS = np.concatenate([np.arange(5.0, 100.0, 10.0), np.arange(120.0, 260.0, 25.0), np.arange(295.0, 500.0, 50.0)])
+"""Depth levels (m): 10 m spacing to 95 m, 25 m to 245 m, 50 m to 495 m (like a CMIP6 ocean grid's top)."""
+T_DEEP, WIDTH = 8.0, 60.0  # degC below the thermocline, thermocline half-width (m)
+
+
+def tanh_profile(z, t_surface, z0, width=WIDTH, t_deep=T_DEEP):
+    """``T(z) = T_d + (T_s - T_d) (1 - tanh((z - z0) / w)) / 2``: a thermocline centred at ``z0``."""
+    return t_deep + 0.5 * (t_surface - t_deep) * (1.0 - np.tanh((z - z0) / width))
+
+
+def tanh_crossing(isotherm, t_surface, z0, width=WIDTH, t_deep=T_DEEP):
+    """The exact depth where :func:`tanh_profile` equals ``isotherm`` (NaN if it never does)."""
+    x = 1.0 - 2.0 * (isotherm - t_deep) / (t_surface - t_deep)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(np.abs(x) < 1, z0 + width * np.arctanh(np.clip(x, -0.999999, 0.999999)), np.nan)
+
+
+def make_thetao(n_months: int = 24, start_year: int = 1850, calendar: str = "noleap", seed: int = 1,
+                levels: np.ndarray = LEVELS):
+    """thetao (degC) on (time, lev, lat, lon) with a tanh thermocline, and its exact 20 degC depth.
+
+    The thermocline centre is ``z0 = 140 + 40 a(t) pattern(lat, lon) - 40 (lon - 200) / 100`` m
+    (deeper in the west), the surface temperature ``28 + seasonal``, except in a cold strip
+    (``lat <= -18``) at 19 degC, where the isotherm outcrops. Land is the corner of
+    :func:`make_fields`; west of 120E the sea floor is at 75 m (levels below are NaN), above the
+    isotherm, so those columns never cross 20 degC. Returns ``(ds, d20)``: the Dataset (with
+    ``tos`` in K as well, on the same grid) and the exact crossing depth on (time, lat, lon),
+    NaN where no crossing lies within the valid levels.
+    """
+    base, amp, pattern, land = make_fields(n_months, start_year, calendar, seed)
+    lat, lon = base.lat.values, base.lon.values
+    clim = SEASONAL[np.arange(n_months) % 12]
+    z0 = 140.0 + 40.0 * amp[:, None, None] * pattern[None] - 40.0 * (lon[None, None, :] - 200.0) / 100.0
+    z0 = np.broadcast_to(z0, (n_months, lat.size, lon.size))
+    t_surface = np.broadcast_to(28.0 + clim[:, None, None], z0.shape).copy()
+    t_surface[:, lat <= -18.0, :] = 19.0
+    temp = tanh_profile(levels[None, :, None, None], t_surface[:, None], z0[:, None])
+    floor = np.full((lat.size, lon.size), np.inf)
+    floor[:, lon < 120.0] = 75.0
+    temp = np.where(levels[None, :, None, None] > floor[None, None], np.nan, temp)
+    temp = np.where(land[None, None], np.nan, temp)
+    exact = tanh_crossing(20.0, t_surface, z0)
+    deepest = np.array([[levels[levels <= f].max() for f in row] for row in floor])
+    ok = (exact >= levels[0]) & (exact <= deepest[None]) & ~land[None]
+    d20 = np.where(ok, exact, np.nan)
+    lev = xr.DataArray(levels, dims="lev", attrs={"standard_name": "depth", "units": "m", "positive": "down",
+                                                  "axis": "Z", "long_name": "ocean depth coordinate"})
+    ds = base[["tos"]].assign_coords(lev=lev)
+    ds["thetao"] = (("time", "lev", "lat", "lon"), temp.astype("float32"),
+                    {"standard_name": "sea_water_potential_temperature", "units": "degC"})
+    ds["lev_bnds"] = (("lev", "bnds"), np.stack([levels - 5.0, levels + 5.0], axis=1))  # not used, like CMIP6
+    return ds, d20

@@ -1,8 +1,10 @@
 """Reading and writing: CF/CMIP6 operational fields, netCDF output and the ArviZ layer.
 
-:mod:`.fields` opens operational files and returns anomalies (:mod:`.anomalies`) on
-``(time, lat, lon)``; :mod:`.netcdf` writes files atomically; :mod:`.arviz_compat` is the one
-module that calls ArviZ (0.x on Python 3.11, 1.x on 3.12+).
+:mod:`.fields` opens operational files (netCDF, or zarr stores through :mod:`.stores`) and
+returns anomalies (:mod:`.anomalies`) on ``(time, lat, lon)``; :mod:`.vertical` reduces 4-D
+variables to one level or to the 20 degC isotherm depth (:func:`.vertical.isotherm_depth`);
+:mod:`.netcdf` writes files atomically; :mod:`.arviz_compat` is the one module that calls ArviZ
+(0.x on Python 3.11, 1.x on 3.12+).
 The ArviZ layer loads lazily: ``import bayesbridge.io`` does not import ArviZ.
 """
 
@@ -19,6 +21,7 @@ from bayesbridge.io.fields import (
     time_coder,
 )
 from bayesbridge.io.netcdf import atomic_path, write_netcdf
+from bayesbridge.io.vertical import isotherm_depth, select_level
 
 __all__ = [
     "open_operational",
@@ -26,6 +29,8 @@ __all__ = [
     "anomalies",
     "area_weights",
     "ocean_mask",
+    "isotherm_depth",
+    "select_level",
     "normalize_longitudes",
     "select_region",
     "write_netcdf",

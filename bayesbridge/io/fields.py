@@ -3,13 +3,15 @@
 :func:`open_operational` turns one file, a glob, a list of files or an in-memory Dataset into
 anomaly fields on ``(time, lat, lon)`` that the rest of bayesbridge understands:
 
-* multi-file CMIP6 sets are opened lazily with dask and combined by coordinates; every file must
-  use the same calendar (``noleap``, ``360_day``, ``proleptic_gregorian``, ``gregorian`` ...,
+* multi-file CMIP6 sets (netCDF files or zarr stores, :mod:`.stores`) are opened lazily with dask
+  and combined by coordinates; every file must use the same calendar (``noleap``, ``360_day``, ``proleptic_gregorian``, ``gregorian`` ...,
   decoded with cftime);
 * variables are found by name or CF ``standard_name`` (cf-xarray);
 * longitudes in 0..360 or -180..180 are normalised so that the requested region is contiguous
   (a region crossing the dateline or Greenwich works either way);
 * SST in Kelvin is converted to degC;
+* a variable with a vertical dimension (``thetao``) gives one level (``level=``/``level_index=``)
+  or the 20 degC isotherm depth ``d20`` (:mod:`.vertical`);
 * anomalies are taken from the monthly climatology (optionally after removing a linear trend);
 * area weights (``cos(lat)`` or ``areacello``) and the ocean mask are attached as coordinates
   ``area`` and ``mask``; land stays NaN.
@@ -39,6 +41,8 @@ from bayesbridge.errors import (
 )
 from bayesbridge.io.anomalies import anomalies as _anomalies
 from bayesbridge.io.anomalies import area_weights, ocean_mask
+from bayesbridge.io.stores import is_zarr_store, open_zarr_store
+from bayesbridge.io.vertical import as_field, field_source
 from bayesbridge.regions import Region, _check_coverage, get_region, grid_extent
 
 __all__ = ["open_operational", "open_dataset", "normalize_longitudes", "select_region", "time_coder", "STANDARD_NAMES"]
@@ -75,7 +79,7 @@ def _resolve_paths(source: str | os.PathLike | Sequence[str | os.PathLike]) -> l
     for p in paths:
         if not p.exists():
             raise DataFileError(f"paths: file {str(p)!r} does not exist; check the path.")
-        if p.is_dir():
+        if p.is_dir() and not is_zarr_store(p):
             raise DataFileError(f"paths: {str(p)!r} is a folder; pass a file, a list of files or a glob such as '{p}/*.nc'.")
     return paths
 
@@ -124,9 +128,11 @@ _CAL_ALIASES = {"standard": "gregorian", "365_day": "noleap", "366_day": "all_le
 
 
 def _open_many(paths: list[Path], lazy: bool | None = None) -> xr.Dataset:
-    """Open and combine ``paths``: in memory when they fit (``lazy=None`` decides from the files'
-    metadata, :func:`_fits_in_memory`), else as dask arrays chunked like the files."""
-    datasets = [open_dataset(p) for p in paths]  # lazily indexed, not yet read
+    """Open and combine ``paths`` (netCDF files or zarr stores): in memory when they fit
+    (``lazy=None`` decides from the metadata, :func:`_fits_in_memory`), else as dask arrays
+    chunked like the files."""
+    datasets = [open_zarr_store(p, decode_times=time_coder()) if is_zarr_store(p) else open_dataset(p)
+                for p in paths]  # lazily indexed or (zarr) dask-backed, not yet read
     if lazy is None:
         lazy = sum(v.size * v.dtype.itemsize for ds in datasets for v in ds.data_vars.values()) >= (
             _memory_budget())
@@ -283,16 +289,23 @@ def open_operational(
     areacello=None,
     time: tuple[str, str] | None = None,
     chunks: dict | None = None,
+    level: float | None = None,
+    level_index: int | None = None,
 ) -> xr.Dataset:
     """Open operational-model fields as anomalies on ``(time, lat, lon)``.
 
     Parameters
     ----------
     source : path, glob, list of paths or xarray.Dataset
-        CF/CMIP6 netCDF files (one per variable and period is typical) or a Dataset.
+        CF/CMIP6 netCDF files (one per variable and period is typical), zarr stores (folders
+        ``*.zarr``, the layout of cloud CMIP6 collections; needs ``pip install
+        'bayesbridge[zarr]'``) or a Dataset.
     variables : str or list of str, optional
         Names or CF standard names (``"tos"``, ``"sea_surface_temperature"``). Default: every
-        variable on ``(time, lat, lon)``.
+        variable on ``(time, lat, lon)``. ``"d20"`` (generally ``"d<T>"``) absent from the data is
+        the 20 degC isotherm depth (m, positive down) derived from ``thetao`` on ``(time, lev,
+        lat, lon)`` by :func:`bayesbridge.io.vertical.isotherm_depth`, then treated like ``zos``
+        (anomalies included): ``variables=["tos", "d20"]``.
     region : str, Region, (lat_min, lat_max, lon_min, lon_max) or None
         Region to cut (default the tropical Pacific, 20S-20N, 120E-80W). ``None`` keeps the grid.
     anomalies : bool
@@ -308,6 +321,12 @@ def open_operational(
         read into memory when they fit in a quarter of the available memory (the anomalies are
         then computed with vectorised numpy, without a task graph), and chunked by 120 time
         steps otherwise.
+    level, level_index : float or int, optional
+        Keep one level of every variable with a vertical dimension (a depth or pressure level),
+        by value (``level``: depth in m positive down for depth levels, else in the coordinate's
+        units; the nearest level) or by position (``level_index``); see
+        :func:`bayesbridge.io.vertical.select_level`. Without them such a variable is refused,
+        with a message naming its level dimension and these options.
 
     Returns
     -------
@@ -336,15 +355,10 @@ def open_operational(
             )
         found = {n: n for n in names}
     else:
-        found = {v: _find_variable(ds, v) for v in variables}
+        found = {v: field_source(ds, v) or _find_variable(ds, v) for v in variables}
     fields = {}
     for out_name, src in found.items():
-        da = ds[src]
-        extra = [d for d in da.dims if d not in ("time", "lat", "lon")]
-        if extra:
-            raise InputValueError(
-                f"variables: {src!r} has extra dimensions {extra}; select a level first, e.g. ds.isel({extra[0]}=0)."
-            )
+        da = as_field(ds[src], out_name, level=level, level_index=level_index)
         da = _to_celsius(da, out_name).transpose("time", "lat", "lon")
         fields[out_name] = da.astype("float32", copy=False)
     out = xr.Dataset(fields, attrs=dict(ds.attrs))
