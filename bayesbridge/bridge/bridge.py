@@ -87,7 +87,8 @@ class BridgeConfig:
         Latent transition: a linear inverse model (``seasonal``: one per calendar month), a
         neural residual transition, or an LSTM over a window of past states
         (:class:`~bayesbridge.latent.LSTMDynamics`; the bridge's latent state is then the
-        lag-augmented ``(z_t, ..., z_{t-w+1})`` of size ``window * latent_dim``).
+        lag-augmented ``(z_t, ..., z_{t-w+1})`` of size ``window * latent_dim``, assimilated by
+        every engine but ``svi``).
     method : {"enks", "enkf", "etkf", "pf", "kalman", "svi"}
         Inference engine (see :mod:`bayesbridge.infer`). Reanalysis output wants a smoother.
     members : int
@@ -135,6 +136,13 @@ class BridgeConfig:
         check_choice(self.codec, "codec", get_args(CodecKind))
         check_choice(self.dynamics, "dynamics", get_args(DynamicsKind))
         check_choice(self.method, "method", METHODS)
+        if self.dynamics == "lstm" and self.method == "svi":
+            raise ParameterError(
+                "method: 'svi' cannot fit the lag-augmented state of dynamics='lstm' (its lag blocks "
+                "are copies with a noise of lag_jitter times their spread, which the variational "
+                "trajectory guide does not follow: the ELBO diverges); use 'enks' (a smoother), "
+                "'enkf', 'etkf' or 'pf' with the LSTM, or svi with another dynamics."
+            )
         if not (isinstance(self.latent_dim, int) and self.latent_dim >= 1):
             raise ParameterError(f"latent_dim: expected a positive integer, got {self.latent_dim!r}.")
         if not (isinstance(self.members, int) and self.members >= 2):
