@@ -90,17 +90,19 @@ def test_lstm_beats_the_lim_and_its_own_linear_skip_on_held_out_years(series):
     # Honest check of the memory: the series has two months of memory and a tanh coupling. On years
     # it never saw, a trained LSTM over three months must beat the AR(1) LIM, the VAR(3) its skip
     # starts from (so the recurrent part learned something), and, without any linear skip, the LIM
-    # too. Measured over 3 data x 3 model seeds: ratios 0.91-0.93, 0.73-0.83 and 0.79-0.89.
+    # too. Measured over 3 data x 3 model seeds: ratios 0.91-0.93, 0.73-0.83 and 0.75-0.87.
     train, test = series.isel(time=slice(0, 480)), series.isel(time=slice(480, None))
     lim = bl.LinearInverseModel().fit(train)
     rmse_lim = _one_step_rmse(lambda w: lim.mean(w[:, :D]), test, W)
     windows = bl.lag_windows(train, W).values
     B, _ = fit_ar1(windows[W - 1 : -1], train.values[W:], 1e-3)
     rmse_var = _one_step_rmse(lambda w: w @ torch.as_tensor(B).mT, test, W)
-    lstm = bl.LSTMDynamics(window=W, hidden=16, epochs=40, patience=10, progress=False, seed=0).fit(train)
+    # 40 epochs without early stopping (the held-out loss plateaus for 10-20 epochs before the LSTM
+    # picks up the tanh coupling); the best epoch on the validation years is kept
+    lstm = bl.LSTMDynamics(window=W, hidden=16, epochs=40, patience=40, progress=False, seed=0).fit(train)
     rmse_lstm = _one_step_rmse(lstm.mean, test, W)
     assert rmse_lstm < 0.96 * rmse_var and rmse_lstm < 0.9 * rmse_lim, (rmse_lstm, rmse_var, rmse_lim)
-    pure = bl.LSTMDynamics(window=W, hidden=16, epochs=40, patience=10, rollout=1, skip="none", progress=False,
+    pure = bl.LSTMDynamics(window=W, hidden=16, epochs=40, patience=40, rollout=1, skip="none", progress=False,
                            seed=0).fit(train)
     rmse_pure = _one_step_rmse(pure.mean, test, W)
     assert rmse_pure < 0.93 * rmse_lim, (rmse_pure, rmse_lim)
@@ -158,8 +160,15 @@ def twin():
 def lstm_bridge(twin):
     ops = io.open_operational(twin.operational, region=None).load()
     cfg = BridgeConfig(latent_dim=4, dynamics="lstm", members=30,
-                       dynamics_options={"window": W, "hidden": 16, "epochs": 4})
-    return Bridge(cfg).fit(ops, seed=1)
+                       dynamics_options={"window": W, "hidden": 16, "epochs": 3})
+    bridge = Bridge(cfg).fit(ops, seed=1)
+    # The twin's operational dynamics are linear: on 12 years no epoch beats the VAR(3) start on the
+    # held-out years, so the fit keeps it (an affine model). Give the LSTM head small weights, so
+    # that the engines below run a genuinely nonlinear recurrent transition near the fitted one.
+    head = bridge.dynamics.net.head
+    with torch.no_grad():
+        head.weight.copy_(0.05 * torch.randn(head.weight.shape, generator=torch.Generator().manual_seed(0)))
+    return bridge
 
 
 def test_windowed_codec_decodes_the_first_block(lstm_bridge):
@@ -186,7 +195,7 @@ def test_lstm_bridge_assimilates_under_each_engine(twin, lstm_bridge, method):
     br.residual_points, br.box_residual_std = lstm_bridge.residual_points, lstm_bridge.box_residual_std
     obs = twin.idealized_observations.isel(time=slice(0, 48))
     out = br.assimilate(obs, ["nino3", "nino4", "h_w"], seed=3)
-    assert out.model.latent_dim == 4 * W
+    assert out.model.latent_dim == 4 * W and out.model.affine_structure(2) is None  # nonlinear
     post = out.posterior
     summary = post.summary()
     tos = summary["tos_mean"]

@@ -14,14 +14,16 @@ hidden state and the calendar features :math:`\\mathbf s_m = (\\sin 2\\pi m/12, 
 at the ridge least-squares VAR(``w``) fit of the training years and ``W`` at zero, so training
 starts at the best linear window model and learns its nonlinear correction (``skip="none"``
 drops the linear part and starts ``W`` at random); ``L`` (lower triangular, softplus diagonal)
-starts at the VAR residual Cholesky factor. Training minimises, over windows of the training
+starts at the Cholesky factor of the starting mean's residual covariance (the VAR's, or nearly the
+climatological one without the skip). Training minimises, over windows of the training
 years, the one-step negative log-likelihood
 
 .. math:: -\\tfrac1d \\log N\\big(z_t;\\, \\hat z_t(z_{t-w:t-1}),\\, L L^\\top\\big)
 
 plus ``rollout_weight`` times the mean squared error of deterministic ``k``-step rollouts
 (``k = 2..rollout``, as :class:`~bayesbridge.latent.neural.NeuralDynamics`), with AdamW and
-early stopping on the last ``validation`` fraction of calendar years. ``noise="residual"``
+early stopping on the last ``validation`` fraction of calendar years; the starting point competes,
+so where the network does not help on the held-out years the fit stays the linear VAR(``w``). ``noise="residual"``
 replaces the learned ``L`` after training by the Cholesky factor of the trained mean's one-step
 residual covariance on the training years.
 
@@ -110,6 +112,16 @@ def _seeded_init(net: _LSTMNet, generator: torch.Generator, zero_head: bool) -> 
                 p.zero_()
 
 
+def _residual_noise(net: _LSTMNet, x, windows, feats, starts) -> None:
+    """Set ``net``'s noise factor to the Cholesky factor of its one-step residual covariance over
+    the windows ending at ``starts`` (targets ``x[starts + 1]``)."""
+    with torch.no_grad():
+        resid = (x[starts + 1] - net(windows[starts], feats[starts + 1])).double().cpu()
+        cov = resid.T @ resid / max(resid.shape[0] - 1, 1)
+        chol = _safe_cholesky(0.5 * (cov + cov.T)).float().to(x.device)
+        net.raw_tril.copy_(torch.tril(chol, -1) + torch.diag(torch.log(torch.expm1(torch.diagonal(chol)))))
+
+
 @dataclass
 class LSTMDynamics(FreeRunMixin):
     """LSTM transition over a window of ``w`` latent states, on the augmented state ``(z_t, ..., z_{t-w+1})``.
@@ -159,7 +171,8 @@ class LSTMDynamics(FreeRunMixin):
     net : torch.nn.Module or None
         The trained network (after :meth:`fit`).
     train_loss, validation_loss : list of float
-        Loss per epoch on the training windows and on the held-out years.
+        Loss per epoch on the training windows and on the held-out years (entry 0: before
+        training).
     """
 
     window: int = 6
@@ -228,7 +241,8 @@ class LSTMDynamics(FreeRunMixin):
         minimises the loss of the module docstring with AdamW over the windows whose ``w`` inputs
         and ``rollout`` targets lie in one block of consecutive training steps (no padded
         windows), keeping the weights of the epoch with the lowest loss on the held-out final
-        years (early stopping after ``patience`` epochs without improvement).
+        years, the starting point included (early stopping after ``patience`` epochs without
+        improvement). When no epoch beats the start, the fitted mean is the linear VAR(``w``).
 
         Parameters
         ----------
@@ -238,7 +252,8 @@ class LSTMDynamics(FreeRunMixin):
         Returns
         -------
         LSTMDynamics
-            ``self``, fitted (``train_loss`` and ``validation_loss`` hold the per-epoch curves).
+            ``self``, fitted (``train_loss`` and ``validation_loss`` hold the per-epoch curves,
+            entry 0 before training).
         """
         w, k = self.window, self.rollout
         d = z.sizes.get("latent", 1) if isinstance(z, xr.DataArray) else 1
@@ -261,7 +276,7 @@ class LSTMDynamics(FreeRunMixin):
         scale_rms = float(np.sqrt(train_x.var(0).mean()))
         self._jitter = self.lag_jitter * max(scale_rms, 1e-12)
         t0 = starts_train.numpy()
-        B, q = fit_ar1(windows[t0], x[t0 + 1], self.ridge)
+        B, _ = fit_ar1(windows[t0], x[t0 + 1], self.ridge)
         gen = torch.Generator().manual_seed(int(self.seed))
         net = _LSTMNet(d, w, self.hidden, self.layers, 2 if self.seasonal else 0, self.skip == "var")
         _seeded_init(net, gen, zero_head=self.skip == "var")
@@ -270,15 +285,16 @@ class LSTMDynamics(FreeRunMixin):
             net.scale.copy_(torch.as_tensor(train_x.std(0)).clamp_min(1e-6))
             if net.skip is not None:
                 net.skip.weight.copy_(torch.as_tensor(B))
-            chol = _safe_cholesky(torch.as_tensor(q)).float()
-            net.raw_tril.copy_(torch.tril(chol, -1) + torch.diag(torch.log(torch.expm1(torch.diagonal(chol)))))
         net = net.to(self._device)
         xt = torch.as_tensor(x, dtype=torch.float32, device=self._device)
         wt = torch.as_tensor(windows, dtype=torch.float32, device=self._device)
         feats = _month_features(months, self.seasonal).to(self._device)
+        _residual_noise(net, xt, wt, feats, starts_train.to(self._device))  # L at the start's residuals
         opt = torch.optim.AdamW(net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
-        best, best_state, waited = math.inf, copy.deepcopy(net.state_dict()), 0
-        self.train_loss, self.validation_loss = [], []
+        with torch.no_grad():  # epoch 0: the starting point (the VAR fit) competes too
+            self.train_loss = [float(self._loss(net, xt, wt, feats, starts_train.to(self._device)))]
+            self.validation_loss = [float(self._loss(net, xt, wt, feats, starts_val.to(self._device)))]
+        best, best_state, waited = self.validation_loss[0], copy.deepcopy(net.state_dict()), 0
         bar = tqdm(range(self.epochs), desc="LSTMDynamics training", disable=not self.progress)
         for _ in bar:
             net.train()
@@ -307,7 +323,7 @@ class LSTMDynamics(FreeRunMixin):
         net.load_state_dict(best_state)
         self.net = net.eval().requires_grad_(False)
         if self.noise == "residual":
-            self._set_residual_noise(xt, wt, feats, starts_train.to(self._device))
+            _residual_noise(self.net, xt, wt, feats, starts_train.to(self._device))
         self._tril = None
         return self
 
@@ -335,13 +351,6 @@ class LSTMDynamics(FreeRunMixin):
                 roll = roll + ((pred - target) ** 2).mean() / (k - 1)
             state = torch.cat([pred, state[:, : -d]], dim=-1) if self.window > 1 else pred
         return nll + self.rollout_weight * roll
-
-    def _set_residual_noise(self, x, windows, feats, starts) -> None:
-        with torch.no_grad():
-            resid = (x[starts + 1] - self.net(windows[starts], feats[starts + 1])).double().cpu()
-            cov = resid.T @ resid / max(resid.shape[0] - 1, 1)
-            chol = _safe_cholesky(0.5 * (cov + cov.T)).float().to(self._device)
-            self.net.raw_tril.copy_(torch.tril(chol, -1) + torch.diag(torch.log(torch.expm1(torch.diagonal(chol)))))
 
     # ------------------------------------------------------------------ Transition protocol
     def mean(self, z: torch.Tensor, step: int | None = None) -> torch.Tensor:
