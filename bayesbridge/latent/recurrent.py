@@ -42,6 +42,14 @@ with :class:`~bayesbridge.latent.windowed.WindowedCodec` (the base codec's decod
 block) and start the chain from the moments of the training windows
 (:func:`~bayesbridge.latent.windowed.lag_windows`).
 
+**Engines.** The ensemble Kalman filters update the lag blocks with the current one (a
+fixed-lag smoother of the last ``w`` months, at no extra cost), and the ensemble Kalman
+smoother's trajectories keep the shift structure. The particle filter runs as for any nonlinear
+transition, but its backward simulation can only pick a particle whose blocks continue the drawn
+future, i.e. its ancestor: the smoothed trajectories are the filter's ancestral lines (path
+degeneracy; ``docs/lab-notes.md``). SVI's trajectory guides do not follow lag blocks this tight
+and :class:`~bayesbridge.bridge.BridgeConfig` refuses ``method="svi"`` with ``dynamics="lstm"``.
+
 Calendar: as for :class:`~bayesbridge.latent.linear.LinearInverseModel` (``start_month`` = month
 of step 0, set by ``fit``).
 """
