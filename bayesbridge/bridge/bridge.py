@@ -5,8 +5,10 @@
 1. ``fit(fields)`` compresses the operational model's anomaly fields with a codec
    (:class:`~bayesbridge.latent.EOFCodec`, :class:`~bayesbridge.latent.Autoencoder`,
    :class:`~bayesbridge.latent.VAE`), learns latent dynamics (:class:`~bayesbridge.latent.LinearInverseModel`,
-   optionally seasonal, or :class:`~bayesbridge.latent.NeuralDynamics`) and measures the
-   codec's representation error per grid point and per index box;
+   optionally seasonal, :class:`~bayesbridge.latent.NeuralDynamics` or
+   :class:`~bayesbridge.latent.LSTMDynamics`, whose window of past states makes the latent state
+   the lag-augmented one, decoded by a :class:`~bayesbridge.latent.WindowedCodec`) and measures
+   the codec's representation error per grid point and per index box;
 2. ``assimilate(observations)`` builds the state-space model (:class:`~bayesbridge.model.StateSpaceModel`)
    whose observation operator is the box average of the decoded field in the units of the
    observation, and runs an inference engine (:func:`bayesbridge.infer.assimilate`);
@@ -61,7 +63,7 @@ __all__ = ["BridgeConfig", "Bridge", "BridgeResult", "OBSERVABLES", "RUN_DIMS", 
            "observations_from"]
 
 CodecKind = Literal["eof", "autoencoder", "vae"]
-DynamicsKind = Literal["linear", "seasonal", "neural"]
+DynamicsKind = Literal["linear", "seasonal", "neural", "lstm"]
 
 OBSERVABLES: tuple[str, ...] = STANDARD_BOXES
 """Index names that can be assimilated (``nino12``, ``nino3``, ``nino34``, ``nino4``, ``h_w``)."""
@@ -81,9 +83,12 @@ class BridgeConfig:
         Latent compression of the operational fields.
     latent_dim : int
         Latent size ``d``.
-    dynamics : {"linear", "seasonal", "neural"}
-        Latent transition: a linear inverse model (``seasonal``: one per calendar month) or a
-        neural residual transition.
+    dynamics : {"linear", "seasonal", "neural", "lstm"}
+        Latent transition: a linear inverse model (``seasonal``: one per calendar month), a
+        neural residual transition, or an LSTM over a window of past states
+        (:class:`~bayesbridge.latent.LSTMDynamics`; the bridge's latent state is then the
+        lag-augmented ``(z_t, ..., z_{t-w+1})`` of size ``window * latent_dim``, assimilated by
+        every engine but ``svi``).
     method : {"enks", "enkf", "etkf", "pf", "kalman", "svi"}
         Inference engine (see :mod:`bayesbridge.infer`). Reanalysis output wants a smoother.
     members : int
@@ -131,6 +136,13 @@ class BridgeConfig:
         check_choice(self.codec, "codec", get_args(CodecKind))
         check_choice(self.dynamics, "dynamics", get_args(DynamicsKind))
         check_choice(self.method, "method", METHODS)
+        if self.dynamics == "lstm" and self.method == "svi":
+            raise ParameterError(
+                "method: 'svi' cannot fit the lag-augmented state of dynamics='lstm' (its lag blocks "
+                "are copies with a noise of lag_jitter times their spread, which the variational "
+                "trajectory guide does not follow: the ELBO diverges); use 'enks' (a smoother), "
+                "'enkf', 'etkf' or 'pf' with the LSTM, or svi with another dynamics."
+            )
         if not (isinstance(self.latent_dim, int) and self.latent_dim >= 1):
             raise ParameterError(f"latent_dim: expected a positive integer, got {self.latent_dim!r}.")
         if not (isinstance(self.members, int) and self.members >= 2):
@@ -288,6 +300,17 @@ class _AffineObservation:
         return _AffineObservation(self.offset.to(device), self.H.to(device))
 
 
+def _augmented(codec, z: xr.DataArray, window: int):
+    """The codec and latent series of the lag-augmented state ``(z_t, ..., z_{t-w+1})``.
+
+    ``codec`` wrapped in a :class:`~bayesbridge.latent.WindowedCodec` (latent size ``w d``) and
+    the lag windows ``(time, w d)`` of ``z`` ``(time, d)``, whose moments start the chain.
+    """
+    from bayesbridge.latent import WindowedCodec, lag_windows
+
+    return WindowedCodec(codec, window), lag_windows(z, window)
+
+
 def _check_monthly(time: xr.DataArray) -> None:
     years = np.asarray(time.dt.year.values)
     months = np.asarray(time.dt.month.values)
@@ -341,22 +364,24 @@ class Bridge:
         return cls(latent_dim=cfg.latent_dim, **opts)
 
     def _make_dynamics(self, seed: int):
-        from bayesbridge.latent import LinearInverseModel, NeuralDynamics
+        from bayesbridge.latent import LinearInverseModel, LSTMDynamics, NeuralDynamics
 
         cfg = self.config
         opts = dict(cfg.dynamics_options)
-        if cfg.dynamics == "neural":
+        if cfg.dynamics in ("neural", "lstm"):
             opts.setdefault("seed", seed)
             opts.setdefault("progress", cfg.progress)
             opts.setdefault("device", cfg.device)
-            return NeuralDynamics(**opts)
+            return (NeuralDynamics if cfg.dynamics == "neural" else LSTMDynamics)(**opts)
         return LinearInverseModel(seasonal=cfg.dynamics == "seasonal", **opts)
 
     def fit(self, fields: xr.Dataset, *, seed: int = 0) -> Bridge:
         """Fit codec and latent dynamics on operational anomaly fields ``(time, lat, lon)``.
 
         Also measures the codec residual per grid point (representation error) and per index
-        box (structural observation error).
+        box (structural observation error). With ``dynamics="lstm"`` the stored codec and latent
+        training series are the lag-augmented ones (a :class:`~bayesbridge.latent.WindowedCodec`
+        and the lag windows of the encoded series); the residuals are the base codec's.
 
         Parameters
         ----------
@@ -381,6 +406,8 @@ class Bridge:
         dynamics = self._make_dynamics(seed).fit(z)
         recon = codec.decode(z)
         residual = xr.Dataset({v: fields[v] - recon[v] for v in codec.variables})
+        if self.config.dynamics == "lstm":
+            codec, z = _augmented(codec, z, dynamics.window)
         self.codec, self.dynamics, self.fields = codec, dynamics, fields
         self.latent_train = z
         self.residual_std = residual.std("time")
