@@ -4,8 +4,13 @@ The target is the exact marginal posterior of the global scales of an affine sta
 
 .. math:: p(s, \\sigma | y) \\propto p(s)\\, p(\\sigma)\\, p(y_{1:T} | s, \\sigma),
 
-where the latent chain is integrated out exactly (:class:`pyro.distributions.GaussianHMM`, the
-Kalman marginal likelihood) by :func:`bayesbridge.model.pyro_program.state_space_program`. ``"nuts"``
+where the latent chain is integrated out exactly (the Kalman marginal likelihood). By default
+(``engine="compiled"``) NUTS runs on the potential of
+:class:`~bayesbridge.infer.scale_posterior.ScalePosterior`, whose likelihood and gradient come from
+one compiled Kalman pass with forward sensitivities
+(:class:`~bayesbridge.infer.scale_likelihood.ScaleLikelihood`); ``engine="pyro"`` traces the Pyro
+program :func:`bayesbridge.model.pyro_program.state_space_program` (GaussianHMM) at every
+gradient instead, the same posterior at many times the cost. ``"nuts"``
 samples it with the No-U-Turn sampler (Hoffman & Gelman 2014) in several independent chains
 from dispersed starting points, so convergence is checked with the rank-normalised split R-hat
 and bulk ESS (Vehtari et al. 2021); ``"svi"`` fits a variational approximation
@@ -46,8 +51,8 @@ forecast spread is too small for the data: too small a model-error covariance, o
 members.
 
 Cost: every NUTS leapfrog step and every SVI step runs the ensemble filter forward and back
-once (``O(T N d (m + d))``, a Python loop over the ``T`` steps), against one parallel-scan
-GaussianHMM evaluation for the exact likelihood; prefer ``method="svi"`` for long series and
+once (``O(T N d (m + d))``, a Python loop over the ``T`` steps), against one compiled Kalman
+pass for the exact likelihood; prefer ``method="svi"`` for long series and
 ``likelihood="exact"`` whenever the model is linear-Gaussian and no inflation is wanted.
 """
 
@@ -65,6 +70,7 @@ import torch
 from bayesbridge.errors import InputTypeError, ParameterError, check_choice
 from bayesbridge.infer.enkf import EnKFConfig, Sampling
 from bayesbridge.infer.enkf import run as enkf_run
+from bayesbridge.infer.scale_posterior import ScalePosterior
 from bayesbridge.io import arviz_compat
 from bayesbridge.model import as_tensor
 from bayesbridge.model.pyro_program import isolated_pyro, state_space_program
@@ -80,6 +86,7 @@ __all__ = [
 
 HyperMethod = Literal["nuts", "svi"]
 Likelihood = Literal["exact", "ensemble"]
+Engine = Literal["auto", "compiled", "pyro"]
 EnsembleMethod = Literal["enkf", "etkf"]
 InflationPrior = Literal["halfnormal", "lognormal"]
 
@@ -189,6 +196,15 @@ class HyperConfig:
     ensemble : EnsembleLikelihood or dict, optional
         Settings of the ensemble likelihood (default ``EnsembleLikelihood()``); only valid with
         ``likelihood="ensemble"``.
+    engine : {"auto", "compiled", "pyro"}
+        How NUTS evaluates the exact posterior and its gradient. ``"compiled"``: a
+        ``potential_fn`` over the unconstrained scales
+        (:class:`~bayesbridge.infer.scale_posterior.ScalePosterior`), the Kalman likelihood and
+        its gradient in one compiled pass
+        (:class:`~bayesbridge.infer.scale_likelihood.ScaleLikelihood`). ``"pyro"``: the Pyro
+        program traced at every gradient (GaussianHMM marginalisation, autograd), the only route
+        of the ensemble likelihood. ``"auto"`` (default): ``"compiled"`` for the exact
+        likelihood, ``"pyro"`` for the ensemble one. Both target the same posterior.
     """
 
     method: HyperMethod = "nuts"
@@ -202,10 +218,17 @@ class HyperConfig:
     guide: Literal["normal", "lowrank"] = "lowrank"
     likelihood: Likelihood = "exact"
     ensemble: EnsembleLikelihood | None = None
+    engine: Engine = "auto"
 
     def __post_init__(self) -> None:
         check_choice(self.method, "method", get_args(HyperMethod))
         check_choice(self.likelihood, "likelihood", get_args(Likelihood))
+        check_choice(self.engine, "engine", get_args(Engine))
+        if self.engine == "compiled" and self.likelihood == "ensemble":
+            raise ParameterError(
+                "engine: 'compiled' evaluates the exact Kalman likelihood; the ensemble likelihood runs "
+                "through the Pyro program. Use engine='auto' or 'pyro' with likelihood='ensemble'."
+            )
         check_choice(self.guide, "guide", ("normal", "lowrank"))
         if isinstance(self.ensemble, dict):
             valid = [f.name for f in fields(EnsembleLikelihood)]
@@ -428,16 +451,32 @@ def _svi_draws(program, y: torch.Tensor, config: HyperConfig, generator: torch.G
     return {k: torch.stack([s[k] for s in samples]).detach().to(torch.float64).unsqueeze(0) for k in samples[0]}
 
 
-def _nuts_chains(program, y: torch.Tensor, config: HyperConfig, generator: torch.Generator):
+def _nuts_chains(program, y: torch.Tensor, config: HyperConfig, generator: torch.Generator, posterior=None):
+    """NUTS chains on the Pyro ``program`` or, given a :class:`ScalePosterior`, on its potential.
+
+    Returns draws ``(chain, draw, ...)`` of every site (constrained) and ``{"diverging": (chain, draw)}``.
+    """
     from pyro.infer import MCMC, NUTS
 
     samples, stats = [], []
     for _ in range(config.chains):
+        init = None
+        if posterior is not None:  # dispersed start with a finite potential, as Pyro's init_to_uniform
+            for _ in range(100):
+                init = posterior.initial_params(generator)
+                if bool(torch.isfinite(posterior.potential(init))):
+                    break
         with isolated_pyro(generator):  # one seed per chain, drawn from the generator
-            kernel = NUTS(program, target_accept_prob=config.target_accept, max_tree_depth=config.max_tree_depth)
-            mcmc = MCMC(kernel, num_samples=config.num_samples, warmup_steps=config.warmup, disable_progbar=True)
-            mcmc.run(y)
-            samples.append({k: v.detach().to(torch.float64) for k, v in mcmc.get_samples().items()})
+            if posterior is None:
+                kernel = NUTS(program, target_accept_prob=config.target_accept, max_tree_depth=config.max_tree_depth)
+            else:
+                kernel = NUTS(potential_fn=posterior.potential, target_accept_prob=config.target_accept,
+                              max_tree_depth=config.max_tree_depth)
+            mcmc = MCMC(kernel, num_samples=config.num_samples, warmup_steps=config.warmup, disable_progbar=True,
+                        initial_params=init)
+            mcmc.run(y) if posterior is None else mcmc.run()
+            chain = {k: v.detach().to(torch.float64) for k, v in mcmc.get_samples().items()}
+            samples.append(chain if posterior is None else posterior.constrain(chain))
             diverging = np.zeros(config.num_samples, dtype=bool)
             diverging[list(mcmc.diagnostics().get("divergences", {}).get("chain 0", []))] = True
             stats.append(diverging)
@@ -496,7 +535,8 @@ def infer_hyperparameters(
     program = exact_program if exact else _ensemble_program(ssm, config.ensemble)
     sample_stats = None
     if config.method == "nuts":
-        draws, sample_stats = _nuts_chains(program, y, config, generator)
+        posterior = ScalePosterior(ssm, y) if exact and config.engine != "pyro" else None
+        draws, sample_stats = _nuts_chains(program, y, config, generator, posterior)
     elif exact:
         svi_cfg = SVIConfig(steps=config.svi_steps, lr=config.lr, guide=config.guide, members=config.num_samples)
         fit = fit_svi(ssm, y, svi_cfg, generator)
