@@ -114,6 +114,21 @@ def test_systematic_resampling_counts():
     assert bool(((counts - 4 * w[0]).abs() < 1).all())
 
 
+def test_systematic_resampling_honours_weights_and_keeps_uniform_members():
+    # (moved here from the posterior, which no longer resamples particles per step)
+    M = 400
+    lw = torch.full((3, M), -1e9, dtype=torch.float64)
+    lw[:, 7], lw[:, 11] = np.log(0.25), np.log(0.75)
+    ids = systematic_resample(lw, torch.Generator().manual_seed(2))
+    assert set(ids.unique().tolist()) == {7, 11}
+    frac = (ids == 11).double().mean(1)
+    torch.testing.assert_close(frac, torch.full((3,), 0.75, dtype=torch.float64), atol=1.0 / M, rtol=0)
+    # uniform weights: every member exactly once, in order
+    uniform = torch.full((3, M), -np.log(M), dtype=torch.float64)
+    np.testing.assert_array_equal(systematic_resample(uniform, torch.Generator().manual_seed(0)).numpy(),
+                                  np.broadcast_to(np.arange(M), (3, M)))
+
+
 @pytest.mark.parametrize("likelihood", ["gaussian", "student_t"])
 @pytest.mark.parametrize("proposal", ["bootstrap", "guided"])
 @pytest.mark.parametrize("y_obs", [0.5, 3.0])
