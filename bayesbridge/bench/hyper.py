@@ -17,8 +17,12 @@ steps, 100 + 100; tiny: 50 steps, 30 + 30), the same seed on both sides.
 Extra figures: the time of one gradient evaluation of the potential on each side
 (``gradient_s``, ``pyro_gradient_s``), the same for the bridge's own state-space model (EOF
 codec, latent 20, ``nino3``/``nino4``/``h_w``, 480 months; tiny: 120; ``bridge_gradient_s``),
-and the posterior means of both runs (they target the same posterior and must agree to
-Monte-Carlo error).
+the posterior means of both runs (they target the same posterior and must agree to
+Monte-Carlo error), and variational inference on the same problem:
+``assimilate(model, y, "svi")`` with its defaults (exact marginalisation, compiled likelihood,
+convergence test; ``svi_s``, ``svi_steps``) against the route it replaced, Pyro's ``SVI`` with an
+``AutoNormal`` guide on the GaussianHMM program for 1,500 steps (150 in quick and tiny mode;
+``pyro_svi_s``).
 """
 
 from __future__ import annotations
@@ -83,6 +87,29 @@ def gradient_time(model, y, engine: str, repeats: int = 50) -> float:
     return timing.median_s
 
 
+def pyro_svi_time(model, y, steps: int) -> float:
+    """Seconds of ``steps`` steps of Pyro's SVI (``AutoNormal``, ``Trace_ELBO``, ``ClippedAdam``) on the
+    Pyro program of ``model`` with observations ``y (T, m)``: the variational route before issue 14."""
+    import time
+
+    import pyro.infer.autoguide as autoguide
+    from pyro.infer import SVI, Trace_ELBO
+    from pyro.optim import ClippedAdam
+
+    from bayesbridge.model.pyro_program import isolated_pyro, state_space_program
+
+    def program(obs):
+        return state_space_program(model, obs)
+
+    with isolated_pyro(torch.Generator().manual_seed(0)):
+        guide = autoguide.AutoNormal(program, init_loc_fn=autoguide.init_to_median, init_scale=0.05)
+        svi = SVI(program, guide, ClippedAdam({"lr": 0.03, "clip_norm": 10.0}), Trace_ELBO())
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            svi.step(y)
+        return time.perf_counter() - t0
+
+
 def run(quick: bool = False, tiny: bool = False) -> list[BenchRow]:
     """The NUTS-over-scales row (key ``nuts_scales_vs_pyro_trace``); see the module docstring.
 
@@ -110,8 +137,13 @@ def run(quick: bool = False, tiny: bool = False) -> list[BenchRow]:
         bridge = latent_problem(years)
         n_months = 12 * years
         bridge_grad = gradient_time(bridge.model, bridge.y[:n_months], "compiled")
+        from bayesbridge.infer import assimilate
+
+        svi = measure(lambda: out.__setitem__("svi", assimilate(model, y, "svi", seed=1)), repeats=1)
+        pyro_svi = pyro_svi_time(model, y, 150 if quick or tiny else 1500)
     extra = {"gradient_s": grad, "pyro_gradient_s": pyro_grad, "bridge_gradient_s": bridge_grad,
-             "bridge_months": float(n_months), "bridge_latent_dim": float(bridge.model.latent_dim)}
+             "bridge_months": float(n_months), "bridge_latent_dim": float(bridge.model.latent_dim),
+             "svi_s": svi.median_s, "svi_steps": float(out.pop("svi").fit.steps), "pyro_svi_s": pyro_svi}
     for engine, post in out.items():
         for name, value in post.mean().items():
             for k, v in enumerate(np.atleast_1d(value.numpy())):

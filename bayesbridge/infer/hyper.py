@@ -188,7 +188,11 @@ class HyperConfig:
     max_tree_depth : int
         NUTS maximum tree depth (default 6).
     svi_steps, lr, guide : int, float, {"normal", "lowrank"}
-        SVI settings (see :class:`~bayesbridge.infer.variational.SVIConfig`).
+        SVI settings (see :class:`~bayesbridge.infer.variational.SVIConfig`): largest number of
+        steps, learning rate and guide, the same on both likelihoods.
+    elbo_particles : int
+        Draws per ELBO estimate of SVI (default 1; each costs one likelihood evaluation, an
+        ensemble filter run with the ensemble likelihood).
     likelihood : {"exact", "ensemble"}
         ``"exact"`` (default): Kalman marginal likelihood of an affine model (GaussianHMM).
         ``"ensemble"``: EnKF/ETKF likelihood with common random numbers (any model; optional
@@ -214,6 +218,7 @@ class HyperConfig:
     target_accept: float = 0.8
     max_tree_depth: int = 6
     svi_steps: int = 1000
+    elbo_particles: int = 1
     lr: float = 0.03
     guide: Literal["normal", "lowrank"] = "lowrank"
     likelihood: Likelihood = "exact"
@@ -250,7 +255,7 @@ class HyperConfig:
             )
         if self.likelihood == "ensemble" and self.ensemble is None:
             self.ensemble = EnsembleLikelihood()
-        for name in ("num_samples", "chains", "max_tree_depth", "svi_steps"):
+        for name in ("num_samples", "chains", "max_tree_depth", "svi_steps", "elbo_particles"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ParameterError(f"{name}: expected a positive integer, got {value!r}.")
@@ -421,34 +426,57 @@ def _ensemble_program(ssm, ens: EnsembleLikelihood):
     return program
 
 
-def _svi_draws(program, y: torch.Tensor, config: HyperConfig, generator: torch.Generator) -> dict:
-    """SVI on the global sites of ``program`` (same guides and optimiser as ``fit_svi``).
+def _ensemble_svi_draws(ssm, y: torch.Tensor, config: HyperConfig, generator: torch.Generator) -> dict:
+    """SVI on the global sites of the ensemble likelihood, with the guide, optimiser and gradient of
+    the exact route (:func:`~bayesbridge.infer.variational_fit.fit_gaussian_guide`).
 
-    Returns draws ``(1, num_samples, ...)`` of every guide site, sampled from the guide alone
-    (no further likelihood evaluations).
+    Sites: ``obs_scale (m,)`` and ``model_error_scale`` (``ensemble.scales="infer"``),
+    ``inflation_excess`` (``ensemble.infer_inflation``), each through
+    ``biject_to(prior.support)`` from one unconstrained vector, started at the nominal scales
+    and the median of the inflation prior. Returns draws ``(1, num_samples, ...)`` sampled from
+    the guide alone (no further likelihood evaluations).
     """
-    import pyro.infer.autoguide as autoguide
-    from pyro.infer import SVI, Trace_ELBO
-    from pyro.optim import ClippedAdam
+    from torch.distributions import biject_to
 
-    with isolated_pyro(generator):
-        if config.guide == "normal":
-            guide = autoguide.AutoNormal(program, init_loc_fn=autoguide.init_to_median, init_scale=0.05)
-        else:
-            guide = autoguide.AutoLowRankMultivariateNormal(
-                program, init_loc_fn=autoguide.init_to_median, init_scale=0.05
-            )
-        svi = SVI(program, guide, ClippedAdam({"lr": config.lr, "clip_norm": 10.0}), Trace_ELBO())
-        for i in range(config.svi_steps):
-            loss = svi.step(y)
-            if not math.isfinite(loss):
-                raise ParameterError(
-                    f"svi: the ELBO became non-finite at step {i}; lower lr (now {config.lr}), use more "
-                    f"ensemble members or tighter priors on the error scales."
-                )
-        with torch.no_grad():
-            samples = [guide(y) for _ in range(config.num_samples)]
-    return {k: torch.stack([s[k] for s in samples]).detach().to(torch.float64).unsqueeze(0) for k in samples[0]}
+    from bayesbridge.infer.variational_fit import fit_gaussian_guide
+
+    ens = config.ensemble
+    sites = []  # (name, prior, size, nominal)
+    if ens.scales == "infer":
+        sites += [("obs_scale", ssm.obs_scale_prior, ssm.obs_dim, ssm.obs_scale.detach().cpu()),
+                  ("model_error_scale", ssm.model_error_prior, 1, torch.tensor(ssm.model_error_scale, dtype=torch.float64))]
+    if ens.infer_inflation:
+        prior = ens.inflation_excess_prior()
+        sites.append(("inflation_excess", prior, 1, prior.icdf(torch.tensor(0.5, dtype=torch.float64))))
+    transforms = [biject_to(prior.support) for _, prior, _, _ in sites]
+    loc = torch.cat([t.inv(nom).reshape(size) for t, (_, _, size, nom) in zip(transforms, sites, strict=True)])
+
+    def values(u: torch.Tensor) -> tuple[dict, torch.Tensor]:
+        out, log_prior, start = {}, torch.zeros(u.shape[:-1], dtype=torch.float64), 0
+        for t, (name, prior, size, _) in zip(transforms, sites, strict=True):
+            v = u[..., start:start + size] if size > 1 else u[..., start]
+            x = t(v)
+            log_prior = log_prior + prior.log_prob(x) + t.log_abs_det_jacobian(v, x)
+            out[name] = x
+            start += size
+        return out, log_prior
+
+    def log_joint(u: torch.Tensor) -> torch.Tensor:
+        x, log_prior = values(u)
+        s = x.get("obs_scale", ssm.obs_scale)
+        sigma = x.get("model_error_scale", torch.tensor(ssm.model_error_scale, dtype=torch.float64))
+        inflation = 1.0 + x["inflation_excess"] if "inflation_excess" in x else ens.inflation
+        try:
+            loglik = ensemble_log_likelihood(ssm, y, s, sigma, inflation, ens).sum()
+        except torch.linalg.LinAlgError:  # a degenerate innovation covariance: zero likelihood
+            loglik = torch.tensor(-math.inf, dtype=torch.float64)
+        return loglik + log_prior
+
+    q, _ = fit_gaussian_guide(log_joint, loc, generator, guide=config.guide, particles=config.elbo_particles,
+                              lr=config.lr, max_steps=config.svi_steps)
+    with torch.no_grad():
+        draws, _ = values(q.rsample(config.num_samples, generator))
+    return {k: v.detach().to(torch.float64).unsqueeze(0) for k, v in draws.items()}
 
 
 def _nuts_chains(program, y: torch.Tensor, config: HyperConfig, generator: torch.Generator, posterior=None):
@@ -538,11 +566,12 @@ def infer_hyperparameters(
         posterior = ScalePosterior(ssm, y) if exact and config.engine != "pyro" else None
         draws, sample_stats = _nuts_chains(program, y, config, generator, posterior)
     elif exact:
-        svi_cfg = SVIConfig(steps=config.svi_steps, lr=config.lr, guide=config.guide, members=config.num_samples)
+        svi_cfg = SVIConfig(steps=config.svi_steps, lr=config.lr, guide=config.guide, members=config.num_samples,
+                            elbo_particles=config.elbo_particles)
         fit = fit_svi(ssm, y, svi_cfg, generator)
         draws = {k: fit.draws[k].unsqueeze(0) for k in ("obs_scale", "model_error_scale")}
     else:
-        draws = _svi_draws(program, y, config, generator)
+        draws = _ensemble_svi_draws(ssm, y, config, generator)
     if "obs_scale" in draws:
         draws["obs_scale"] = draws["obs_scale"].reshape(*draws["obs_scale"].shape[:2], ssm.obs_dim)
         draws["model_error_scale"] = draws["model_error_scale"].reshape(draws["model_error_scale"].shape[:2])

@@ -78,29 +78,31 @@ class ScalePosterior:
     Parameters
     ----------
     model : StateSpaceModel or LinearGaussianModel
-        Affine (see :class:`~bayesbridge.infer.scale_likelihood.ScaleLikelihood`); its priors are used.
-    observations : array (*batch, T, m)
-        NaN = missing; the runs share the scales.
+        Affine (see :class:`~bayesbridge.infer.scale_likelihood.ScaleLikelihood`) when
+        ``observations`` are given; its priors are used.
+    observations : array (*batch, T, m), optional
+        NaN = missing; the runs share the scales. ``None``: the prior alone (:meth:`log_prior`,
+        e.g. for a nonlinear model whose likelihood is evaluated elsewhere).
 
     Attributes
     ----------
-    likelihood : ScaleLikelihood
+    likelihood : ScaleLikelihood or None
     priors : dict of str to Distribution
         ``obs_scale`` (event shape ``(m,)``) and ``model_error_scale`` (scalar).
     transforms : dict of str to Transform
         Unconstrained -> constrained bijection per site.
     """
 
-    def __init__(self, model, observations) -> None:
+    def __init__(self, model, observations=None) -> None:
         ssm = as_state_space_model(model)
-        self.likelihood = ScaleLikelihood(ssm, observations)
+        self.likelihood = None if observations is None else ScaleLikelihood(ssm, observations)
         self.obs_dim = ssm.obs_dim
         self.priors = {"obs_scale": ssm.obs_scale_prior, "model_error_scale": ssm.model_error_prior}
         self.transforms = {k: biject_to(p.support) for k, p in self.priors.items()}
         parts = [_lognormal_parts(self.priors["obs_scale"], (ssm.obs_dim,)),
                  _lognormal_parts(self.priors["model_error_scale"], ())]
         self._lognormal = None
-        if all(p is not None for p in parts):
+        if all(p is not None for p in parts) and self.likelihood is not None:
             self._lognormal = tuple(torch.cat([parts[0][i], parts[1][i]]).numpy() for i in range(2))
 
     def constrain(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -110,6 +112,17 @@ class ScalePosterior:
     def unconstrain(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Unconstrained values from scales ``values`` (the inverse of :meth:`constrain`)."""
         return {k: self.transforms[k].inv(values[k]) for k in SITES}
+
+    def log_prior(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``log p(s) + log p(sigma) + log |d(s, sigma) / du|`` ``(*s,)`` at unconstrained ``params``
+        (``obs_scale (*s, m)``, ``model_error_scale (*s,)``), differentiable by autograd."""
+        total = 0.0
+        for k in SITES:
+            u = params[k]
+            t = self.transforms[k]
+            x = t(u)
+            total = total + self.priors[k].log_prob(x) + t.log_abs_det_jacobian(u, x)
+        return total
 
     def log_density(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """``-U(u)`` ``()`` at unconstrained ``params`` (``obs_scale (m,)``, ``model_error_scale ()``),
@@ -122,7 +135,7 @@ class ScalePosterior:
             x = t(u)
             scales[k] = x
             total = total + self.priors[k].log_prob(x).sum() + t.log_abs_det_jacobian(u, x).sum()
-        if not bool(torch.isfinite(total)):
+        if not bool(torch.isfinite(total)) or self.likelihood is None:
             return total
         return total + self.likelihood(scales["obs_scale"].reshape(self.obs_dim),
                                        scales["model_error_scale"].reshape(()))
