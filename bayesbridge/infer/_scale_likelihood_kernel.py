@@ -226,3 +226,15 @@ def _loglik_and_grad(A, b, LL, H, c, m0, P0, y, s, sigma, with_grad, tol):  # pr
             else:
                 prev_full = False
     return ll, grad
+
+
+@njit(cache=True)
+def _loglik_and_grad_batch(A, b, LL, H, c, m0, P0, y, S, SIG, with_grad, tol):  # pragma: no cover - compiled
+    """:func:`_loglik_and_grad` at ``K`` scale pairs ``S (K, m)``, ``SIG (K,)``: ``(K,)``, ``(K, m + 1)``."""
+    K = S.shape[0]
+    values = np.empty(K)
+    grads = np.zeros((K, S.shape[1] + 1))
+    for k in range(K):
+        values[k], grads[k] = _loglik_and_grad(A, b, LL, H, c, m0, P0, y, np.ascontiguousarray(S[k]), SIG[k],
+                                               with_grad, tol)
+    return values, grads

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from bayesbridge.errors import ParameterError, ShapeMismatchError
-from bayesbridge.infer._scale_likelihood_kernel import _loglik_and_grad
+from bayesbridge.infer._scale_likelihood_kernel import _loglik_and_grad, _loglik_and_grad_batch
 from bayesbridge.model.state_space import as_state_space_model
 
 __all__ = ["ScaleLikelihood"]
@@ -131,6 +131,13 @@ class ScaleLikelihood:
         """
         s = np.ascontiguousarray(np.asarray(obs_scale, dtype=np.float64).reshape(self.obs_dim))
         return _loglik_and_grad(*self._args, s, float(model_error_scale), bool(grad), self.steady_tol)
+
+    def value_and_grad_batch(self, obs_scale, model_error_scale, *, grad: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`value_and_grad` at ``K`` points in one compiled call: ``obs_scale (K, m)``,
+        ``model_error_scale (K,)`` -> values ``(K,)`` and gradients ``(K, m + 1)``."""
+        S = np.ascontiguousarray(np.asarray(obs_scale, dtype=np.float64).reshape(-1, self.obs_dim))
+        sig = np.ascontiguousarray(np.asarray(model_error_scale, dtype=np.float64).reshape(-1))
+        return _loglik_and_grad_batch(*self._args, S, sig, bool(grad), self.steady_tol)
 
     def __call__(self, obs_scale: torch.Tensor, model_error_scale: torch.Tensor) -> torch.Tensor:
         """``log p(y | s, sigma)`` as a 0-dim float64 tensor, differentiable w.r.t. both arguments.

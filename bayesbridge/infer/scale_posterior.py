@@ -50,26 +50,26 @@ def _lognormal_parts(prior, shape: tuple) -> tuple[torch.Tensor, torch.Tensor] |
 
 
 class _LogNormalPotential(torch.autograd.Function):
-    """``U(u)`` for log-normal priors, ``u = (log s, log sigma)`` flattened ``(m + 1,)``, with its gradient."""
+    """``U(u)`` for log-normal priors at ``u = (log s, log sigma)`` ``(K, m + 1)``: ``(K,)``, with its gradient."""
 
     @staticmethod
     def forward(ctx, u, loc, scale, lik):  # noqa: D102 - autograd protocol
         un = u.detach().numpy()
         with np.errstate(over="ignore"):
             theta = np.exp(un)
-        if not (np.isfinite(theta).all() and (theta > 0).all()):  # out of range: zero density
-            ctx.save_for_backward(torch.zeros_like(u))
-            return torch.tensor(math.inf, dtype=torch.float64)
+        ok = np.isfinite(theta).all(-1) & (theta > 0).all(-1)  # out of range: zero density
+        theta = np.where(ok[:, None], theta, 1.0)
         z = (un - loc) / scale
-        log_prior = float(-0.5 * (z @ z) - np.log(scale).sum() - 0.5 * len(un) * math.log(2.0 * math.pi))
-        value, grad = lik.value_and_grad(theta[:-1], float(theta[-1]))
-        ctx.save_for_backward(torch.as_tensor(-(grad * theta - z / scale)))
-        return torch.tensor(-(value + log_prior), dtype=torch.float64)
+        log_prior = -0.5 * (z * z).sum(-1) - np.log(scale).sum() - 0.5 * un.shape[-1] * math.log(2.0 * math.pi)
+        value, grad = lik.value_and_grad_batch(theta[:, :-1], theta[:, -1])
+        g = np.where(ok[:, None], -(grad * theta - z / scale), 0.0)
+        ctx.save_for_backward(torch.as_tensor(g))
+        return torch.as_tensor(np.where(ok, -(value + log_prior), math.inf))
 
     @staticmethod
     def backward(ctx, grad_output):  # noqa: D102 - autograd protocol
         (g,) = ctx.saved_tensors
-        return grad_output * g, None, None, None
+        return grad_output.unsqueeze(-1) * g, None, None, None
 
 
 class ScalePosterior:
@@ -147,7 +147,15 @@ class ScalePosterior:
         """
         if self._lognormal is None:
             return -self.log_density(params)
-        u = torch.cat([params["obs_scale"].reshape(-1), params["model_error_scale"].reshape(1)])
+        u = torch.cat([params["obs_scale"].reshape(1, -1), params["model_error_scale"].reshape(1, 1)], -1)
+        return _LogNormalPotential.apply(u.to(torch.float64), *self._lognormal, self.likelihood)[0]
+
+    def potential_batch(self, u: torch.Tensor) -> torch.Tensor:
+        """:meth:`potential` at ``K`` points ``u (K, m + 1)`` (``log s`` then ``log sigma`` for the
+        default priors; the unconstrained values in general) -> ``(K,)``, in one compiled call
+        for log-normal priors."""
+        if self._lognormal is None:
+            return torch.stack([self.potential({"obs_scale": row[:-1], "model_error_scale": row[-1]}) for row in u])
         return _LogNormalPotential.apply(u.to(torch.float64), *self._lognormal, self.likelihood)
 
     def initial_params(self, generator: torch.Generator, radius: float = 2.0) -> dict[str, torch.Tensor]:
