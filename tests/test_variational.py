@@ -145,6 +145,12 @@ def test_bad_svi_config(options):
         SVIConfig(**options)
 
 
+def test_low_rank_guide_rank_is_bounded_by_the_number_of_scales():
+    model, _, y = _twin(seed=0, T=20)
+    with pytest.raises(ParameterError, match="rank: .*m \\+ 1 = 3"):
+        assimilate(model, y, "svi", guide="lowrank", rank=4)
+
+
 def test_exact_trajectory_needs_an_affine_model():
     model, y = _nonlinear_case(6)
     with pytest.raises(ParameterError, match="trajectory: 'exact'.*trajectory='markov'"):

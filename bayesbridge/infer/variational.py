@@ -227,6 +227,11 @@ def fit_svi(model, observations: torch.Tensor, config: SVIConfig, generator: tor
     batch, T, m = tuple(y.shape[:-2]), int(y.shape[-2]), ssm.obs_dim
     mode = _trajectory_mode(ssm, T, config)
     infer = config.scales == "infer"
+    if infer and config.guide == "lowrank" and config.rank is not None and config.rank > m + 1:
+        raise ParameterError(
+            f"rank: the low-rank guide covers the m + 1 = {m + 1} error scales of this model, so its rank is at "
+            f"most {m + 1}; got {config.rank} (or use guide='normal')."
+        )
     post = ScalePosterior(ssm, y if mode == "exact" else None)
     nominal = {"obs_scale": ssm.obs_scale.detach().cpu(),
                "model_error_scale": torch.tensor(ssm.model_error_scale, dtype=torch.float64)}
@@ -249,7 +254,7 @@ def fit_svi(model, observations: torch.Tensor, config: SVIConfig, generator: tor
             u = sg.rsample(K, generator)
             log_w = log_w - sg.log_prob_detached(u)
         if mode == "exact":
-            return (log_w - torch.stack([post.potential(split(u[k])) for k in range(K)])).mean()
+            return (log_w - post.potential_batch(u)).mean()
         z = mg.rsample(K, generator)
         if sg is None:
             s, sig = nominal["obs_scale"].expand(K, m), nominal["model_error_scale"].expand(K)
@@ -272,7 +277,7 @@ def fit_svi(model, observations: torch.Tensor, config: SVIConfig, generator: tor
                  else float(post.likelihood(nominal["obs_scale"], nominal["model_error_scale"])))
         n = config.members
         if sg is not None and mode == "exact" and config.importance > 0:
-            u, trace.importance_ess = _importance_resample(sg, post, split, n, config.importance, generator)
+            u, trace.importance_ess = _importance_resample(sg, post, n, config.importance, generator)
             scales = post.constrain(split(u))
             draws = {"obs_scale": scales["obs_scale"].reshape(n, m), "model_error_scale": scales["model_error_scale"].reshape(n)}
         elif sg is not None:
@@ -287,13 +292,13 @@ def fit_svi(model, observations: torch.Tensor, config: SVIConfig, generator: tor
     return SVIFit(draws, -trace.elbo, final, trace, mode, traj)
 
 
-def _importance_resample(sg: ScaleGuide, post: ScalePosterior, split, n: int, factor: int,
+def _importance_resample(sg: ScaleGuide, post: ScalePosterior, n: int, factor: int,
                          generator: torch.Generator, widen: float = 1.5) -> tuple[torch.Tensor, float]:
     """``n`` draws ``(n, k)`` resampled from ``factor * n`` widened guide draws by their exact
     posterior weights, and the weights' ESS as a fraction of the proposals."""
     u = sg.rsample(factor * n, generator, widen)
     log_q = sg.log_prob_detached(u, widen)
-    log_p = torch.stack([-post.potential(split(u[i])) for i in range(u.shape[0])])
+    log_p = -post.potential_batch(u)
     log_w = torch.nan_to_num(log_p - log_q, nan=-math.inf)
     w = torch.softmax(log_w, 0)
     idx = torch.multinomial(w, n, replacement=True, generator=generator)
