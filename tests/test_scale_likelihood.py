@@ -32,22 +32,32 @@ class _Seasonal:
         return (0.5 + 0.1 * (step % 2)) * torch.eye(3, dtype=torch.float64)
 
 
-def _affine_model():
-    return StateSpaceModel(_Seasonal(), lambda z: z[..., :2] * torch.tensor([1.0, -0.5], dtype=torch.float64) + 0.3,
+class _Monthly(_Seasonal):
+    """A seasonal linear inverse model: A_t, b_t and L_t repeat every 12 steps (period 12)."""
+
+    def mean(self, z, step=0):
+        return (0.8 + 0.1 * np.cos(2 * np.pi * step / 12)) * z @ self.U.mT + self.b[step % 12]
+
+
+def _affine_model(transition=None):
+    return StateSpaceModel(transition or _Seasonal(),
+                           lambda z: z[..., :2] * torch.tensor([1.0, -0.5], dtype=torch.float64) + 0.3,
                            0.4, obs_names=("a", "b"))
 
 
-@pytest.mark.parametrize("case", ["invariant", "seasonal"])
+@pytest.mark.parametrize("case", ["invariant", "periodic", "time-varying"])
 def test_value_and_gradient_equal_gaussian_hmm_with_missing_values_and_batch(case):
+    # 240 steps: the (periodic) steady state is reached, left at missing values and re-entered
     if case == "invariant":
         A, Q, H, _, m0, P0 = random_lg_problem(d=4, m=2, seed=1)
         model = StateSpaceModel(LinearTransition(A, np.linalg.cholesky(Q)), H, 0.5, initial_mean=m0, initial_cov=P0)
     else:
-        model = _affine_model()
-    y = torch.randn(2, 80, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    y[0, 5, 1] = y[1, 40:44] = float("nan")
-    y[0, 60:, 0] = float("nan")  # a long half-observed stretch (leaves and re-enters the steady state)
+        model = _affine_model(_Monthly() if case == "periodic" else None)
+    y = torch.randn(2, 240, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y[0, 5, 1] = y[1, 100:104] = y[1, 187, 0] = float("nan")
+    y[0, 160:200, 0] = float("nan")  # a long half-observed stretch
     lik = ScaleLikelihood(model, y)
+    assert lik._args[0].shape[0] == {"invariant": 1, "periodic": 12, "time-varying": 240}[case]
     s = torch.tensor([0.35, 0.8], dtype=torch.float64, requires_grad=True)
     sig = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
     value = lik(s, sig)

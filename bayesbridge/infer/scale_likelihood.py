@@ -24,7 +24,9 @@ sensitivities* :math:`\\partial m / \\partial\\theta_j`, :math:`\\partial P / \\
 propagated through the same recursions (the derivative of every line above, with
 :math:`\\partial f / \\partial s_k = 2 s_k` and :math:`\\partial Q_t / \\partial\\sigma = 2 \\sigma
 L_t L_t^T`; Gupta & Mehra 1974, *IEEE Trans. Autom. Control* 19, 774-783), in the same compiled
-pass (numba): ``O(T m (m + 1) d^2 + T (m + 2) d^3)`` per run, no autograd graph.
+pass (numba): ``O(T m (m + 1) d^2 + T (m + 2) d^3)`` per run, no autograd graph; once the
+covariances and their sensitivities have converged to their (periodic) steady state, only the
+means are propagated, ``O(T (m + 2) d^2)``.
 
 :class:`ScaleLikelihood` holds the model's affine system and the observations and returns
 :math:`\\ell` as a torch scalar whose backward pass uses that gradient
@@ -45,6 +47,20 @@ from bayesbridge.infer._scale_likelihood_kernel import _loglik_and_grad, _loglik
 from bayesbridge.model.state_space import as_state_space_model
 
 __all__ = ["ScaleLikelihood"]
+
+
+def _period(A: torch.Tensor, L: torch.Tensor, longest: int = 24) -> int:
+    """Smallest ``p <= longest`` with ``A_t = A_{t-p}`` and ``L_t = L_{t-p}`` for every ``t``
+    (1: time-invariant, 12: a monthly seasonal model), else ``T``. ``A``, ``L``: ``(T, d, d)``."""
+    T = A.shape[0]
+
+    def same(X, Y):  # equal up to rounding (a cos(2 pi t / 12) is not bit-periodic)
+        return torch.allclose(X, Y, rtol=1e-13, atol=1e-13 * float(X.abs().max()))
+
+    for p in range(1, min(longest, T - 1) + 1):
+        if same(A[p:], A[:-p]) and same(L[p:], L[:-p]):
+            return p
+    return T
 
 
 class _KalmanScaleLogLik(torch.autograd.Function):
@@ -75,11 +91,13 @@ class ScaleLikelihood:
     observations : array (T, m) or (*batch, T, m)
         NaN = missing; the runs of the batch share the scales and their log-likelihoods add.
     steady_tol : float
-        Time-invariant ``A`` and ``L``: once two consecutive fully observed steps change the
-        filtered covariance and its sensitivities by at most ``steady_tol`` (relative,
-        element-wise), their converged values (the Riccati fixed point and its derivatives) are
-        reused and only the means are propagated, until the next missing value; as in
-        :func:`~bayesbridge.infer.kalman.steady_state_smoother`. 0 recomputes every step.
+        ``A_t`` and ``L_t`` time-invariant or periodic (period ``p`` up to 24 steps, e.g. 12 for a
+        seasonal linear inverse model): once a whole cycle of fully observed steps leaves the
+        filtered covariance and its sensitivities of every phase unchanged to ``steady_tol``
+        (relative, element-wise) from the cycle before, those converged values (the periodic
+        Riccati solution and its derivatives) are reused and only the means are propagated, until
+        the next missing value; as :func:`~bayesbridge.infer.kalman.steady_state_smoother` does
+        for time-invariant models. 0 recomputes every step.
 
     Attributes
     ----------
@@ -101,8 +119,8 @@ class ScaleLikelihood:
                 "model: the exact likelihood marginalises the latent chain exactly and needs an affine "
                 "model; for a nonlinear model use likelihood='ensemble' (EnKF/ETKF likelihood)."
             )
-        invariant = bool(torch.equal(aff.A, aff.A[:1].expand_as(aff.A)) and torch.equal(aff.L, aff.L[:1].expand_as(aff.L)))
-        A, L = (aff.A[:1], aff.L[:1]) if invariant else (aff.A, aff.L)
+        period = _period(aff.A, aff.L)
+        A, L = aff.A[:period], aff.L[:period]
         b = aff.b[:1] if bool(torch.equal(aff.b, aff.b[:1].expand_as(aff.b))) else aff.b
         arr = lambda x: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float64)  # noqa: E731
         self._args = (arr(A), arr(b), arr(L @ L.mT), arr(aff.H), arr(aff.c), arr(ssm.m0), arr(ssm.P0),
