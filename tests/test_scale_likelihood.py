@@ -72,7 +72,8 @@ def test_value_and_gradient_equal_gaussian_hmm_with_missing_values_and_batch(cas
     exact = ScaleLikelihood(model, y, steady_tol=0.0).value_and_grad([0.35, 0.8], 1.3)
     np.testing.assert_allclose(exact[0], float(value.detach()), rtol=1e-11)
     np.testing.assert_allclose(exact[1], np.append(s.grad.numpy(), float(sig.grad)), rtol=1e-7, atol=1e-8)
-    assert lik.value_and_grad([0.35, 0.8], 1.3, grad=False)[0] == pytest.approx(float(value.detach()), rel=1e-12)
+    # (the value-only pass reaches the steady state at another step: agreement to the tolerance)
+    assert lik.value_and_grad([0.35, 0.8], 1.3, grad=False)[0] == pytest.approx(float(value.detach()), rel=1e-10)
 
 
 def test_value_equals_the_independent_numpy_oracle():

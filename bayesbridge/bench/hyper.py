@@ -16,7 +16,8 @@ steps, 100 + 100; tiny: 50 steps, 30 + 30), the same seed on both sides.
 
 Extra figures: the time of one gradient evaluation of the potential on each side
 (``gradient_s``, ``pyro_gradient_s``), the same for the bridge's own state-space model (EOF
-codec, latent 20, ``nino3``/``nino4``/``h_w``, 480 months; tiny: 120; ``bridge_gradient_s``),
+codec, latent 20, ``nino3``/``nino4``/``h_w``, 480 months; tiny: 120; ``bridge_gradient_s`` with
+a stationary linear inverse model, ``bridge_seasonal_gradient_s`` with the default seasonal one),
 the posterior means of both runs (they target the same posterior and must agree to
 Monte-Carlo error), and variational inference on the same problem:
 ``assimilate(model, y, "svi")`` with its defaults (exact marginalisation, compiled likelihood,
@@ -110,6 +111,23 @@ def pyro_svi_time(model, y, steps: int) -> float:
         return time.perf_counter() - t0
 
 
+def seasonal_bridge_problem(years: int, latent_dim: int = 20, seed: int = 0):
+    """The bridge's default state-space model (EOF codec, seasonal linear inverse model: ``A_t`` of
+    period 12) fitted on ``years`` of the synthetic operational run, with its own ``nino3``,
+    ``nino4``, ``h_w`` indices as observations: ``(StateSpaceModel, y (12 years, 3))``."""
+    from bayesbridge import io, regions
+    from bayesbridge.bridge import Bridge, BridgeConfig
+    from bayesbridge.datasets.twin import synthetic_operational
+
+    fields = io.open_operational(synthetic_operational(years, seed), region=None).load()
+    bridge = Bridge(BridgeConfig(latent_dim=latent_dim, dynamics="seasonal", method="enks",
+                                 representation_error=False)).fit(fields, seed=seed)
+    names = ("nino3", "nino4", "h_w")
+    idx = regions.indices(fields, names)
+    y = np.stack([np.asarray(idx[n].values, float) for n in names], axis=-1)
+    return bridge.state_space_model(names, int(fields["time"].dt.month.values[0])), y
+
+
 def run(quick: bool = False, tiny: bool = False) -> list[BenchRow]:
     """The NUTS-over-scales row (key ``nuts_scales_vs_pyro_trace``); see the module docstring.
 
@@ -137,13 +155,15 @@ def run(quick: bool = False, tiny: bool = False) -> list[BenchRow]:
         bridge = latent_problem(years)
         n_months = 12 * years
         bridge_grad = gradient_time(bridge.model, bridge.y[:n_months], "compiled")
+        seasonal_model, seasonal_y = seasonal_bridge_problem(max(years, 30))
+        seasonal_grad = gradient_time(seasonal_model, seasonal_y, "compiled", repeats=10)
         from bayesbridge.infer import assimilate
 
         svi = measure(lambda: out.__setitem__("svi", assimilate(model, y, "svi", seed=1)), repeats=1)
         pyro_svi = pyro_svi_time(model, y, 150 if quick or tiny else 1500)
     extra = {"gradient_s": grad, "pyro_gradient_s": pyro_grad, "bridge_gradient_s": bridge_grad,
              "bridge_months": float(n_months), "bridge_latent_dim": float(bridge.model.latent_dim),
-             "svi_s": svi.median_s, "svi_steps": float(out.pop("svi").fit.steps), "pyro_svi_s": pyro_svi}
+             "bridge_seasonal_gradient_s": seasonal_grad, "svi_s": svi.median_s, "svi_steps": float(out.pop("svi").fit.steps), "pyro_svi_s": pyro_svi}
     for engine, post in out.items():
         for name, value in post.mean().items():
             for k, v in enumerate(np.atleast_1d(value.numpy())):
