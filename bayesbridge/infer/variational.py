@@ -305,6 +305,30 @@ def _importance_resample(sg: ScaleGuide, post: ScalePosterior, n: int, factor: i
     return u[idx], float(1.0 / (w.square().sum() * u.shape[0]))
 
 
+def _exact_trajectories(ssm, y: torch.Tensor, s_draws: torch.Tensor, sig_draws: torch.Tensor, config: SVIConfig,
+                        generator: torch.Generator, budget_mb: float = 1024.0) -> torch.Tensor:
+    """Trajectories ``(draw, *batch, T, d)`` from ``p(z | y, s, sigma)``: one per scale draw
+    (``latent="average"``) or all at the posterior-mean scales, by
+    :meth:`pyro.distributions.GaussianHMM.rsample_posterior`, in chunks of draws whose parallel
+    scan (about ``6 T (2 d)^2`` float64 numbers per draw and run) fits ``budget_mb``."""
+    T, d = int(y.shape[-2]), ssm.latent_dim
+    runs = max(1, math.prod(y.shape[:-2]))
+    chunk = max(1, int(budget_mb * 2**20 // (6 * T * (2 * d) ** 2 * 8 * runs)))
+    per_draw = config.latent == "average" and config.scales == "infer"
+    out = []
+    with isolated_pyro(generator), torch.no_grad():
+        for start in range(0, config.members, chunk):
+            n = min(chunk, config.members - start)
+            if per_draw:
+                masked = masked_gaussian_hmm(ssm, y, obs_scale=s_draws[start:start + n],
+                                             model_error_scale=sig_draws[start:start + n])
+                out.append(masked.hmm.rsample_posterior(masked.filled))
+            else:
+                masked = masked_gaussian_hmm(ssm, y, obs_scale=s_draws.mean(0), model_error_scale=sig_draws.mean(0))
+                out.append(masked.hmm.rsample_posterior(masked.filled, torch.Size([n])))
+    return torch.cat(out, 0)
+
+
 def _posterior_mean_model(ssm, obs_scale: torch.Tensor, sigma: torch.Tensor, T: int):
     """LinearGaussianModel at given scales if the affine model fits the Kalman engine, else None."""
     aff = ssm.affine_structure(T)
@@ -356,14 +380,7 @@ def run(model, y: torch.Tensor, config: SVIConfig, generator: torch.Generator) -
             log_evidence=torch.full(batch, fit.elbo, dtype=torch.float64), hyperparameters=hyper, config=config,
             fit=fit.trace,
         )
-    with isolated_pyro(generator), torch.no_grad():
-        if config.latent == "average" and config.scales == "infer":
-            masked = masked_gaussian_hmm(ssm, y, obs_scale=s_draws, model_error_scale=sig_draws)
-            traj = masked.hmm.rsample_posterior(masked.filled)  # (draw, *batch, T, d)
-        else:
-            masked = masked_gaussian_hmm(ssm, y, obs_scale=s_mean, model_error_scale=sig_mean)
-            traj = masked.hmm.rsample_posterior(masked.filled, torch.Size([config.members]))
-    traj = traj.movedim(0, -2)
+    traj = _exact_trajectories(ssm, y, s_draws, sig_draws, config, generator).movedim(0, -2)
     check_finite(traj, T - 1, "svi", "trajectory draws")
     lgm = _posterior_mean_model(ssm, s_mean, sig_mean, T)
     if lgm is not None:
