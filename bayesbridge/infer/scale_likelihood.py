@@ -154,7 +154,8 @@ class ScaleLikelihood:
 
     def value_and_grad_batch(self, obs_scale, model_error_scale, *, grad: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`value_and_grad` at ``K`` points in one compiled call: ``obs_scale (K, m)``,
-        ``model_error_scale (K,)`` -> values ``(K,)`` and gradients ``(K, m + 1)``."""
+        ``model_error_scale (K,)`` -> values ``(K,)`` and gradients ``(K, m + 1)`` (zeros unless
+        ``grad``)."""
         S = np.ascontiguousarray(np.asarray(obs_scale, dtype=np.float64).reshape(-1, self.obs_dim))
         sig = np.ascontiguousarray(np.asarray(model_error_scale, dtype=np.float64).reshape(-1))
         return _loglik_and_grad_batch(*self._args, S, sig, bool(grad), self.steady_tol)
