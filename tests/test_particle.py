@@ -133,6 +133,7 @@ def test_systematic_resampling_honours_weights_and_keeps_uniform_members():
                                   np.broadcast_to(np.arange(M), (3, M)))
 
 
+@pytest.mark.filterwarnings("ignore::bayesbridge.infer.degeneracy.DegeneracyWarning")  # one step, 100,000 particles
 @pytest.mark.parametrize("likelihood", ["gaussian", "student_t"])
 @pytest.mark.parametrize("proposal", ["bootstrap", "guided"])
 @pytest.mark.parametrize("y_obs", [0.5, 3.0])
@@ -175,6 +176,7 @@ def test_bad_config_raises(options):
         ParticleConfig(**options)
 
 
+@pytest.mark.filterwarnings("ignore::bayesbridge.infer.degeneracy.DegeneracyWarning")  # bad inputs
 def test_bad_inputs_raise_bayesbridge_errors():
     model, _, y, _ = _problem(d=4, m=2, T=10)
     with pytest.raises(BayesBridgeError, match="at least 10 particles"):
@@ -230,6 +232,7 @@ class _Opaque:
         return self.model.obs_cov()
 
 
+@pytest.mark.filterwarnings("ignore::bayesbridge.infer.degeneracy.DegeneracyWarning")  # bootstrap kernels compared
 @pytest.mark.parametrize("likelihood, diagonal_q", [("gaussian", False), ("student_t", False), ("gaussian", True)])
 def test_compiled_bootstrap_matches_torch_loop(likelihood, diagonal_q):
     # the linear bootstrap filter runs as a compiled kernel; the torch loop is an independent
@@ -262,6 +265,7 @@ def test_compiled_bootstrap_matches_torch_loop(likelihood, diagonal_q):
     assert bool(resampled.any()) and not bool(resampled.all())
 
 
+@pytest.mark.filterwarnings("ignore::bayesbridge.infer.degeneracy.DegeneracyWarning")  # bootstrap
 def test_compiled_bootstrap_with_correlated_errors_and_gaps_matches_kalman():
     A, Q, H, R, m0, P0 = random_lg_problem(d=4, m=3, seed=4)
     R = R + 0.08 * (np.ones((3, 3)) - np.eye(3))
