@@ -47,3 +47,28 @@ def random_lg_problem(d=8, m=3, seed=0, obs_noise=0.5, rho=0.9):
     H = rng.normal(size=(m, d)) / np.sqrt(d)
     R = np.diag(np.full(m, obs_noise**2))
     return A, Q, H, R, np.zeros(d), np.eye(d)
+
+
+def kalman_loglik_grid(A, Q, H, R, m0, P0, y):
+    """log p(y) of the Kalman filter for a batch of covariances: Q (*g, d, d) and R (*g, m, m)
+    broadcast against each other -> (*g,). The same textbook recursions as :func:`kalman_oracle`,
+    vectorised over the grid (quadrature over error scales); missing components dropped per step."""
+    A, Q, H, R, m0, P0, y = (np.asarray(v, dtype=float) for v in (A, Q, H, R, m0, P0, y))
+    grid = np.broadcast_shapes(Q.shape[:-2], R.shape[:-2])
+    d = A.shape[0]
+    m = np.broadcast_to(m0, (*grid, d)).copy()
+    P = np.broadcast_to(P0, (*grid, d, d)).copy()
+    loglik = np.zeros(grid)
+    for t in range(y.shape[0]):
+        m, P = m @ A.T, A @ P @ A.T + Q
+        obs = ~np.isnan(y[t])
+        if obs.any():
+            Ho, Ro = H[obs], R[..., obs, :][..., :, obs]
+            S = Ho @ P @ Ho.T + Ro
+            e = y[t, obs] - m @ Ho.T
+            K = np.swapaxes(np.linalg.solve(S, Ho @ P), -1, -2)
+            m = m + (K @ e[..., None])[..., 0]
+            P = P - K @ S @ np.swapaxes(K, -1, -2)
+            Se = np.linalg.solve(S, e[..., None])[..., 0]
+            loglik += -0.5 * ((e * Se).sum(-1) + np.linalg.slogdet(S)[1] + obs.sum() * np.log(2 * np.pi))
+    return loglik

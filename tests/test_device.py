@@ -134,7 +134,8 @@ def test_particle_torch_weighting_without_resampling_accumulates_likelihoods(mon
 
     model, y = _system(seed=8, runs=1, missing=False)
     monkeypatch.setattr(particle_mod, "_use_compiled", lambda y: False)
-    out = assimilate(model, y, "pf", members=40, seed=1, ess_threshold=1e-9)
+    out = assimilate(model, y, "pf", members=40, seed=1, ess_threshold=1e-9, proposal="bootstrap",
+                     warn_degeneracy=False)
     z = out.filtered_ensemble[0].numpy()  # (T, N, d)
     H, R = model.H.numpy(), model.R.numpy()
     loglik = np.stack([multivariate_normal(mean=np.zeros(2), cov=R).logpdf(y[0, t].numpy() - z[t] @ H.T)
@@ -143,6 +144,7 @@ def test_particle_torch_weighting_without_resampling_accumulates_likelihoods(mon
     np.testing.assert_allclose(out.log_weights[0, -1].numpy(), total - logsumexp(total), rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.filterwarnings("ignore::bayesbridge.infer.degeneracy.DegeneracyWarning")  # bootstrap, 25 steps
 def test_particle_torch_weighting_estimates_the_exact_evidence(monkeypatch):
     """The torch route's log-evidence estimate is close to the exact Kalman value."""
     model, y = _system(seed=13)

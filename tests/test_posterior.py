@@ -57,16 +57,18 @@ GRID_LON = np.arange(120.0, 281.0, 10.0)
 
 
 def make_result(T=24, M=30, d=6, batch=(), seed=1, smoothed=True, weights=False):
+    """An ensemble result: smoothed (EnKS-like), or a weighted particle filter (``weights``) whose
+    backward-simulation trajectories are the smoothed ensemble when ``smoothed``."""
     g = torch.Generator().manual_seed(seed)
     ens = torch.randn(*batch, T, M, d, generator=g, dtype=torch.float64).cumsum(-3) * 0.3
     lw = None
     if weights:
         lw = torch.log_softmax(torch.randn(*batch, T, M, generator=g, dtype=torch.float64), -1)
     return AssimilationResult(
-        method="enks" if smoothed else "pf",
+        method="pf" if weights or not smoothed else "enks",
         filtered_mean=ens.mean(-2),
         log_evidence=torch.full(batch, -12.5, dtype=torch.float64),
-        filtered_ensemble=None if smoothed else ens,
+        filtered_ensemble=ens if weights or not smoothed else None,
         smoothed_ensemble=ens if smoothed else None,
         log_weights=lw,
         diagnostics=StepDiagnostics(innovation=torch.zeros(*batch, T, 2), spread=torch.ones(*batch, T)),
@@ -158,41 +160,53 @@ def test_batched_results_are_pooled(codec):
     torch.testing.assert_close(z[:, 5:10], res.smoothed_ensemble[1])  # draw = b * M + m
 
 
-def test_particle_weights_respected_by_resampling(codec):
-    T, M, d = 3, 400, 6
-    ens = torch.zeros(T, M, d, dtype=torch.float64)
-    ens[..., 0] = torch.arange(M, dtype=torch.float64)  # member identity in coordinate 0
-    lw = torch.full((T, M), -1e9, dtype=torch.float64)
-    lw[:, 7], lw[:, 11] = np.log(0.25), np.log(0.75)
-    res = AssimilationResult(method="pf", filtered_mean=ens.mean(1), log_evidence=torch.tensor(-3.0),
-                             filtered_ensemble=ens, log_weights=lw)
+def test_particle_results_give_backward_trajectories_or_raise(codec):
+    # A particle filter result with backward-simulation trajectories: the posterior's draws are those
+    # trajectories, whole (the weighted per-step particles are not used).
+    res = make_result(T=5, M=40, weights=True)
     post = Posterior(res, codec, seed=2)
-    assert post.source == "filtered"
-    ids = post.latent_draws()[..., 0]
-    assert set(ids.unique().tolist()) == {7.0, 11.0}
-    frac = (ids == 11).double().mean(1)
-    torch.testing.assert_close(frac, torch.full((T,), 0.75, dtype=torch.float64), atol=1.0 / M, rtol=0)
-    # uniform weights: systematic resampling keeps every member exactly once, in order
-    res_u = AssimilationResult(method="pf", filtered_mean=ens.mean(1), log_evidence=torch.tensor(-3.0),
-                               filtered_ensemble=ens, log_weights=torch.full((T, M), -np.log(M), dtype=torch.float64))
-    np.testing.assert_array_equal(Posterior(res_u, codec).latent_draws()[..., 0].numpy(),
-                                  np.broadcast_to(np.arange(M), (T, M)))
+    assert post.source == "smoothed"
+    torch.testing.assert_close(post.latent_draws(), res.smoothed_ensemble)
+    # Without them (smoother="none"), the weighted per-step particles are not trajectories: the
+    # posterior refuses them, naming the remedy, with source "auto" and "filtered" alike.
+    weighted = make_result(T=5, M=40, weights=True, smoothed=False)
+    for source in ("auto", "filtered"):
+        with pytest.raises(ParameterError, match="smoother='backward'"):
+            Posterior(weighted, codec, source=source)
+    # an unweighted filtered ensemble (EnKF members, each propagated from its own analysis) is used
+    enkf = make_result(T=5, M=40, smoothed=False)
+    enkf.method = "enkf"
+    assert Posterior(enkf, codec).source == "filtered"
 
 
-def test_gaussian_source_matches_moments(codec):
-    T, d = 4, 6
-    g = torch.Generator().manual_seed(0)
-    mean = torch.randn(T, d, generator=g, dtype=torch.float64)
-    a = torch.randn(T, d, d, generator=g, dtype=torch.float64)
-    cov = a @ a.transpose(-1, -2) * 0.1 + torch.eye(d, dtype=torch.float64) * 0.05
-    res = AssimilationResult(method="kalman", filtered_mean=mean, filtered_cov=cov,
-                             smoothed_mean=mean, smoothed_cov=cov, log_evidence=torch.tensor(-1.0))
-    post = Posterior(res, codec, gaussian_draws=4000)
-    assert post.source == "gaussian"
+def test_kalman_trajectories_have_smoother_moments_and_lag_covariance(codec):
+    # The exact Kalman engine returns forward-filtering backward-sampling trajectories (members=N):
+    # per-step moments are the RTS smoother's, and consecutive steps have the exact smoothing
+    # cross-covariance G_t P^s_{t+1} (which independent per-step draws would set to 0).
+    from lg_oracle import kalman_oracle, random_lg_problem
+
+    from bayesbridge.infer import assimilate
+    from bayesbridge.model import LinearGaussianModel
+
+    A, Q, H, R, m0, P0 = random_lg_problem(d=6, m=2, seed=3)
+    model = LinearGaussianModel(A, Q, H, R, m0, P0)
+    _, y = model.simulate(4, generator=torch.Generator().manual_seed(0))
+    res = assimilate(model, y, "kalman", members=4000, seed=5)
+    post = Posterior(res, codec)
+    assert post.source == "smoothed" and post.n_draws == 4000
     z = post.latent_draws()
-    torch.testing.assert_close(z.mean(1), mean, atol=0.05, rtol=0)
-    emp = torch.einsum("tmi,tmj->tij", z - z.mean(1, keepdim=True), z - z.mean(1, keepdim=True)) / 3999
-    torch.testing.assert_close(emp, cov, atol=0.06, rtol=0)
+    mf, Pf, ms, Ps, _ = kalman_oracle(A, Q, H, R, m0, P0, y.numpy())
+    torch.testing.assert_close(z.mean(1), torch.as_tensor(ms), atol=0.05, rtol=0)
+    dev = z - z.mean(1, keepdim=True)
+    emp = torch.einsum("tmi,tmj->tij", dev, dev) / 3999
+    torch.testing.assert_close(emp, torch.as_tensor(Ps), atol=0.06, rtol=0)
+    for t in range(3):
+        G = np.linalg.solve(A @ Pf[t] @ A.T + Q, A @ Pf[t]).T
+        lag = (dev[t].T @ dev[t + 1] / 3999).numpy()
+        np.testing.assert_allclose(lag, G @ Ps[t + 1], atol=0.06)
+    # moments only (no members): no trajectories, and the remedy is named
+    with pytest.raises(ParameterError, match="members=N"):
+        Posterior(assimilate(model, y, "kalman"), codec)
 
 
 def test_netcdf_roundtrip_with_cf_attributes(codec, tmp_path):
@@ -222,7 +236,7 @@ def test_netcdf_roundtrip_with_cf_attributes(codec, tmp_path):
 
 
 def test_inference_data_groups_dims(codec):
-    res = make_result(T=9, M=20, weights=True, smoothed=False)
+    res = make_result(T=9, M=20, weights=True)  # particle filter with backward trajectories
     res.hyperparameters["inflation"] = torch.tensor(1.05, dtype=torch.float64)
     res.hyperparameters["obs_scale"] = torch.rand(10, dtype=torch.float64)  # fewer draws: thinned
     post = Posterior(res, codec, observations={"nino3": np.zeros(9)})
@@ -240,7 +254,8 @@ def test_inference_data_groups_dims(codec):
     # ESS from the log weights: 1 / sum w^2
     w = torch.softmax(res.log_weights, -1)
     np.testing.assert_allclose(ss["ess"].values[0, 0], (1.0 / (w**2).sum(-1)).numpy())
-    assert ss["log_weight"].dims == ("chain", "draw", "time")
+    assert ss["ess"].dims == ("chain", "draw", "time")
+    assert "log_weight" not in ss  # the draws are equally weighted trajectories
     od = arviz_compat.group_dataset(idata, "observed_data")
     assert od["nino3"].dims == ("time",)
 

@@ -12,7 +12,13 @@ from lg_oracle import kalman_oracle, random_lg_problem
 from pyro.infer import Predictive
 from scipy import stats
 
-from bayesbridge.errors import AllMissingError, InputTypeError, ParameterError, ShapeMismatchError
+from bayesbridge.errors import (
+    AllMissingError,
+    BayesBridgeError,
+    InputTypeError,
+    ParameterError,
+    ShapeMismatchError,
+)
 from bayesbridge.model import BoxObservation, LinearGaussianModel, LinearTransition, StateSpaceModel
 from bayesbridge.model.pyro_program import masked_gaussian_hmm
 from bayesbridge.model.state_space import as_state_space_model
@@ -170,3 +176,21 @@ def test_custom_prior_and_conversion():
     lgm = LinearGaussianModel(A, Q, H, R, m0, P0)
     ssm = as_state_space_model(lgm)
     assert torch.allclose(ssm.transition_cov(0), lgm.Q, atol=1e-8) and torch.allclose(ssm.obs_cov(), lgm.R)
+
+
+def test_improper_or_non_positive_priors_are_refused_naming_the_option():
+    import pyro.distributions as dist
+
+    transition = LinearTransition(0.9 * np.eye(2), 0.3 * np.eye(2))
+    f64 = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    cases = {
+        "obs_scale_prior": (dist.Normal(f64(0.5), f64(1.0)), "positive scales"),
+        "model_error_prior": (dist.ImproperUniform(dist.constraints.positive, (), ()), "improper"),
+    }
+    for option, (prior, what) in cases.items():
+        with pytest.raises(BayesBridgeError, match=f"{option}: .*{what}"):
+            StateSpaceModel(transition, np.eye(2), 0.3, **{option: prior})
+    with pytest.raises(BayesBridgeError, match="model_error_prior: the nominal scales .* zero density"):
+        StateSpaceModel(transition, np.eye(2), 0.3, model_error_prior=dist.Uniform(f64(2.0), f64(3.0)))
+    # proper priors over positive scales are fine
+    StateSpaceModel(transition, np.eye(2), 0.3, model_error_prior=dist.Uniform(f64(0.5), f64(3.0)))

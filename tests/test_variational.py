@@ -58,12 +58,24 @@ def test_svi_recovers_scales_and_exact_latent_posterior_one_seed():
 
 
 @pytest.mark.slow
-def test_svi_recovers_scales_in_four_of_five_seeds():
-    inside = np.array([
-        _inside_90(assimilate(*_twin(seed)[::2], "svi", members=400, seed=seed, steps=600, lr=0.05, guide="lowrank"))
-        for seed in range(5)
-    ])
-    assert (inside.sum(0) >= 4).all(), inside
+def test_svi_scale_posterior_matches_nuts_in_five_seeds():
+    # The exact scale posterior (NUTS on the compiled potential) is the reference. (Counting how often
+    # the truth falls inside the 90 % interval over 5 seeds tests luck: the exact posterior itself
+    # misses the truth's second obs scale in seeds 1 and 2. Calibration over many replications is
+    # tested by simulation-based calibration, tests/test_calibration.py.) SVI with the low-rank guide
+    # and importance resampling: means within 0.25 exact sd, sds within [0.8, 1.25] of the exact.
+    from bayesbridge.infer.hyper import infer_hyperparameters
+
+    for seed in range(5):
+        model, _, y = _twin(seed)
+        hp = infer_hyperparameters(model, y, num_samples=600, warmup=300, chains=1, seed=seed)
+        exact = np.column_stack([hp.draws["obs_scale"][0].numpy(), hp.draws["model_error_scale"][0].numpy()])
+        res = assimilate(model, y, "svi", members=1000, seed=seed, guide="lowrank")
+        svi = np.column_stack([res.hyperparameters["obs_scale"].numpy(),
+                               res.hyperparameters["model_error_scale"].numpy()])
+        shift = (svi.mean(0) - exact.mean(0)) / exact.std(0)
+        ratio = svi.std(0) / exact.std(0)
+        assert (np.abs(shift) < 0.25).all() and ((0.8 < ratio) & (ratio < 1.25)).all(), (seed, shift, ratio)
 
 
 def test_svi_posterior_mean_mode_and_batch():
@@ -125,7 +137,61 @@ def test_nonlinear_structured_guide_matches_particle_smoother():
     assert _svi_vs_particle_smoother(T=12, steps=300) < 0.5
 
 
-@pytest.mark.parametrize("options", [{"steps": 0}, {"lr": 0.0}, {"guide": "flow"}, {"latent": "mode"}, {"members": 0}])
+@pytest.mark.parametrize("options", [{"steps": 0}, {"lr": 0.0}, {"guide": "flow"}, {"latent": "mode"}, {"members": 0},
+                                     {"trajectory": "banded"}, {"scales": "free"}, {"window": 0}, {"tol": float("nan")},
+                                     {"elbo_particles": 0}, {"init_scale": -1.0}])
 def test_bad_svi_config(options):
-    with pytest.raises(ParameterError):
+    with pytest.raises(ParameterError, match=next(iter(options))):
         SVIConfig(**options)
+
+
+def test_low_rank_guide_rank_is_bounded_by_the_number_of_scales():
+    model, _, y = _twin(seed=0, T=20)
+    with pytest.raises(ParameterError, match="rank: .*m \\+ 1 = 3"):
+        assimilate(model, y, "svi", guide="lowrank", rank=4)
+
+
+def test_exact_trajectory_needs_an_affine_model():
+    model, y = _nonlinear_case(6)
+    with pytest.raises(ParameterError, match="trajectory: 'exact'.*trajectory='markov'"):
+        assimilate(model, y, "svi", trajectory="exact")
+
+
+def _lg_case(seed=1, d=4, m=2, T=100):
+    """An affine StateSpaceModel whose nominal scales are the truth's, and the exact smoother."""
+    A, Q, H, _, m0, P0 = random_lg_problem(d=d, m=m, seed=seed, obs_noise=0.5)
+    model = StateSpaceModel(LinearTransition(A, np.linalg.cholesky(Q)), H, 0.5, initial_mean=m0, initial_cov=P0)
+    truth = LinearGaussianModel(A, Q, H, np.diag(np.full(m, 0.25)), m0, P0)
+    _, y = truth.simulate(T, generator=torch.Generator().manual_seed(seed))
+    y[5, 1] = y[30] = float("nan")
+    return model, y, kalman_oracle(A, Q, H, truth.R, m0, P0, y.numpy())
+
+
+def test_markov_guide_matches_the_exact_smoother():
+    # The structured (Gauss-Markov) guide of nonlinear chains, forced on a linear-Gaussian model at
+    # its true scales: smoothing means within 0.25 posterior sd (RMS), time-averaged variances
+    # within [0.8, 1.25] per component, and the ELBO a lower bound within 1 nat of log p(y).
+    model, y, (_, _, ms, Ps, loglik) = _lg_case()
+    res = assimilate(model, y, "svi", members=400, seed=2, trajectory="markov", scales="fixed")
+    assert res.hyperparameters == {} and res.smoothed_ensemble.shape == (100, 400, 4)
+    sd = np.sqrt(np.einsum("tii->ti", Ps))
+    z = (res.smoothed_mean.numpy() - ms) / sd
+    assert np.sqrt((z**2).mean()) < 0.25
+    ratio = res.smoothed_ensemble.var(-2).numpy().mean(0) / (sd**2).mean(0)
+    assert ((0.8 <= ratio) & (ratio <= 1.25)).all(), ratio
+    assert loglik - 1.0 < float(res.log_evidence[()]) < loglik + 0.2
+    # the ELBO trace and the convergence test are in the result
+    trace = res.fit
+    assert trace.converged and trace.steps < SVIConfig().steps and trace.elbo.shape == (trace.steps,)
+    assert len(trace.window_means) == trace.steps // SVIConfig().window
+    assert "converged after" in trace.summary()
+
+
+def test_fixed_scales_on_an_affine_chain_is_the_exact_smoother():
+    model, y, (mf, _, ms, Ps, loglik) = _lg_case(seed=3, T=40)
+    res = assimilate(model, y, "svi", members=50, seed=0, scales="fixed")
+    assert res.fit.steps == 0 and res.hyperparameters == {}
+    np.testing.assert_allclose(res.smoothed_mean.numpy(), ms, atol=1e-8)
+    np.testing.assert_allclose(res.smoothed_cov.numpy(), Ps, atol=1e-8)
+    assert float(res.log_evidence) == pytest.approx(loglik, abs=1e-8)
+    assert res.smoothed_ensemble.shape == (40, 50, 4)

@@ -101,7 +101,8 @@ def run(quick: bool = False) -> list[BenchRow]:
     with _single_thread():
         for n in (1_000, 10_000):
             ours, peer = measure_pair(
-                lambda n=n: assimilate(model, y, "pf", members=n, seed=0, smoother="none", store_ensemble=False),
+                lambda n=n: assimilate(model, y, "pf", members=n, seed=0, smoother="none", store_ensemble=False,
+                                             proposal="bootstrap", warn_degeneracy=False),
                 lambda n=n: _smc_filter_run(model, y[:T_peer], n, 0),
                 repeats=2 if quick else 3,
             )

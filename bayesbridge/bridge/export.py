@@ -24,8 +24,9 @@ def posterior_inference_data(post, include_latent: bool = True):
     Groups: ``posterior`` (latent states ``z`` on ``(chain, draw, time, latent)`` when
     ``include_latent``, and the hyperparameters; ensemble/variational draws form one chain),
     ``posterior_predictive`` (index draws per box, ``(chain, draw, time)``), ``observed_data``
-    (the observed indices on ``time``), ``sample_stats`` (``log_evidence`` of each draw's run,
-    ``ess`` per step and the particle ``log_weight`` where available, ``(chain, draw[, time])``).
+    (the observed indices on ``time``), ``sample_stats`` (``log_evidence`` of each draw's run and
+    the engine's ``ess`` per step where it weighs particles, ``(chain, draw[, time])``; the draws
+    themselves are equally weighted trajectories, :mod:`bayesbridge.bridge.draws`).
     Hyperparameter draws whose count differs from the latent draws are thinned evenly to the
     smaller count, and the latent draws with them; single values are broadcast. Latent and index
     draws are stored in float32, the precision of the decoded fields.
@@ -62,11 +63,6 @@ def posterior_inference_data(post, include_latent: bool = True):
     if ess is not None:
         stats["ess"] = ess[per_draw_run][None]
         dims["ess"] = ["time"]
-    weights = post.draws.log_weights
-    if weights is not None:
-        lw = weights.reshape(n_batch, post.n_steps, members).permute(0, 2, 1)
-        stats["log_weight"] = lw.reshape(post.n_draws, post.n_steps).to(torch.float64).cpu().numpy()[None]
-        dims["log_weight"] = ["time"]
     attrs = {"method": result.method, "source": post.source,
              "log_evidence_total": float(log_ev.sum()), "assimilated": ",".join(post.assimilated)}
     return arviz_compat.from_dict(

@@ -97,11 +97,13 @@ class Posterior:
         Per-point standard deviation of the decoder's representation error, added as Gaussian
         noise to every decoded draw. ``"codec"`` takes ``codec.residual_std`` (VAE); a Dataset
         gives ``(lat, lon)`` maps per variable.
-    source : {"auto", "smoothed", "filtered", "gaussian"}
-        Which draws: ``auto`` = smoothed ensemble, else filtered ensemble, else Gaussian
-        marginals from the smoothed (else filtered) mean and covariance.
+    source : {"auto", "smoothed", "filtered"}
+        Which trajectories: ``auto`` = smoothed ensemble, else an unweighted filtered ensemble.
+        A result without whole trajectories (a weighted particle ensemble without backward
+        simulation, a Kalman result without ``members``) raises, naming the remedy
+        (:mod:`bayesbridge.bridge.draws`).
     seed : int
-        Seed of particle resampling, Gaussian draws and representation noise.
+        Seed of the representation noise.
     boxes : sequence of str
         Index boxes (default the standard Nino boxes and ``h_w``). Boxes whose variable the codec
         lacks (``h_w`` without ``zos``) or that the grid does not cover are skipped when left at
@@ -113,8 +115,6 @@ class Posterior:
         Cell areas for the box weights (default ``cos(lat)``).
     chunk_mb : float
         Memory budget of one decoded block (sets the number of time steps per block).
-    gaussian_draws : int
-        Number of draws for ``source="gaussian"``.
     lat, lon : array-like, optional
         Full grid coordinates (default from ``codec.stacker``, else the points' unique values).
     units : mapping of str to str, optional
@@ -125,7 +125,7 @@ class Posterior:
     Attributes
     ----------
     source : str
-        ``"smoothed"``, ``"filtered"`` or ``"gaussian"``.
+        ``"smoothed"`` or ``"filtered"``.
     n_draws, n_steps, latent_dim : int
     boxes : tuple of str
         Boxes for which index series are computed.
@@ -155,7 +155,6 @@ class Posterior:
         regions: Mapping[str, Region] | None = None,
         area: xr.DataArray | None = None,
         chunk_mb: float = 64.0,
-        gaussian_draws: int = 100,
         lat=None,
         lon=None,
         units: Mapping[str, str] | None = None,
@@ -174,15 +173,13 @@ class Posterior:
                 )
         if not (isinstance(chunk_mb, int | float) and chunk_mb > 0):
             raise ParameterError(f"chunk_mb: expected a positive number of megabytes, got {chunk_mb!r}.")
-        if not (isinstance(gaussian_draws, int | np.integer) and gaussian_draws >= 2):
-            raise ParameterError(f"gaussian_draws: expected an integer >= 2, got {gaussian_draws!r}.")
         self.result = result
         self.device = result.device  # draws are formed and decoded here; summaries come back to the CPU
         self.codec = codec
         self.seed = int(seed)
         self.chunk_mb = float(chunk_mb)
         self.progress = bool(progress)
-        self.draws = LatentDraws.from_result(result, source, seed=self.seed, gaussian_draws=int(gaussian_draws))
+        self.draws = LatentDraws.from_result(result, source, seed=self.seed)
         self.source = self.draws.source
         self.n_draws = self.draws.n_draws
         self.n_steps = result.n_steps

@@ -10,8 +10,8 @@ kalman    :mod:`.kalman`               exact Kalman filter + RTS smoother (the o
 enkf      :mod:`.enkf`                 stochastic (perturbed-observation) EnKF
 etkf      :mod:`.enkf`                 ensemble transform Kalman filter (square root)
 enks      :mod:`.enkf`                 ensemble Kalman smoother
-pf        :mod:`.particle`             bootstrap / guided particle filter + backward simulation
-svi       :mod:`.variational`          SVI on the Pyro model (GaussianHMM marginalisation)
+pf        :mod:`.particle`             guided (auto) / bootstrap particle filter + backward simulation
+svi       :mod:`.variational`          SVI: exact marginalisation or a Gauss-Markov trajectory guide
 ========  ===========================  =====================================================
 """
 

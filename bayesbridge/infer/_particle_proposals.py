@@ -1,4 +1,4 @@
-"""The particle filter's two proposals and the observation log-likelihood that weighs them.
+"""The particle filter's two proposals, the choice between them, and the observation log-likelihood.
 
 With particles ``z_{t-1}^i`` and the transition mean ``mu_i = f_t(z_{t-1}^i)``:
 
@@ -17,6 +17,11 @@ With particles ``z_{t-1}^i`` and the transition mean ``mu_i = f_t(z_{t-1}^i)``:
   which needs no ``Q^{-1}`` and reduces to ``log N(y_t; h(mu_i), S)`` for linear ``h`` and
   Gaussian errors.
 
+:func:`resolve_proposal` turns ``proposal="auto"`` into ``"guided"`` when the observation
+operator is affine (an observation matrix, or :func:`~bayesbridge.model.affine.probe_affine`
+finds it affine: its matrix is then used for every particle, no Jacobians) or differentiable by
+autograd, and into ``"bootstrap"`` otherwise.
+
 Missing components (NaN, filled with 0 in ``y``) drop out: residuals are 0 there and the
 covariances are the identity on them (:func:`masked_cov`). Shapes: particles
 ``(*batch, N, d)``, observations ``(*batch, m)``, log-likelihoods ``(*batch, N)``.
@@ -31,8 +36,10 @@ import torch
 from bayesbridge.errors import ParameterError
 from bayesbridge.infer.particle_config import ParticleConfig
 from bayesbridge.model import LinearGaussianModel
+from bayesbridge.model.affine import probe_affine
 
-__all__ = ["LOG_2PI", "Likelihood", "as_f64", "gauss_logpdf", "guided_step", "masked_cov", "obs_matrix"]
+__all__ = ["LOG_2PI", "Likelihood", "as_f64", "gauss_logpdf", "guided_step", "masked_cov", "obs_matrix",
+           "resolve_proposal"]
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -105,13 +112,59 @@ class Likelihood:
         return (per if self.full else torch.where(self.mask.unsqueeze(-2), per, 0.0)).sum(-1)
 
 
-def obs_matrix(model, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """Observation matrices: ``(*batch, 1, m, d)`` if ``h`` is linear, else the Jacobians of ``h``
-    at every particle ``x`` ``(*batch, N, d)`` -> ``(*batch, N, m, d)`` (one backward pass per
-    observable; ``h`` acts row by row, so the gradient of a sum is the per-row Jacobian)."""
+def _known_matrix(model) -> torch.Tensor | None:
+    """The observation matrix ``(m, d)`` a model declares (``observation_matrix`` or ``H``), else None."""
     H = getattr(model, "observation_matrix", None)
     if H is None and isinstance(model, LinearGaussianModel):
         H = model.H
+    return H
+
+
+def _differentiable(model, d: int, device) -> bool:
+    """Whether autograd gives a finite Jacobian of ``model.observe`` at the origin."""
+    x = torch.zeros(1, d, dtype=torch.float64, device=device, requires_grad=True)
+    try:
+        with torch.enable_grad():
+            grad = torch.autograd.grad(model.observe(x).sum(), x)[0]
+    except (RuntimeError, TypeError):
+        return False
+    return bool(torch.isfinite(grad).all())
+
+
+def resolve_proposal(model, config: ParticleConfig, device) -> tuple[str, torch.Tensor | None]:
+    """``(proposal, H)``: the proposal ``"guided"`` or ``"bootstrap"`` for ``config.proposal``, and the
+    affine observation matrix ``H (m, d)`` when ``h`` is affine (else None: Jacobians per particle).
+
+    Raises
+    ------
+    ParameterError
+        For ``proposal="guided"`` with an observation operator that is neither affine nor
+        differentiable by autograd.
+    """
+    d = int(model.latent_dim)
+    H = _known_matrix(model)
+    if H is None and config.proposal != "bootstrap":
+        found = probe_affine(model.observe, d, device=device)
+        H = None if found is None else found[0].mT
+    if config.proposal == "bootstrap":
+        return "bootstrap", H
+    if H is not None or _differentiable(model, d, device):
+        return "guided", H
+    if config.proposal == "guided":
+        raise ParameterError(
+            "proposal: 'guided' linearises the observation operator, which is neither affine nor differentiable "
+            "by torch autograd here; use proposal='bootstrap' (or 'auto', which falls back to it), or make the "
+            "observation operator a torch function of z."
+        )
+    return "bootstrap", None
+
+
+def obs_matrix(model, x: torch.Tensor, H: torch.Tensor | None = None) -> tuple[torch.Tensor, bool]:
+    """Observation matrices: ``(*batch, 1, m, d)`` if ``h`` is affine (its matrix ``H (m, d)`` given, or
+    declared by the model), else the Jacobians of ``h`` at every particle ``x`` ``(*batch, N, d)``
+    -> ``(*batch, N, m, d)`` (one backward pass per observable; ``h`` acts row by row, so the
+    gradient of a sum is the per-row Jacobian)."""
+    H = _known_matrix(model) if H is None else H
     if H is not None:
         return H.to(x.dtype).expand(*x.shape[:-2], 1, *H.shape), True
     xg = x.detach().clone().requires_grad_(True)
@@ -121,13 +174,14 @@ def obs_matrix(model, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return torch.stack(rows, -2).detach().to(x.dtype), False
 
 
-def guided_step(model, mu, mask, yt, lik: Likelihood, Q, w, v_std, W):
+def guided_step(model, mu, mask, yt, lik: Likelihood, Q, w, v_std, W, H_affine=None):
     """One guided-proposal step: ``(z, h(mu), log alpha, diag(H Q H^T))`` (see module docstring).
 
-    mu, w (*batch, N, d); mask, yt (*batch, m); v_std (*batch, N, m, 1); W (*batch, N).
+    mu, w (*batch, N, d); mask, yt (*batch, m); v_std (*batch, N, m, 1); W (*batch, N);
+    H_affine (m, d) the matrix of an affine ``h`` (None: declared by the model, or Jacobians).
     """
     dt = torch.float64
-    H, linear = obs_matrix(model, mu)  # (*batch, 1 or N, m, d)
+    H, linear = obs_matrix(model, mu, H_affine)  # (*batch, 1 or N, m, d)
     Hm = H * mask[..., None, :, None].to(dt)  # zero rows where missing
     Rg = masked_cov(lik.R_gauss, mask).unsqueeze(-3)  # (*batch, 1, m, m)
     LR = torch.linalg.cholesky(Rg)

@@ -33,7 +33,7 @@ __all__ = ["filter_torch", "weigh_step_torch"]
 
 
 def filter_torch(model, y0, mask_all, z, config: ParticleConfig, lik: Likelihood, generator,
-                 compiled: bool = True) -> FilterPass:
+                 compiled: bool = True, proposal: str | None = None, H_affine=None) -> FilterPass:
     """Forward pass over time: the model's own torch functions, vectorised over ``(*batch, N)``.
 
     Per step, propagation and likelihood are torch ops (any transition, either proposal, either
@@ -43,7 +43,9 @@ def filter_torch(model, y0, mask_all, z, config: ParticleConfig, lik: Likelihood
     (any device); neither reads a value back to Python. ``y0 (*batch, T, m)`` the observations
     (missing components, ``~mask_all``, set to 0), ``z (*batch, N, d)`` the initial particles,
     ``lik`` the observation likelihood and ``generator`` the source of the model noise, the
-    guided-proposal noise and the resampling uniforms (drawn per block of steps).
+    guided-proposal noise and the resampling uniforms (drawn per block of steps). ``proposal``
+    is the resolved proposal (``"guided"`` or ``"bootstrap"``; default ``config.proposal``) and
+    ``H_affine (m, d)`` the matrix of an affine observation operator (guided proposal).
     """
     batch, (T, m) = tuple(y0.shape[:-2]), tuple(y0.shape[-2:])
     N, d = z.shape[-2:]
@@ -53,7 +55,7 @@ def filter_torch(model, y0, mask_all, z, config: ParticleConfig, lik: Likelihood
     n_obs = mask_all.sum(-1).to(dt)
     inv_ess_min = 1.0 / (config.ess_threshold * N)
     factor = NoiseFactor(model)
-    guided = config.proposal == "guided"
+    guided = (config.proposal if proposal is None else proposal) == "guided"
 
     stored = config.store_ensemble or config.smoother == "backward"
     ring = T if stored else 2
@@ -93,7 +95,8 @@ def filter_torch(model, y0, mask_all, z, config: ParticleConfig, lik: Likelihood
                 pred = as_f64(model.observe(z_t))
                 incr = lik(yt, pred)
             else:
-                z_t, pred, incr, extra_t = guided_step(model, mu, mask, yt, lik, QLs[k][0], wblock[k], vblock[k], W)
+                z_t, pred, incr, extra_t = guided_step(model, mu, mask, yt, lik, QLs[k][0], wblock[k], vblock[k], W,
+                                                               H_affine)
                 particles[..., t % ring, :, :] = z_t
                 extra[..., t, :] = extra_t
             if compiled:

@@ -4,8 +4,13 @@ The target is the exact marginal posterior of the global scales of an affine sta
 
 .. math:: p(s, \\sigma | y) \\propto p(s)\\, p(\\sigma)\\, p(y_{1:T} | s, \\sigma),
 
-where the latent chain is integrated out exactly (:class:`pyro.distributions.GaussianHMM`, the
-Kalman marginal likelihood) by :func:`bayesbridge.model.pyro_program.state_space_program`. ``"nuts"``
+where the latent chain is integrated out exactly (the Kalman marginal likelihood). By default
+(``engine="compiled"``) NUTS runs on the potential of
+:class:`~bayesbridge.infer.scale_posterior.ScalePosterior`, whose likelihood and gradient come from
+one compiled Kalman pass with forward sensitivities
+(:class:`~bayesbridge.infer.scale_likelihood.ScaleLikelihood`); ``engine="pyro"`` traces the Pyro
+program :func:`bayesbridge.model.pyro_program.state_space_program` (GaussianHMM) at every
+gradient instead, the same posterior at many times the cost. ``"nuts"``
 samples it with the No-U-Turn sampler (Hoffman & Gelman 2014) in several independent chains
 from dispersed starting points, so convergence is checked with the rank-normalised split R-hat
 and bulk ESS (Vehtari et al. 2021); ``"svi"`` fits a variational approximation
@@ -46,8 +51,8 @@ forecast spread is too small for the data: too small a model-error covariance, o
 members.
 
 Cost: every NUTS leapfrog step and every SVI step runs the ensemble filter forward and back
-once (``O(T N d (m + d))``, a Python loop over the ``T`` steps), against one parallel-scan
-GaussianHMM evaluation for the exact likelihood; prefer ``method="svi"`` for long series and
+once (``O(T N d (m + d))``, a Python loop over the ``T`` steps), against one compiled Kalman
+pass for the exact likelihood; prefer ``method="svi"`` for long series and
 ``likelihood="exact"`` whenever the model is linear-Gaussian and no inflation is wanted.
 """
 
@@ -65,6 +70,7 @@ import torch
 from bayesbridge.errors import InputTypeError, ParameterError, check_choice
 from bayesbridge.infer.enkf import EnKFConfig, Sampling
 from bayesbridge.infer.enkf import run as enkf_run
+from bayesbridge.infer.scale_posterior import ScalePosterior
 from bayesbridge.io import arviz_compat
 from bayesbridge.model import as_tensor
 from bayesbridge.model.pyro_program import isolated_pyro, state_space_program
@@ -80,6 +86,7 @@ __all__ = [
 
 HyperMethod = Literal["nuts", "svi"]
 Likelihood = Literal["exact", "ensemble"]
+Engine = Literal["auto", "compiled", "pyro"]
 EnsembleMethod = Literal["enkf", "etkf"]
 InflationPrior = Literal["halfnormal", "lognormal"]
 
@@ -181,7 +188,11 @@ class HyperConfig:
     max_tree_depth : int
         NUTS maximum tree depth (default 6).
     svi_steps, lr, guide : int, float, {"normal", "lowrank"}
-        SVI settings (see :class:`~bayesbridge.infer.variational.SVIConfig`).
+        SVI settings (see :class:`~bayesbridge.infer.variational.SVIConfig`): largest number of
+        steps, learning rate and guide, the same on both likelihoods.
+    elbo_particles : int
+        Draws per ELBO estimate of SVI (default 1; each costs one likelihood evaluation, an
+        ensemble filter run with the ensemble likelihood).
     likelihood : {"exact", "ensemble"}
         ``"exact"`` (default): Kalman marginal likelihood of an affine model (GaussianHMM).
         ``"ensemble"``: EnKF/ETKF likelihood with common random numbers (any model; optional
@@ -189,6 +200,15 @@ class HyperConfig:
     ensemble : EnsembleLikelihood or dict, optional
         Settings of the ensemble likelihood (default ``EnsembleLikelihood()``); only valid with
         ``likelihood="ensemble"``.
+    engine : {"auto", "compiled", "pyro"}
+        How NUTS evaluates the exact posterior and its gradient. ``"compiled"``: a
+        ``potential_fn`` over the unconstrained scales
+        (:class:`~bayesbridge.infer.scale_posterior.ScalePosterior`), the Kalman likelihood and
+        its gradient in one compiled pass
+        (:class:`~bayesbridge.infer.scale_likelihood.ScaleLikelihood`). ``"pyro"``: the Pyro
+        program traced at every gradient (GaussianHMM marginalisation, autograd), the only route
+        of the ensemble likelihood. ``"auto"`` (default): ``"compiled"`` for the exact
+        likelihood, ``"pyro"`` for the ensemble one. Both target the same posterior.
     """
 
     method: HyperMethod = "nuts"
@@ -198,14 +218,22 @@ class HyperConfig:
     target_accept: float = 0.8
     max_tree_depth: int = 6
     svi_steps: int = 1000
+    elbo_particles: int = 1
     lr: float = 0.03
     guide: Literal["normal", "lowrank"] = "lowrank"
     likelihood: Likelihood = "exact"
     ensemble: EnsembleLikelihood | None = None
+    engine: Engine = "auto"
 
     def __post_init__(self) -> None:
         check_choice(self.method, "method", get_args(HyperMethod))
         check_choice(self.likelihood, "likelihood", get_args(Likelihood))
+        check_choice(self.engine, "engine", get_args(Engine))
+        if self.engine == "compiled" and self.likelihood == "ensemble":
+            raise ParameterError(
+                "engine: 'compiled' evaluates the exact Kalman likelihood; the ensemble likelihood runs "
+                "through the Pyro program. Use engine='auto' or 'pyro' with likelihood='ensemble'."
+            )
         check_choice(self.guide, "guide", ("normal", "lowrank"))
         if isinstance(self.ensemble, dict):
             valid = [f.name for f in fields(EnsembleLikelihood)]
@@ -227,7 +255,7 @@ class HyperConfig:
             )
         if self.likelihood == "ensemble" and self.ensemble is None:
             self.ensemble = EnsembleLikelihood()
-        for name in ("num_samples", "chains", "max_tree_depth", "svi_steps"):
+        for name in ("num_samples", "chains", "max_tree_depth", "svi_steps", "elbo_particles"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ParameterError(f"{name}: expected a positive integer, got {value!r}.")
@@ -398,46 +426,85 @@ def _ensemble_program(ssm, ens: EnsembleLikelihood):
     return program
 
 
-def _svi_draws(program, y: torch.Tensor, config: HyperConfig, generator: torch.Generator) -> dict:
-    """SVI on the global sites of ``program`` (same guides and optimiser as ``fit_svi``).
+def _ensemble_svi_draws(ssm, y: torch.Tensor, config: HyperConfig, generator: torch.Generator) -> dict:
+    """SVI on the global sites of the ensemble likelihood, with the guide, optimiser and gradient of
+    the exact route (:func:`~bayesbridge.infer.variational_fit.fit_gaussian_guide`).
 
-    Returns draws ``(1, num_samples, ...)`` of every guide site, sampled from the guide alone
-    (no further likelihood evaluations).
+    Sites: ``obs_scale (m,)`` and ``model_error_scale`` (``ensemble.scales="infer"``),
+    ``inflation_excess`` (``ensemble.infer_inflation``), each through
+    ``biject_to(prior.support)`` from one unconstrained vector, started at the nominal scales
+    and the median of the inflation prior. Returns draws ``(1, num_samples, ...)`` sampled from
+    the guide alone (no further likelihood evaluations).
     """
-    import pyro.infer.autoguide as autoguide
-    from pyro.infer import SVI, Trace_ELBO
-    from pyro.optim import ClippedAdam
+    from torch.distributions import biject_to
 
-    with isolated_pyro(generator):
-        if config.guide == "normal":
-            guide = autoguide.AutoNormal(program, init_loc_fn=autoguide.init_to_median, init_scale=0.05)
-        else:
-            guide = autoguide.AutoLowRankMultivariateNormal(
-                program, init_loc_fn=autoguide.init_to_median, init_scale=0.05
-            )
-        svi = SVI(program, guide, ClippedAdam({"lr": config.lr, "clip_norm": 10.0}), Trace_ELBO())
-        for i in range(config.svi_steps):
-            loss = svi.step(y)
-            if not math.isfinite(loss):
-                raise ParameterError(
-                    f"svi: the ELBO became non-finite at step {i}; lower lr (now {config.lr}), use more "
-                    f"ensemble members or tighter priors on the error scales."
-                )
-        with torch.no_grad():
-            samples = [guide(y) for _ in range(config.num_samples)]
-    return {k: torch.stack([s[k] for s in samples]).detach().to(torch.float64).unsqueeze(0) for k in samples[0]}
+    from bayesbridge.infer.variational_fit import fit_gaussian_guide
+
+    ens = config.ensemble
+    sites = []  # (name, prior, size, nominal)
+    if ens.scales == "infer":
+        sites += [("obs_scale", ssm.obs_scale_prior, ssm.obs_dim, ssm.obs_scale.detach().cpu()),
+                  ("model_error_scale", ssm.model_error_prior, 1, torch.tensor(ssm.model_error_scale, dtype=torch.float64))]
+    if ens.infer_inflation:
+        prior = ens.inflation_excess_prior()
+        sites.append(("inflation_excess", prior, 1, prior.icdf(torch.tensor(0.5, dtype=torch.float64))))
+    transforms = [biject_to(prior.support) for _, prior, _, _ in sites]
+    loc = torch.cat([t.inv(nom).reshape(size) for t, (_, _, size, nom) in zip(transforms, sites, strict=True)])
+
+    def values(u: torch.Tensor) -> tuple[dict, torch.Tensor]:
+        out, log_prior, start = {}, torch.zeros(u.shape[:-1], dtype=torch.float64), 0
+        for t, (name, prior, size, _) in zip(transforms, sites, strict=True):
+            v = u[..., start:start + size] if size > 1 else u[..., start]
+            x = t(v)
+            log_prior = log_prior + prior.log_prob(x) + t.log_abs_det_jacobian(v, x)
+            out[name] = x
+            start += size
+        return out, log_prior
+
+    def log_joint(u: torch.Tensor) -> torch.Tensor:
+        x, log_prior = values(u)
+        s = x.get("obs_scale", ssm.obs_scale)
+        sigma = x.get("model_error_scale", torch.tensor(ssm.model_error_scale, dtype=torch.float64))
+        inflation = 1.0 + x["inflation_excess"] if "inflation_excess" in x else ens.inflation
+        try:
+            loglik = ensemble_log_likelihood(ssm, y, s, sigma, inflation, ens).sum()
+        except torch.linalg.LinAlgError:  # a degenerate innovation covariance: zero likelihood
+            loglik = torch.tensor(-math.inf, dtype=torch.float64)
+        return loglik + log_prior
+
+    q, _ = fit_gaussian_guide(log_joint, loc, generator, guide=config.guide, particles=config.elbo_particles,
+                              lr=config.lr, max_steps=config.svi_steps)
+    with torch.no_grad():
+        draws, _ = values(q.rsample(config.num_samples, generator))
+    return {k: v.detach().to(torch.float64).unsqueeze(0) for k, v in draws.items()}
 
 
-def _nuts_chains(program, y: torch.Tensor, config: HyperConfig, generator: torch.Generator):
+def _nuts_chains(program, y: torch.Tensor, config: HyperConfig, generator: torch.Generator, posterior=None):
+    """NUTS chains on the Pyro ``program`` or, given a :class:`ScalePosterior`, on its potential.
+
+    Returns draws ``(chain, draw, ...)`` of every site (constrained) and ``{"diverging": (chain, draw)}``.
+    """
     from pyro.infer import MCMC, NUTS
 
     samples, stats = [], []
     for _ in range(config.chains):
+        init = None
+        if posterior is not None:  # dispersed start with a finite potential, as Pyro's init_to_uniform
+            for _ in range(100):
+                init = posterior.initial_params(generator)
+                if bool(torch.isfinite(posterior.potential(init))):
+                    break
         with isolated_pyro(generator):  # one seed per chain, drawn from the generator
-            kernel = NUTS(program, target_accept_prob=config.target_accept, max_tree_depth=config.max_tree_depth)
-            mcmc = MCMC(kernel, num_samples=config.num_samples, warmup_steps=config.warmup, disable_progbar=True)
-            mcmc.run(y)
-            samples.append({k: v.detach().to(torch.float64) for k, v in mcmc.get_samples().items()})
+            if posterior is None:
+                kernel = NUTS(program, target_accept_prob=config.target_accept, max_tree_depth=config.max_tree_depth)
+            else:
+                kernel = NUTS(potential_fn=posterior.potential, target_accept_prob=config.target_accept,
+                              max_tree_depth=config.max_tree_depth)
+            mcmc = MCMC(kernel, num_samples=config.num_samples, warmup_steps=config.warmup, disable_progbar=True,
+                        initial_params=init)
+            mcmc.run(y) if posterior is None else mcmc.run()
+            chain = {k: v.detach().to(torch.float64) for k, v in mcmc.get_samples().items()}
+            samples.append(chain if posterior is None else posterior.constrain(chain))
             diverging = np.zeros(config.num_samples, dtype=bool)
             diverging[list(mcmc.diagnostics().get("divergences", {}).get("chain 0", []))] = True
             stats.append(diverging)
@@ -496,13 +563,15 @@ def infer_hyperparameters(
     program = exact_program if exact else _ensemble_program(ssm, config.ensemble)
     sample_stats = None
     if config.method == "nuts":
-        draws, sample_stats = _nuts_chains(program, y, config, generator)
+        posterior = ScalePosterior(ssm, y) if exact and config.engine != "pyro" else None
+        draws, sample_stats = _nuts_chains(program, y, config, generator, posterior)
     elif exact:
-        svi_cfg = SVIConfig(steps=config.svi_steps, lr=config.lr, guide=config.guide, members=config.num_samples)
+        svi_cfg = SVIConfig(steps=config.svi_steps, lr=config.lr, guide=config.guide, members=config.num_samples,
+                            elbo_particles=config.elbo_particles)
         fit = fit_svi(ssm, y, svi_cfg, generator)
         draws = {k: fit.draws[k].unsqueeze(0) for k in ("obs_scale", "model_error_scale")}
     else:
-        draws = _svi_draws(program, y, config, generator)
+        draws = _ensemble_svi_draws(ssm, y, config, generator)
     if "obs_scale" in draws:
         draws["obs_scale"] = draws["obs_scale"].reshape(*draws["obs_scale"].shape[:2], ssm.obs_dim)
         draws["model_error_scale"] = draws["model_error_scale"].reshape(draws["model_error_scale"].shape[:2])

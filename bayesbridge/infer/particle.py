@@ -31,6 +31,10 @@ otherwise). ``R_g`` is ``R``, or the Student-t variance ``R df / (df - 2)``. Bay
 which is exact for any ``h`` and observation error (Student-t included); for linear ``h`` and
 Gaussian errors ``alpha_t^i = \\hat p(y_t | z_{t-1}^i)``.
 
+``auto`` (the default) is ``guided`` whenever ``h`` is affine or differentiable, else
+``bootstrap``. After the pass, a :class:`~bayesbridge.infer.degeneracy.DegeneracyWarning` says
+when the ESS fell below 10 % of the particles at more than 5 % of the steps.
+
 Smoother
 --------
 Backward simulation (Godsill, Doucet & West 2004, *J. Amer. Statist. Assoc.* 99, 156-168):
@@ -63,13 +67,16 @@ the engine's entry point.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from bayesbridge.infer._particle_linear import filter_compiled, linear_parts
 from bayesbridge.infer._particle_pass import FilterPass
-from bayesbridge.infer._particle_proposals import Likelihood
+from bayesbridge.infer._particle_proposals import Likelihood, resolve_proposal
 from bayesbridge.infer._particle_smoother import backward_simulation
 from bayesbridge.infer._particle_torch import filter_torch
+from bayesbridge.infer.degeneracy import check_degeneracy
 from bayesbridge.infer.linalg import psd_sqrt as _psd_sqrt
 from bayesbridge.infer.particle_config import ParticleConfig
 from bayesbridge.infer.resampling import systematic_resample
@@ -82,7 +89,8 @@ def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generat
     """Particle filter (and backward-simulation smoother) on ``y`` ``(*batch, T, m)``.
 
     The algorithm is the one of the module docstring: sequential importance resampling with
-    the ``config.proposal`` proposal, systematic resampling when the ESS falls below
+    the ``config.proposal`` proposal (``"auto"``: guided for an affine or differentiable
+    observation operator, see :func:`~bayesbridge.infer._particle_proposals.resolve_proposal`), systematic resampling when the ESS falls below
     ``config.ess_threshold * N``, and backward simulation for the smoother. A bootstrap filter
     on a linear model (:class:`~bayesbridge.model.LinearGaussianModel`, or a
     :class:`~bayesbridge.model.StateSpaceModel` with a
@@ -112,12 +120,21 @@ def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generat
         ``filtered_ensemble`` ``(*batch, T, N, d)`` with ``log_weights`` ``(*batch, T, N)``
         (before resampling), ``filtered_mean``/``filtered_cov`` (weighted), ``log_evidence``
         ``(*batch,)``, ``smoothed_ensemble`` ``(*batch, T, n_trajectories, d)`` and its mean when
-        ``smoother='backward'``; ``diagnostics.ess`` ``(*batch, T)`` is the ESS after weighting.
+        ``smoother='backward'``; ``diagnostics.ess`` ``(*batch, T)`` is the ESS after weighting;
+        ``config`` is ``config`` with the proposal that ran (``"auto"`` resolved).
 
     Raises
     ------
     FilterDivergenceError
         Non-finite particles, or every weight zero, naming the first such time step.
+    ParameterError
+        ``proposal="guided"`` with an observation operator that is neither affine nor differentiable.
+
+    Warns
+    -----
+    DegeneracyWarning
+        When the ESS falls below 10 % of the particles at more than 5 % of the steps
+        (``config.warn_degeneracy``).
     """
     batch = tuple(y.shape[:-2])
     N, d = config.members, int(model.latent_dim)
@@ -128,12 +145,19 @@ def run(model, y: torch.Tensor, config: ParticleConfig, generator: torch.Generat
     y0 = torch.where(mask_all, y, 0.0)
     z0 = m0 + torch.randn(*batch, N, d, dtype=dt, generator=generator, device=y.device) @ _psd_sqrt(P0, "P0").mT
     compiled = _use_compiled(y)
-    linear = linear_parts(model) if config.proposal == "bootstrap" and compiled else None
+    proposal, H_affine = resolve_proposal(model, config, y.device)
+    linear = linear_parts(model) if proposal == "bootstrap" and compiled else None
     if linear is not None:
         fp = filter_compiled(model, linear, y0, mask_all, z0, config, lik, generator)
     else:
-        fp = filter_torch(model, y0, mask_all, z0, config, lik, generator, compiled=compiled)
-    result = _result(fp, y0, mask_all, config, lik)
+        fp = filter_torch(model, y0, mask_all, z0, config, lik, generator, compiled=compiled, proposal=proposal,
+                          H_affine=H_affine)
+    result = _result(fp, y0, mask_all, dataclasses.replace(config, proposal=proposal), lik)
+    if config.warn_degeneracy:
+        remedy = ("more particles (members)" + (", proposal='guided' (an observation operator that torch can "
+                                                 "differentiate)" if proposal == "bootstrap" else "")
+                  + ", an observation-error scale that includes the representation error, or method='enks'")
+        check_degeneracy(result.diagnostics.ess, N, "pf", remedy)
     if config.smoother == "backward":
         traj = backward_simulation(model, fp.particles, fp.log_weights, config.n_trajectories, generator)
         result.smoothed_ensemble = traj

@@ -14,7 +14,7 @@ from bayesbridge.errors import ParameterError, check_choice
 
 __all__ = ["ParticleConfig", "Proposal", "Resample", "Smoother", "ObsLikelihood"]
 
-Proposal = Literal["bootstrap", "guided"]
+Proposal = Literal["auto", "guided", "bootstrap"]
 Resample = Literal["systematic"]
 Smoother = Literal["none", "backward"]
 ObsLikelihood = Literal["gaussian", "student_t"]
@@ -28,7 +28,15 @@ class ParticleConfig:
     ----------
     members : int
         Number of particles ``N`` (>= 10; default 1000).
-    proposal : {"bootstrap", "guided"}
+    proposal : {"auto", "guided", "bootstrap"}
+        ``"guided"``: the locally optimal proposal of a linear(ised) Gaussian observation (exact
+        for an affine observation operator, linearised by autograd otherwise); ``"bootstrap"``:
+        the transition density. ``"auto"`` (default): ``"guided"`` when the observation operator
+        is affine (an observation matrix, or found affine by probing) or differentiable by torch
+        autograd, else ``"bootstrap"``. A bootstrap filter's weights collapse when the
+        observations are more informative than the transition (issue 14: median ESS 20 of 100
+        on the ENSO indices); the guided proposal's weights are the predictive densities
+        :math:`p(y_t | z_{t-1}^i)`, which vary far less.
     resample : {"systematic"}
     ess_threshold : float in (0, 1]
         Resample when ``ESS < ess_threshold * N`` (1 resamples every step).
@@ -47,10 +55,13 @@ class ParticleConfig:
         Return ``filtered_ensemble`` ``(*batch, T, N, d)`` and ``log_weights`` (memory ``T N d``
         per run). ``False`` keeps only the last two steps (the backward smoother still stores
         what it needs, without returning it).
+    warn_degeneracy : bool
+        Emit a :class:`~bayesbridge.infer.degeneracy.DegeneracyWarning` when the ESS falls below
+        10 % of the particles at more than 5 % of the steps (default True).
     """
 
     members: int = 1000
-    proposal: Proposal = "bootstrap"
+    proposal: Proposal = "auto"
     resample: Resample = "systematic"
     ess_threshold: float = 0.5
     smoother: Smoother = "backward"
@@ -58,6 +69,7 @@ class ParticleConfig:
     obs_likelihood: ObsLikelihood = "gaussian"
     df: float = 4.0
     store_ensemble: bool = True
+    warn_degeneracy: bool = True
 
     def __post_init__(self) -> None:
         check_choice(self.proposal, "proposal", get_args(Proposal))

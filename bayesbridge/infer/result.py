@@ -64,6 +64,10 @@ class AssimilationResult:
         Posterior draws of global parameters (observation/model error scales, inflation ...).
     config : object
         The validated method configuration dataclass.
+    fit : object, optional
+        Record of an optimisation-based engine: for ``svi`` the
+        :class:`~bayesbridge.infer.variational_fit.ELBOTrace` (ELBO per step, convergence test);
+        ``None`` for the filters.
     """
 
     method: str
@@ -78,6 +82,7 @@ class AssimilationResult:
     diagnostics: StepDiagnostics | None = None
     hyperparameters: dict[str, torch.Tensor] = field(default_factory=dict)
     config: object | None = None
+    fit: object | None = None
 
     @property
     def device(self) -> torch.device:
@@ -89,7 +94,8 @@ class AssimilationResult:
         from bayesbridge.devices import resolve_device
 
         dev = resolve_device(device)
-        moved = {f.name: _moved(getattr(self, f.name), dev) for f in fields(self) if f.name not in ("method", "config")}
+        moved = {f.name: _moved(getattr(self, f.name), dev) for f in fields(self)
+                 if f.name not in ("method", "config", "fit")}
         moved["diagnostics"] = None if self.diagnostics is None else self.diagnostics.to(dev)
         moved["hyperparameters"] = {k: _moved(v, dev) for k, v in self.hyperparameters.items()}
         return replace(self, **moved)

@@ -64,17 +64,56 @@ def _move(obj, device: torch.device):
     return mover(device) if callable(mover) else obj
 
 
+def _positive_support(support) -> bool:
+    """Whether a torch constraint lies within ``[0, inf)`` (positive, non-negative, or an interval above 0)."""
+    from torch.distributions import constraints
+
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    lower = getattr(support, "lower_bound", None)
+    if support is constraints.positive or support is constraints.nonnegative:
+        return True
+    return lower is not None and bool(torch.all(torch.as_tensor(lower) >= 0))
+
+
 def _scale_prior(prior, default_loc: torch.Tensor, name: str):
-    """A prior over positive scales with event shape ``default_loc.shape`` (default log-normal)."""
+    """A proper prior over positive scales with event shape ``default_loc.shape`` (default log-normal).
+
+    Raises :class:`~bayesbridge.errors.ParameterError` for an improper prior, a support that is
+    not within ``[0, inf)``, or a prior under which the nominal scales have zero density.
+    """
     import pyro.distributions as dist
 
     if prior is None:
         prior = dist.LogNormal(default_loc.log(), torch.ones_like(default_loc))
     elif not isinstance(prior, torch.distributions.Distribution):
         raise InputTypeError(f"{name}: expected a pyro/torch distribution, got {type(prior).__name__}.")
-    if default_loc.ndim == 0 or tuple(prior.event_shape) == tuple(default_loc.shape):
-        return prior
-    return prior.expand(default_loc.shape).to_event(1)
+    base = prior
+    while isinstance(base, torch.distributions.Independent):
+        base = base.base_dist
+    if isinstance(base, dist.ImproperUniform):
+        raise ParameterError(
+            f"{name}: an improper prior ({type(base).__name__}) can make the posterior of the scales improper; "
+            f"use a proper prior over positive scales, e.g. LogNormal(log s, 1) (the default), HalfNormal or Gamma."
+        )
+    if not _positive_support(prior.support):
+        raise ParameterError(
+            f"{name}: expected a prior over positive scales (support within [0, inf): LogNormal, HalfNormal, "
+            f"Gamma ...), got {type(prior).__name__} with support {prior.support}."
+        )
+    if default_loc.ndim > 0 and tuple(prior.event_shape) != tuple(default_loc.shape):
+        prior = prior.expand(default_loc.shape).to_event(1)
+    try:
+        with torch.no_grad():
+            finite = bool(torch.isfinite(prior.log_prob(default_loc.to(torch.float64).cpu())).all())
+    except ValueError:  # outside the support, with argument validation on
+        finite = False
+    if not finite:
+        raise ParameterError(
+            f"{name}: the nominal scales {default_loc.tolist()} have zero density under {type(base).__name__}; "
+            f"centre the prior on the nominal scales (or pass nominal scales inside its support)."
+        )
+    return prior
 
 
 class StateSpaceModel:
