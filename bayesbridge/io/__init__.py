@@ -1,7 +1,8 @@
 """Reading and writing: CF/CMIP6 operational fields, netCDF output and the ArviZ layer.
 
 :mod:`.fields` opens operational files and returns anomalies (:mod:`.anomalies`) on
-``(time, lat, lon)``; :mod:`.netcdf` writes files atomically; :mod:`.arviz_compat` is the one
+``(time, lat, lon)``; :mod:`.netcdf` writes files atomically; :mod:`.outputs` checks output paths before the work
+and writes sets of files together; :mod:`.arviz_compat` is the one
 module that calls ArviZ (0.x on Python 3.11, 1.x on 3.12+).
 The ArviZ layer loads lazily: ``import bayesbridge.io`` does not import ArviZ.
 """
@@ -19,6 +20,7 @@ from bayesbridge.io.fields import (
     time_coder,
 )
 from bayesbridge.io.netcdf import atomic_path, write_netcdf
+from bayesbridge.io.outputs import check_output_dir, check_output_file, clean_stale, output_set
 
 __all__ = [
     "open_operational",
@@ -30,6 +32,10 @@ __all__ = [
     "select_region",
     "write_netcdf",
     "atomic_path",
+    "output_set",
+    "check_output_dir",
+    "check_output_file",
+    "clean_stale",
     "time_coder",
     "arviz_compat",
 ]
