@@ -236,7 +236,8 @@ def _first(da: xr.DataArray, bad: np.ndarray) -> tuple[str, float]:
     return _stamp(years[t], months[t]), float(values[np.argmax(flags)])
 
 
-def screen_observations(ds: xr.Dataset, variables: Sequence[str] | None = None) -> None:
+def screen_observations(ds: xr.Dataset, variables: Sequence[str] | None = None, *,
+                        require_values: bool = True) -> None:
     """Reject index series that are empty or physically implausible, naming column, date and value.
 
     For each known index ``k`` among ``variables`` (default: every known index of ``ds``):
@@ -251,6 +252,9 @@ def screen_observations(ds: xr.Dataset, variables: Sequence[str] | None = None) 
         Numeric series on ``time`` or ``(run, time)``.
     variables : sequence of str, optional
         Series to screen.
+    require_values : bool
+        Whether a series without any value is an error (``False``: it is skipped, e.g. a
+        withheld index the period does not cover).
 
     Raises
     ------
@@ -262,6 +266,8 @@ def screen_observations(ds: xr.Dataset, variables: Sequence[str] | None = None) 
         values = np.asarray(da.values, dtype=float)
         finite = np.isfinite(values)
         if not finite.any():
+            if not require_values:
+                continue
             years, months, _ = _months(da["time"])
             raise AllMissingError(
                 f"observations: the column {name!r} has no value from {_stamp(years[0], months[0])} to "
