@@ -296,14 +296,15 @@ def _check_calendar(obs: xr.Dataset, operational: xr.Dataset) -> None:
 
 
 def check_operational(operational: xr.Dataset, variables: Sequence[str], *, latent_dim: int = 20,
-                      seasonal: bool = True) -> None:
+                      seasonal: bool = True, observations: xr.Dataset | None = None) -> None:
     """Check, before fitting, that ``operational`` can observe ``variables`` with a latent size ``latent_dim``.
 
     Works on raw fields or anomalies, lazily opened or loaded (it reads one time step): every
     index needs its variable (``tos`` for the Nino boxes, ``zos`` for ``h_w``) on a grid that
     covers its box with ocean points; ``latent_dim`` must stay below the rank bound of the
     training data (time steps and ocean points) and, for seasonal dynamics, leave every calendar
-    month at least ``latent_dim + 2`` transitions.
+    month at least ``latent_dim + 2`` transitions; every date of ``observations`` must exist in
+    the operational calendar.
 
     Parameters
     ----------
@@ -315,10 +316,12 @@ def check_operational(operational: xr.Dataset, variables: Sequence[str], *, late
         Latent size of the codec.
     seasonal : bool
         Whether the latent dynamics are fitted per calendar month.
+    observations : xarray.Dataset, optional
+        The index series to assimilate (their dates are checked against the calendar).
 
     Raises
     ------
-    VariableNotFoundError, GridCoverageError, ParameterError
+    VariableNotFoundError, GridCoverageError, ParameterError, CalendarError
     """
     from bayesbridge.regions import observable
 
@@ -339,6 +342,8 @@ def check_operational(operational: xr.Dataset, variables: Sequence[str], *, late
                 f"({region.lat_min:g}..{region.lat_max:g}N, {region.lon_min:g}..{region.lon_max:g}E), so {name} "
                 f"cannot be observed; give fields that cover the tropical Pacific, or drop {name} from --vars."
             ) from exc
+    if observations is not None:
+        _check_calendar(observations, operational)
     n_time = int(operational.sizes["time"])
     first = operational[list(operational.data_vars)].isel(time=0)
     n_points = int(sum(int(first[v].notnull().sum()) for v in first.data_vars))
@@ -446,8 +451,8 @@ def reconstruct(
     obs = observations_from(observations, list(variables))  # validates names, time axis, values
     operational = default_operational() if operational is None else operational
     cfg = config or BridgeConfig()
-    check_operational(operational, variables, latent_dim=cfg.latent_dim, seasonal=cfg.dynamics == "seasonal")
-    _check_calendar(obs, operational)
+    check_operational(operational, variables, latent_dim=cfg.latent_dim, seasonal=cfg.dynamics == "seasonal",
+                      observations=obs)
     bridge = Bridge(cfg).fit(operational, seed=seed)
     # withheld: the other known indices of the file, observed by the grid, with a value in the period
     withheld = tuple(v for v in OBSERVABLES if v in observations.data_vars and v not in variables
