@@ -85,6 +85,15 @@ def observations_from(obj, variables: Sequence[str] | None = None, *, runs: bool
     if isinstance(obj, pd.DataFrame):
         frame = obj.set_index("time") if "time" in obj.columns else obj
         frame.index.name = "time"
+        if len(frame) and isinstance(frame.index[0], str):
+            try:  # "1950-01", "1950-01-16": dates written as text
+                frame = frame.set_axis(pd.to_datetime(frame.index, format="mixed"), axis=0)
+            except (ValueError, TypeError) as exc:
+                raise TimeAxisError(
+                    f"observations: the time column holds text that is not a date ({exc}); give dates "
+                    f"such as 1950-01, or convert it with pd.to_datetime."
+                ) from exc
+            frame.index.name = "time"
         ds = xr.Dataset.from_dataframe(frame)
     elif isinstance(obj, xr.DataArray):
         ds = obj.to_dataset(name=obj.name or "y")
@@ -156,9 +165,10 @@ def _months(time: xr.DataArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return (np.asarray(time.dt.year.values), np.asarray(time.dt.month.values),
                 np.asarray(time.dt.day.values))
     except (AttributeError, TypeError) as exc:
+        first = time.values.reshape(-1)[0] if time.size else None
         raise TimeAxisError(
-            f"observations: the time coordinate holds {time.dtype} values, not dates; give dates "
-            f"such as 1950-01 (CSV) or CF-encoded times (netCDF)."
+            f"observations: the time coordinate holds {type(first).__name__} values such as {first!r}, not "
+            f"dates; give dates such as 1950-01 (CSV) or CF-encoded times (netCDF)."
         ) from exc
 
 
@@ -263,6 +273,8 @@ def screen_observations(ds: xr.Dataset, variables: Sequence[str] | None = None, 
     names = [v for v in (variables if variables is not None else ds.data_vars) if v in REFERENCE_STD]
     for name in names:
         da = ds[name]
+        if da.dtype.kind not in "fiub":
+            _not_numeric(da, name)
         values = np.asarray(da.values, dtype=float)
         finite = np.isfinite(values)
         if not finite.any():

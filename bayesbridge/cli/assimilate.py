@@ -31,6 +31,8 @@ from bayesbridge.cli.progress import status
 __all__ = ["assimilate_command"]
 
 DEFAULT_TWIN = {"years": 200, "seed": 0}  # the twin experiment of apps.reanalysis.default_operational
+METHODS = ("enks", "enkf", "etkf", "pf", "svi", "kalman")
+"""The engines (:data:`bayesbridge.infer.METHODS`), listed here so that options are checked before torch loads."""
 
 
 def assimilate_command(
@@ -55,25 +57,9 @@ def assimilate_command(
     known index in the file, assimilated or withheld), all three together and stamped with the
     same run_id.
     """
-    from bayesbridge.apps.reanalysis import (
-        check_operational,
-        default_operational,
-        read_observations,
-        reconstruct,
-        reconstruction_memory,
-    )
-    from bayesbridge.bridge import OBSERVABLES, BridgeConfig, observations_from
-    from bayesbridge.devices import single_torch_thread
-    from bayesbridge.infer import METHODS
-    from bayesbridge.io import (
-        arviz_compat,
-        check_output_dir,
-        open_operational,
-        output_set,
-        write_netcdf,
-    )
+    from bayesbridge.regions import STANDARD_BOXES
 
-    names = parse_names(vars, "--vars", OBSERVABLES)
+    names = parse_names(vars, "--vars", STANDARD_BOXES)
     check_option_choice(method, "--method", METHODS)
     check_count(members, "--members", minimum=2)
     check_count(latent_dim, "--latent-dim", minimum=1)
@@ -81,7 +67,20 @@ def assimilate_command(
     start, end = month_range(start, end)
     if member is not None:
         check_count(member, "--member", minimum=0)
+    from bayesbridge.io import check_output_dir
+
     out = check_output_dir(out, "--out")
+    from bayesbridge.apps.reanalysis import (
+        check_operational,
+        default_operational,
+        read_observations,
+        reconstruct,
+        reconstruction_memory,
+    )
+    from bayesbridge.bridge import BridgeConfig, observations_from
+    from bayesbridge.devices import single_torch_thread
+    from bayesbridge.io import arviz_compat, open_operational, output_set, write_netcdf
+
     with status("checking the observations and the operational model"):
         obs = read_observations(observations, start=start, end=end, member=member)
         selected = observations_from(obs, names)

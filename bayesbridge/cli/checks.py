@@ -7,16 +7,21 @@ point prints it as one ``error:`` line with exit code 2 (``docs/design.md`` sect
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from bayesbridge.errors import InputTypeError, ParameterError, ResourceLimitError
+from bayesbridge.errors import InputTypeError, ParameterError, ResourceLimitError, TimeAxisError
 
 __all__ = ["SEED_MAX", "check_seed", "check_count", "check_option_choice", "parse_names", "month",
            "month_range", "available_memory", "check_memory"]
 
 SEED_MAX = 2**32 - 1
 """Largest seed a command accepts (every generator of the package takes it)."""
+
+# the rule of bayesbridge.apps.reanalysis.parse_month (kept here so that options are checked
+# before the heavy modules load; tests/test_bad_inputs.py checks that both agree)
+_MONTH = re.compile(r"^\s*(\d{1,4})[-/](\d{1,2})(?:[-/](\d{1,2}))?(?:[T ][0-9:.+\-Z]*)?\s*$")
 
 
 def check_seed(seed: int, option: str = "--seed") -> int:
@@ -81,9 +86,15 @@ def month(text: str | None, option: str) -> str | None:
     """``text`` as ``YYYY-MM`` after checking that it is a month (``None`` passes through)."""
     if text is None:
         return None
-    from bayesbridge.apps.reanalysis import parse_month
-
-    year, mon = parse_month(text, option)
+    match = _MONTH.match(str(text))
+    if match is None:
+        raise TimeAxisError(f"{option}: {str(text)!r} is not a month; expected YYYY-MM, e.g. 1950-01.")
+    year, mon, day = int(match[1]), int(match[2]), int(match[3] or 1)
+    if year < 1 or not 1 <= mon <= 12 or not 1 <= day <= 31:
+        raise TimeAxisError(
+            f"{option}: {str(text)!r} is not a valid month (year >= 1, month 01..12, day 01..31); "
+            f"expected YYYY-MM, e.g. 1950-01."
+        )
     return f"{year:04d}-{mon:02d}"
 
 

@@ -125,16 +125,17 @@ def calibrate(
         if not observations.exists():
             raise DataFileError(f"--observations: file {str(observations)!r} does not exist.")
         ds = open_dataset(observations)
-    if quick:
-        design_points, replicates, samples, warmup, chains = 24, 24, 500, 500, 2
     for value, option in ((design_points, "--design-points"), (replicates, "--replicates"), (samples, "--samples"),
                           (warmup, "--warmup"), (chains, "--chains")):
         check_count(value, option, minimum=1, maximum=100_000)
+    if quick:
+        design_points, replicates, samples, warmup, chains = 24, 24, 500, 500, 2
     config = CalibrationConfig(
         parameters=tuple(p.strip() for p in parameters.split(",") if p.strip()),
         design_points=design_points, replicates=replicates, num_samples=samples, num_warmup=warmup,
         num_chains=chains, seed=seed,
     )  # fmt: skip
+    ds = _calibration_data(ds, start, end, observations)
     obs = calibration_statistics(ds, start=start, end=end)
     if not bars_enabled():
         console.print(f"calibrating {', '.join(config.parameters)}: {design_points} design points x {replicates} "
@@ -160,3 +161,32 @@ def calibrate(
     console.print(pp)
     console.print(f"wrote {out}/calibration.nc, summary.csv, predictive.csv")
 
+
+def _calibration_data(ds, start: str, end: str, source):
+    """``ds`` with nino3, nino4 on ``time`` covering ``start..end`` (``YYYY-MM``), else a clear error.
+
+    A member dimension of size 1 (``idealized simulate --members 1``) is dropped.
+    """
+    from bayesbridge.errors import ShapeMismatchError, TimeAxisError, VariableNotFoundError
+
+    if "time" not in ds.dims or ds.sizes["time"] == 0:
+        raise TimeAxisError(f"--observations: {source} has no time axis; expected monthly nino3, nino4 on time.")
+    missing = [v for v in ("nino3", "nino4") if v not in ds.data_vars]
+    if missing:
+        raise VariableNotFoundError(f"--observations: {source} lacks {', '.join(missing)} (it has "
+                                    f"{', '.join(map(str, ds.data_vars)) or 'no variables'}).")
+    for dim in [d for d in ds["nino3"].dims if d != "time"]:
+        if ds.sizes[dim] != 1:
+            raise ShapeMismatchError(f"--observations: {source} holds {ds.sizes[dim]} series along {dim!r}; "
+                                     f"calibrate against one record (select it first, e.g. with ncks or xarray).")
+        ds = ds.isel({dim: 0}, drop=True)
+    try:
+        first, last = (f"{int(t.dt.year):04d}-{int(t.dt.month):02d}" for t in ds["time"][[0, -1]])
+    except (AttributeError, TypeError) as exc:
+        raise TimeAxisError(f"--observations: the time axis of {source} does not hold dates.") from exc
+    if first > start or last < end:
+        raise TimeAxisError(
+            f"--start, --end: the observations cover {first} to {last}, which does not include {start} to {end}; "
+            f"choose a period inside the record with --start and --end."
+        )
+    return ds

@@ -22,7 +22,7 @@ from bayesbridge.cli.progress import bars_enabled
 __all__ = ["sensitivity"]
 
 _ADDRESS = re.compile(r"^(tcp|tls|ucx|ws|wss)://[^\s/:]+(:\d{1,5})?/?$")
-CONNECT_TIMEOUT_S = 15.0
+CONNECT_TIMEOUT_S = 10.0
 """Seconds to wait for a ``--scheduler``."""
 
 
@@ -48,15 +48,8 @@ def sensitivity(
     error, skewness-map RMSE and Nino 3.4 90 % coverage with respect to the observation-error
     floor, inflation, latent size and ensemble size. Runs as dask tasks; writes
     OUT/sobol_indices.nc, OUT/sobol_indices.csv and OUT/figures/sobol_indices.png together."""
-    from rich.table import Table
-
-    from bayesbridge.apps.sensitivity import BOUNDS, bridge_statistics
-    from bayesbridge.apps.sobol import SobolProblem, run_sobol
-    from bayesbridge.datasets import make_twin_experiment
-    from bayesbridge.datasets.twin import default_cache_dir
     from bayesbridge.errors import ClusterError, ParameterError
-    from bayesbridge.io import check_output_dir
-    from bayesbridge.parallel import cluster, default_n_workers
+    from bayesbridge.parallel import default_n_workers
 
     n = n if n is not None else (8 if quick else 64)
     years = years if years is not None else (12 if quick else 100)
@@ -86,6 +79,17 @@ def sensitivity(
         check_memory(n_workers * (years * 3_200_000 * 4 + 600 * 2**20), f"{n_workers} workers with --years {years}",
                      f"use --workers {max(1, int(0.9 * available_memory() // (years * 12_800_000 + 600 * 2**20)))} "
                      f"or fewer, or fewer --years")
+    if not host or "://" in host or any(c.isspace() for c in host):
+        raise ParameterError(f"--host: expected an interface address such as 127.0.0.1, got {host!r}.")
+    from rich.table import Table
+
+    from bayesbridge.apps.sensitivity import BOUNDS, bridge_statistics
+    from bayesbridge.apps.sobol import SobolProblem, run_sobol
+    from bayesbridge.datasets import make_twin_experiment
+    from bayesbridge.datasets.twin import default_cache_dir
+    from bayesbridge.io import check_output_dir
+    from bayesbridge.parallel import cluster
+
     out = check_output_dir(out, "--out")
     cache_dir = str(default_cache_dir())
     console.print(f"twin experiment: {years} years (cached in {cache_dir})", soft_wrap=True)

@@ -10,7 +10,8 @@ them through :func:`output_set`:
    <start>-<random>`` (the process id and start time of the writer, so that leftovers of dead
    runs can be told from runs in progress);
 3. when every file is complete, a journal listing them (``.commit``) is written into the staging
-   folder, interrupts (SIGINT, SIGTERM, SIGHUP) are held back, the files are renamed into
+   folder, interrupts (SIGINT, SIGTERM, SIGHUP) are held back (recorded, and delivered once the
+   commit is done), the files are renamed into
    ``DIR`` one by one (``os.replace``, atomic per file, on the same file system) and the staging
    folder is removed; held-back interrupts are delivered afterwards.
 
@@ -271,15 +272,32 @@ def _pause(stage: str) -> None:
 
 @contextlib.contextmanager
 def _held_signals() -> Iterator[None]:
-    """Hold back SIGINT, SIGTERM and SIGHUP (main thread, POSIX); deliver them on exit."""
-    can = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
-    if can:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+    """Hold back SIGINT, SIGTERM and SIGHUP; deliver the first one that arrived on exit.
+
+    Python runs signal handlers in the main thread whichever thread the operating system gave
+    the signal to (torch and dask start threads of their own, so blocking the main thread's
+    signal mask is not enough): the handlers are replaced by one that only records the signal,
+    and the signal is raised again once the previous handlers are back. Outside the main
+    thread handlers cannot be changed, and nothing is held back.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {}
+    for sig in _HELD_SIGNALS:
+        handler = signal.getsignal(sig)
+        if handler is None:  # installed outside Python: leave it alone
+            continue
+        previous[sig] = handler
+        signal.signal(sig, lambda number, frame: received.append(number))
     try:
         yield
     finally:
-        if can:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            signal.raise_signal(received[0])
 
 
 @contextlib.contextmanager
