@@ -106,6 +106,16 @@ def make_files(d: Path) -> dict[str, Path]:
     csv("only_nino4.csv", frame[["time", "nino4"]])
     csv("text_cells.csv", text="time,nino3,nino4\n2000-01,warm,cold\n")
     csv("nan_text.csv", frame.assign(nino4=["NaN" if i % 5 == 0 else v for i, v in enumerate(frame["nino4"])]))
+    csv("bom.csv", text="\ufeff" + frame.to_csv(index=False))
+    csv("time_only.csv", frame[["time"]])
+    csv("spaced_header.csv", text=frame.to_csv(index=False).replace("time,nino3", "time , nino3", 1))
+    csv("datetime_text.csv", frame.assign(time=[f"{t}-01 00:00:00" for t in frame["time"]]))
+    csv("negative_year.csv", frame.assign(time=frame["time"].where(frame.index != 0, "-5-01")))
+    csv("sentinel_hw.csv", frame.assign(h_w=frame["h_w"].where(frame.index != 40, 9.96921e36)))
+    csv("constant.csv", frame.assign(nino3=0.0, nino4=0.0))
+    csv("long.csv", _observed("1950-01", "2019-12"))
+    csv("quoted.csv", text=frame.to_csv(index=False, quoting=1))
+    csv("trailing_comma.csv", text="\n".join(line + "," for line in frame.to_csv(index=False).splitlines()) + "\n")
     # netCDF observations
     time = xr.date_range("2000-01-01", periods=60, freq="MS", calendar="noleap", use_cftime=True)
     ens = xr.Dataset({v: (("member", "time"), np.random.default_rng(0).normal(0, 0.8, (3, 60)))
@@ -135,6 +145,27 @@ def make_files(d: Path) -> dict[str, Path]:
     idx = xr.Dataset({"nino3": ("time", np.zeros(60)), "nino4": ("time", np.zeros(60))}, coords={"time": time})
     idx.to_netcdf(d / "calib_bad.nc")
     f["calib_bad.nc"] = d / "calib_bad.nc"
+    xr.Dataset({"nino3": ("time", np.zeros(24))},
+               coords={"time": xr.date_range("2000-01-30", periods=24, freq="MS", calendar="360_day",
+                                             use_cftime=True).shift(29, "D")}).to_netcdf(d / "day30_360.nc")
+    f["day30_360.nc"] = d / "day30_360.nc"
+    dup = xr.Dataset({"nino3": ("time", np.zeros(4))},
+                     coords={"time": xr.date_range("2000-01-01", periods=4, freq="MS", use_cftime=True)[[0, 1, 1, 2]]})
+    dup.to_netcdf(d / "dup_time.nc")
+    f["dup_time.nc"] = d / "dup_time.nc"
+    kelvin_op = op.copy()
+    kelvin_op["tos"] = kelvin_op["tos"] + 273.15
+    kelvin_op["tos"].attrs["units"] = "K"
+    kelvin_op.to_netcdf(d / "op_kelvin.nc")
+    f["op_kelvin.nc"] = d / "op_kelvin.nc"
+    (op * np.nan).assign_attrs(op.attrs).to_netcdf(d / "op_nan.nc")
+    f["op_nan.nc"] = d / "op_nan.nc"
+    op.isel(time=slice(None, None, -1)).to_netcdf(d / "op_reversed.nc")
+    f["op_reversed.nc"] = d / "op_reversed.nc"
+    op360 = op.convert_calendar("360_day", align_on="year")
+    op360.isel(time=slice(0, 120)).to_netcdf(d / "op_360a.nc")
+    op.isel(time=slice(120, 240)).to_netcdf(d / "op_noleap_b.nc")
+    f["op_360a.nc"], f["op_noleap_b.nc"] = d / "op_360a.nc", d / "op_noleap_b.nc"
     (d / "a_folder").mkdir()
     f["a_folder"] = d / "a_folder"
     (d / "plain_file").write_text("x")
@@ -219,6 +250,27 @@ def cases(f: dict[str, Path], d: Path) -> list[tuple[str, list[str], str | None]
         ("assimilate operational obs as op", assim(ok, "--operational", str(f["ensemble.nc"])), "assimilate"),
         ("assimilate missing --vars", ["assimilate", "--observations", ok, "--out", out], "assimilate"),
         ("assimilate unknown option", assim(ok, "--bogus", "1"), "assimilate"),
+        ("assimilate BOM header (valid)", assim(f["bom.csv"]), "assimilate"),
+        ("assimilate time only", assim(f["time_only.csv"]), "assimilate"),
+        ("assimilate spaced header (valid)", assim(f["spaced_header.csv"]), "assimilate"),
+        ("assimilate datetime text (valid)", assim(f["datetime_text.csv"]), "assimilate"),
+        ("assimilate negative year", assim(f["negative_year.csv"]), "assimilate"),
+        ("assimilate netCDF fill in h_w", assim(f["sentinel_hw.csv"]), "assimilate"),
+        ("assimilate quoted (valid)", assim(f["quoted.csv"]), "assimilate"),
+        ("assimilate trailing comma (valid)", assim(f["trailing_comma.csv"]), "assimilate"),
+        ("assimilate 360-day day 30", assim(f["day30_360.nc"], vars_="nino3"), "assimilate"),
+        ("assimilate duplicated netCDF times", assim(f["dup_time.nc"], vars_="nino3"), "assimilate"),
+        ("assimilate operational all NaN", assim(ok, "--operational", str(f["op_nan.nc"])), "assimilate"),
+        ("assimilate operational reversed", assim(ok, "--operational", str(f["op_reversed.nc"])), "assimilate"),
+        ("assimilate operational mixed calendars",
+         assim(ok, "--operational", str(f["op_360a.nc"]), "--operational", str(f["op_noleap_b.nc"])), "assimilate"),
+        ("assimilate operational Kelvin (valid)", assim(ok, "--operational", str(f["op_kelvin.nc"]), "--method", "kalman"),
+         "assimilate"),
+        ("assimilate constant (valid)", assim(f["constant.csv"], "--method", "etkf"), "assimilate"),
+        ("assimilate long record pf (valid)", assim(f["long.csv"], "--method", "pf", "--operational",
+                                                    str(f["op20.nc"])), "assimilate"),
+        ("assimilate nino12 svi (valid)", assim(ok, "--method", "svi", "--operational", str(f["op20.nc"]),
+                                                vars_="nino12"), "assimilate"),
         # odd but valid
         ("assimilate unpadded year (valid)", assim(f["unpadded_year.csv"]), "assimilate"),
         ("assimilate one row (valid)", assim(f["one_row.csv"]), "assimilate"),
@@ -242,6 +294,8 @@ def cases(f: dict[str, Path], d: Path) -> list[tuple[str, list[str], str | None]
         ("simulate seed -1", ["--seed", "-1"]), ("simulate burn-in -1", ["--burn-in-years", "-1"]),
         ("simulate start-year 0", ["--start-year", "0"]), ("simulate years abc", ["--years", "abc"]),
         ("simulate one member (valid)", ["--members", "1"]),
+        ("simulate daily (valid)", ["--daily", "--years", "1"]),
+        ("simulate dt inf", ["--dt", "inf"]), ("simulate years 1e3 text", ["--years", "1e3"]),
     ]:
         c.append((name, ["idealized", "simulate", "--out", sim_out, "--years", "3", "--members", "2", *args], None))
     # idealized calibrate
@@ -283,6 +337,7 @@ def cases(f: dict[str, Path], d: Path) -> list[tuple[str, list[str], str | None]
         ("bench only bogus", ["bench", "--only", "bogus"], None), ("bench only comma", ["bench", "--only", ","], None),
         ("bench json folder", ["bench", "--tiny", "--only", "idealized", "--json", str(f["a_folder"])], None),
         ("bench json not writable", ["bench", "--tiny", "--only", "idealized", "--json", "/proc/self/b.json"], None),
+        ("observations json new file (valid)", ["observations", "--json", str(d / "new" / "stats.json")], None),
         ("root unknown command", ["nosuch"], None), ("root unknown option", ["--bogus"], None),
         ("idealized unknown command", ["idealized", "nosuch"], None),
     ]

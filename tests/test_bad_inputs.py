@@ -344,3 +344,24 @@ def _run_ids(folder: Path) -> set[str]:
         ids.add(idata.attrs["run_id"])
     ids |= set(pd.read_csv(folder / "validation.csv")["run_id"].astype(str))
     return ids
+
+
+def test_the_command_line_checks_agree_with_the_library():
+    # the CLI checks months and methods before torch loads, with its own copy of the rules
+    from bayesbridge.apps.reanalysis import parse_month
+    from bayesbridge.cli.assimilate import METHODS
+    from bayesbridge.cli.checks import month
+    from bayesbridge.infer import METHODS as ENGINES
+
+    assert set(METHODS) == set(ENGINES)
+    for text in ("1950-01", "1-01", "850-3", "1950-01-16", "2000/02", "1950-01-01T00:00:00Z", "2000-13", "1950",
+                 "bogus", "", "0-01", "2019-12-32", " 1950-01 "):
+        try:
+            expected = "{:04d}-{:02d}".format(*parse_month(text))
+        except errors.TimeAxisError:
+            expected = errors.TimeAxisError
+        try:
+            got = month(text, "--start")
+        except errors.TimeAxisError:
+            got = errors.TimeAxisError
+        assert got == expected, text

@@ -469,7 +469,8 @@ def reconstruct(
         rows[name] = {
             "assimilated": name in variables,
             "months": int(ok.sum()),
-            "correlation": float(np.corrcoef(mean[ok], y[ok])[0, 1]) if ok.sum() > 2 else np.nan,
+            "correlation": (float(np.corrcoef(mean[ok], y[ok])[0, 1])
+                            if ok.sum() > 2 and np.std(y[ok]) > 0 and np.std(mean[ok]) > 0 else np.nan),
             "coverage90": float(np.mean((y[ok] >= lo[ok]) & (y[ok] <= hi[ok]))) if ok.any() else np.nan,
         }
     validation = pd.DataFrame.from_dict(rows, orient="index")

@@ -106,12 +106,13 @@ def calibrate(
     observed ones; writes the ArviZ container and the tables to OUT.
     """
     from bayesbridge.errors import DataFileError
-    from bayesbridge.idealized.calibrate import CalibrationConfig, calibration_statistics
-    from bayesbridge.idealized.calibrate import calibrate as run_calibration
     from bayesbridge.io import arviz_compat, check_output_dir, output_set
 
     check_seed(seed)
     start, end = month_range(start, end)
+    for value, option in ((design_points, "--design-points"), (replicates, "--replicates"), (samples, "--samples"),
+                          (warmup, "--warmup"), (chains, "--chains")):
+        check_count(value, option, minimum=1, maximum=100_000)
     out = check_output_dir(out, "--out")
     if observations is None:
         from bayesbridge.datasets import observed_indices
@@ -125,11 +126,11 @@ def calibrate(
         if not observations.exists():
             raise DataFileError(f"--observations: file {str(observations)!r} does not exist.")
         ds = open_dataset(observations)
-    for value, option in ((design_points, "--design-points"), (replicates, "--replicates"), (samples, "--samples"),
-                          (warmup, "--warmup"), (chains, "--chains")):
-        check_count(value, option, minimum=1, maximum=100_000)
     if quick:
         design_points, replicates, samples, warmup, chains = 24, 24, 500, 500, 2
+    from bayesbridge.idealized.calibrate import CalibrationConfig, calibration_statistics
+    from bayesbridge.idealized.calibrate import calibrate as run_calibration
+
     config = CalibrationConfig(
         parameters=tuple(p.strip() for p in parameters.split(",") if p.strip()),
         design_points=design_points, replicates=replicates, num_samples=samples, num_warmup=warmup,
