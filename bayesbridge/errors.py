@@ -27,6 +27,9 @@ __all__ = [
     "NotFittedError",
     "TaskFailedError",
     "ClusterError",
+    "OutputPathError",
+    "ObservationValueError",
+    "ResourceLimitError",
     "check_choice",
     "check_int",
 ]
@@ -108,6 +111,21 @@ class TaskFailedError(BayesBridgeError, RuntimeError):
 
 class ClusterError(BayesBridgeError, ConnectionError):
     """A dask scheduler could not be reached or a local cluster could not be started."""
+
+
+class OutputPathError(InputValueError):
+    """An output path is unusable: a file where a folder is expected (or the reverse), below a
+    file, or not writable; the message names the path and how to fix it."""
+
+
+class ObservationValueError(InputValueError):
+    """An observed value is infinite or outside its physically plausible range; the message names
+    the column, the first offending date and the value."""
+
+
+class ResourceLimitError(InputValueError):
+    """The requested problem size would not fit in the memory available; the message gives the
+    estimate, what is available and a size that fits."""
 
 
 def check_choice(value, name: str, options, error: type[InputValueError] = ParameterError) -> None:

@@ -28,6 +28,15 @@ threads, so ``n_workers`` tasks never oversubscribe the cores. Local clusters ge
 on an existing cluster the same variables are set before each task (they take effect for
 libraries the task imports) and ``torch.set_num_threads`` is applied when torch is loaded.
 
+Network and scratch space
+-------------------------
+A local cluster is closed by default: its scheduler, nannies and workers listen on
+``127.0.0.1`` only (comms and HTTP endpoints alike), the HTTP endpoints serve no route unless a
+dashboard is asked for (no worker memory or local paths to read), and worker scratch space
+(spilled data) lives in ``$BAYESBRIDGE_CACHE_DIR/dask-scratch`` (the package's cache folder,
+see :func:`scratch_dir`) instead of the shared temporary directory. ``host=`` opens it to
+other machines explicitly.
+
 Failures
 --------
 ``retries`` re-runs a task whose function raised. A task whose worker process died (killed by the
@@ -67,7 +76,10 @@ from bayesbridge.errors import (
     check_int,
 )
 
-__all__ = ["map_tasks", "cluster", "task_seeds", "default_n_workers", "thread_env"]
+__all__ = ["map_tasks", "cluster", "task_seeds", "default_n_workers", "thread_env", "scratch_dir", "LOOPBACK"]
+
+LOOPBACK = "127.0.0.1"
+"""Where a local cluster listens unless told otherwise."""
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                 "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -206,10 +218,34 @@ def _run_batch(fn: Callable[..., Any], tasks: list[_Task], threads: int | None) 
 # ----------------------------------------------------------------------------- clusters
 
 
+def scratch_dir() -> Path:
+    """Scratch folder of local dask workers: ``dask-scratch`` in the package's cache folder.
+
+    The cache folder is ``$BAYESBRIDGE_CACHE_DIR`` when set, else
+    ``$XDG_CACHE_HOME/bayesbridge``, else ``~/.cache/bayesbridge`` (the rule of
+    :func:`bayesbridge.datasets.twin.default_cache_dir`). Not created here.
+    """
+    env = os.environ.get("BAYESBRIDGE_CACHE_DIR")
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bayesbridge"
+    return base / "dask-scratch"
+
+
+def _bound(address: str | int | None, host: str) -> str | None:
+    """A dashboard address with ``host`` where it names none (``":0"`` -> ``"127.0.0.1:0"``)."""
+    if address is None:
+        return None
+    text = str(address)
+    if "://" in text or not text.startswith(":") and ":" in text:
+        return text
+    return f"{host}:{text.lstrip(':') or 0}"
+
+
+
 @contextlib.contextmanager
 def cluster(scheduler: str | os.PathLike | None = None, n_workers: int | None = None, *,
             threads: int = 1, memory_limit: str | float | None = "auto",
             dashboard_address: str | None = ":0", timeout: float | None = None,
+            host: str = LOOPBACK, local_directory: str | os.PathLike | None = None,
             **cluster_kwargs: Any) -> Iterator[Any]:
     """A ``distributed.Client``: connect to a scheduler, or start a local cluster of processes.
 
@@ -226,10 +262,17 @@ def cluster(scheduler: str | os.PathLike | None = None, n_workers: int | None = 
     memory_limit : str or float, optional
         Memory limit per local worker (``"auto"``: the machine's memory split between workers).
     dashboard_address : str, optional
-        Where the local cluster serves its dashboard (``":0"``: a free port; ``None``: no
-        dashboard, and the scheduler's HTTP endpoints on a free port).
+        Where the local cluster serves its dashboard (``":0"``: a free port on ``host``;
+        ``None``: no dashboard, and the scheduler's HTTP server, which dask always starts, on a
+        free port of ``host`` serving no route).
     timeout : float, optional
         Seconds to wait for the scheduler (default: dask's ``distributed.comm.timeouts.connect``).
+    host : str
+        Interface every component of the local cluster listens on (default ``"127.0.0.1"``:
+        reachable from this machine only). Pass e.g. ``"0.0.0.0"`` or a public address only to
+        let workers on other machines join.
+    local_directory : str or path-like, optional
+        Scratch folder of the workers (default :func:`scratch_dir`, created with mode 0700).
     **cluster_kwargs
         Passed to :class:`distributed.LocalCluster`.
 
@@ -244,6 +287,7 @@ def cluster(scheduler: str | os.PathLike | None = None, n_workers: int | None = 
     Worker processes are spawned, so scripts that start a local cluster need the usual
     ``if __name__ == "__main__":`` guard.
     """
+    import dask
     from distributed import Client, LocalCluster
 
     check_int(threads, "threads", minimum=1)
@@ -271,26 +315,40 @@ def cluster(scheduler: str | os.PathLike | None = None, n_workers: int | None = 
         return
 
     n = default_n_workers() if n_workers is None else check_int(n_workers, "n_workers", minimum=1)
+    if not isinstance(host, str) or not host or "://" in host:
+        raise InputValueError(f"host: expected an interface address such as '127.0.0.1', got {host!r}.")
+    dashboard_address = _bound(dashboard_address, host)
     if dashboard_address is None:
-        # The scheduler serves HTTP (health, metrics) even without a dashboard, on :8787 unless
-        # told otherwise: a free port avoids clashing with (and warning about) other clusters.
-        cluster_kwargs["scheduler_kwargs"] = {"dashboard_address": ":0",
+        # The scheduler serves HTTP even without a dashboard (on :8787 of every interface unless
+        # told otherwise): a free port of `host`, with no route (see the settings below).
+        cluster_kwargs["scheduler_kwargs"] = {"dashboard_address": f"{host}:0",
                                               **cluster_kwargs.get("scheduler_kwargs", {})}
+    scratch = Path(local_directory) if local_directory is not None else scratch_dir()
     try:
-        local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                             memory_limit=memory_limit, dashboard_address=dashboard_address,
-                             env=thread_env(threads), **cluster_kwargs)
-    except (OSError, TimeoutError) as exc:
-        raise ClusterError(f"could not start a local dask cluster with n_workers={n} ({exc!r}); "
-                           "try fewer workers or pass scheduler=ADDRESS.") from exc
-    try:
-        client = Client(local)
+        scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ClusterError(f"local_directory: cannot create the workers' scratch folder {str(scratch)!r} "
+                           f"({exc.strerror or exc}); set BAYESBRIDGE_CACHE_DIR or pass local_directory.") from exc
+    settings: dict[str, Any] = {"temporary-directory": str(scratch), "distributed.worker.http.routes": []}
+    if dashboard_address is None:
+        settings["distributed.scheduler.http.routes"] = []
+    with dask.config.set(settings):
         try:
-            yield client
+            local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host=host,
+                                 protocol="tcp://", memory_limit=memory_limit,
+                                 dashboard_address=dashboard_address, worker_dashboard_address=None,
+                                 local_directory=str(scratch), env=thread_env(threads), **cluster_kwargs)
+        except (OSError, TimeoutError) as exc:
+            raise ClusterError(f"could not start a local dask cluster with n_workers={n} on {host} ({exc!r}); "
+                               "try fewer workers or pass scheduler=ADDRESS.") from exc
+        try:
+            client = Client(local)
+            try:
+                yield client
+            finally:
+                client.close()
         finally:
-            client.close()
-    finally:
-        local.close()
+            local.close()
 
 
 # ----------------------------------------------------------------------------- map_tasks

@@ -209,22 +209,30 @@ def test_batched_runs_through_the_kernel_match_the_batched_torch_loop(variant):
 def test_batched_kernel_names_the_first_step_at_which_a_run_diverges():
     import re
 
-    from bayesbridge.errors import FilterDivergenceError
-    from bayesbridge.infer import assimilate
+    from bayesbridge.errors import FilterDivergenceError, ObservationValueError
+    from bayesbridge.infer import assimilate, enkf
+    from bayesbridge.infer.enkf_config import EnKFConfig
 
     model, _, y = linear_problem(6, 3, 30, seed=2, batch=(3,))
     y = y.clone()
     y[2, 17, 1] = 1e300  # run 2's analysis overflows at step 17, so its forecast of step 18 is not finite
+    # assimilate rejects such a value before any engine runs, naming its step
+    with pytest.raises(ObservationValueError, match=r"time step 17 \(run 2, component 1\)"):
+        assimilate(model, y, "etkf", members=20, seed=1)
+
+    def run(**options):  # the engine itself, past the input checks
+        config = EnKFConfig(**{"variant": "etkf", "members": 20, "store_ensemble": False, **options})
+        return enkf.run(model, y, config, torch.Generator().manual_seed(1))
+
     steps = []
     for engine in ("compiled", "torch"):
         with pytest.raises(FilterDivergenceError, match="time step") as info:
-            assimilate(model, y, "etkf", engine=engine, members=20, seed=1, store_ensemble=False)
+            run(engine=engine)
         steps.append(int(re.search(r"time step (\d+)", str(info.value)).group(1)))
     assert steps[0] == steps[1] in (17, 18)
     # without the check, the bad run is NaN from there on and the others are those of a clean batch
-    opts = {"members": 20, "seed": 1, "store_ensemble": False, "check_divergence": False, "engine": "compiled"}
-    bad = assimilate(model, y, "etkf", **opts)
+    bad = run(check_divergence=False, engine="compiled")
     y[2, 17, 1] = 0.0
-    clean = assimilate(model, y, "etkf", **opts)
+    clean = run(check_divergence=False, engine="compiled")
     assert bool(bad.filtered_mean[2, steps[0]:].isnan().all()) and bool(bad.filtered_mean[2, :17].isfinite().all())
     assert torch.equal(bad.filtered_mean[:2], clean.filtered_mean[:2])

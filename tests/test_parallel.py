@@ -188,3 +188,39 @@ def test_threads_are_pinned_per_task(client):
     one = parallel.map_tasks(thread_counts, [{"i": i} for i in range(4)], seed=0, client=client,
                              threads=1, batch_size=1, progress=False)
     assert (one["omp"] == 1).all() and (one["torch"] == 1).all()
+
+
+def test_local_cluster_listens_on_loopback_only_and_serves_no_routes(client):
+    # issue 17: nothing a command starts may answer from another host; worker memory and local
+    # paths must not be readable over HTTP; scratch space lives in the package's cache folder
+    import urllib.error
+    import urllib.request
+
+    import psutil
+
+    me = psutil.Process()
+    listening = [(p.pid, c.laddr.ip, c.laddr.port)
+                 for p in [me, *me.children(recursive=True)]
+                 for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    assert len(listening) >= 4  # scheduler comm + HTTP, nannies, workers
+    assert all(ip == "127.0.0.1" for _, ip, _ in listening), listening
+    scheduler = client.cluster.scheduler
+    ports = [scheduler.http_server.port, *client.run(lambda dask_worker: dask_worker.http_server.port).values()]
+    for port in ports:
+        for route in ("info/main/workers.html", "metrics", "health", ""):
+            with pytest.raises(urllib.error.HTTPError, match="404"):
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/{route}", timeout=5)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/sitemap.json", timeout=5) as page:
+            assert page.read() == b'{"paths": ["/sitemap.json"]}'  # dask's own index, listing nothing else
+    scratch = str(parallel.scratch_dir())
+    assert all(d.startswith(scratch) for d in client.run(lambda dask_worker: dask_worker.local_directory).values())
+
+
+def test_dashboard_addresses_are_bound_to_the_host():
+    assert parallel._bound(":0", "127.0.0.1") == "127.0.0.1:0"
+    assert parallel._bound(8787, "127.0.0.1") == "127.0.0.1:8787"
+    assert parallel._bound("0.0.0.0:8787", "127.0.0.1") == "0.0.0.0:8787"  # an explicit choice is kept
+    assert parallel._bound(None, "127.0.0.1") is None
+    with pytest.raises(InputValueError, match="host"):
+        with parallel.cluster(n_workers=1, host="tcp://0.0.0.0"):
+            pass

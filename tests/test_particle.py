@@ -10,7 +10,12 @@ import pytest
 import torch
 from lg_oracle import kalman_oracle, random_lg_problem
 
-from bayesbridge.errors import BayesBridgeError, FilterDivergenceError, ParameterError
+from bayesbridge.errors import (
+    BayesBridgeError,
+    FilterDivergenceError,
+    ObservationValueError,
+    ParameterError,
+)
 from bayesbridge.infer import assimilate
 from bayesbridge.infer.degeneracy import DegeneracyWarning
 from bayesbridge.infer.particle import ParticleConfig, systematic_resample
@@ -287,9 +292,16 @@ def test_divergence_names_step_of_impossible_observation(opaque, store):
     model = LinearGaussianModel(A, Q, H, R, m0, P0)
     _, y = model.simulate(12, generator=torch.Generator().manual_seed(0))
     y[6, 0] = 1e200  # squared residual overflows: every weight is zero at step 6
+    target = _Opaque(model) if opaque else model
+    # assimilate rejects the value before the engine runs, naming its step
+    with pytest.raises(ObservationValueError, match="time step 6"):
+        assimilate(target, y, "pf", members=200, smoother="none", store_ensemble=store)
+    # the engine itself, past the input checks, names the step where every weight vanished
+    from bayesbridge.infer import particle
+
+    config = ParticleConfig(members=200, smoother="none", store_ensemble=store)
     with pytest.raises(FilterDivergenceError, match="zero weight at time step 6"):
-        assimilate(_Opaque(model) if opaque else model, y, "pf", members=200, smoother="none", store_ensemble=store,
-                   proposal="bootstrap")
+        particle.run(target, y.to(torch.float64), config, torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("opaque", [False, True])

@@ -29,11 +29,7 @@ representation error - never from the posterior mean - and event counts are aver
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -53,6 +49,7 @@ from bayesbridge.apps.scoring import (
     weighted_rmse,
 )
 from bayesbridge.errors import ParameterError
+from bayesbridge.io.outputs import output_set
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo"]
 
@@ -261,7 +258,7 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
     with timer("explain"):
         explanation = explain_assimilation(res, bridge.codec, twin.idealized_observations, cfg.seed)
         metrics.update(explanation.to_dict())
-    with timer("write"), _staging(out) as stage:
+    with timer("write"), output_set(out) as stage:
         files = _write_outputs(stage, cfg, post, summary, metrics, timer.times, maps, per_source,
                                idx_truth, explanation, twin, propagation)
         for step, seconds in timer.times.items():
@@ -271,25 +268,6 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
         files = {k: out / p.relative_to(stage) for k, p in files.items()}
     return DemoResult(out_dir=out, metrics=metrics, files=files, bridge_result=res, twin=twin,
                       propagation=propagation)
-
-
-@contextlib.contextmanager
-def _staging(out: Path):
-    """Write into a hidden folder beside ``out``; move the files in only if everything succeeded.
-
-    A failure part-way (exception, interrupt) leaves ``out`` exactly as it was.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".bayesbridge-staging-", dir=out))
-    try:
-        yield stage
-        for path in sorted(stage.rglob("*")):
-            if path.is_file():
-                target = out / path.relative_to(stage)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, target)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _write_json(path: Path, payload: dict) -> Path:

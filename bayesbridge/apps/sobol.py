@@ -219,8 +219,10 @@ class SobolResult:
     def save(self, out_dir: str | os.PathLike) -> SobolFiles:
         """Write ``sobol_indices.nc``, ``sobol_indices.csv`` and ``figures/sobol_indices.png``.
 
-        The netCDF file is written atomically (temporary file, then rename) and also holds the
-        samples and model outputs (``sample_<name>``, ``output_<name>`` on ``sample``).
+        The three files are written together (:func:`bayesbridge.io.output_set`: staged beside
+        the destination and moved in only when all are complete), so an interrupted save leaves
+        the previous set. The netCDF file also holds the samples and model outputs
+        (``sample_<name>``, ``output_<name>`` on ``sample``).
 
         Parameters
         ----------
@@ -232,24 +234,26 @@ class SobolResult:
         SobolFiles
             The three paths written.
         """
+        import matplotlib.pyplot as plt
+
+        from bayesbridge.io import output_set
+        from bayesbridge.plots.sensitivity import plot_sobol
+
         out = Path(out_dir)
-        (out / "figures").mkdir(parents=True, exist_ok=True)
         ds = self.indices.copy()
         for name in self.samples.columns:
             ds[f"sample_{name}"] = ("sample", self.samples[name].to_numpy())
         for name, var in self.outputs.data_vars.items():
             ds[f"output_{name}"] = ("sample", var.to_numpy())
         ds = ds.drop_vars([c for c in ("sample",) if c in ds.coords])
-        files = SobolFiles(out / "sobol_indices.nc", out / "sobol_indices.csv",
-                           out / "figures" / "sobol_indices.png")
-        tmp = files.netcdf.with_suffix(".nc.tmp")
-        ds.to_netcdf(tmp)
-        os.replace(tmp, files.netcdf)
-        self.to_dataframe().to_csv(files.csv)
-        from bayesbridge.plots.sensitivity import plot_sobol
-
-        plot_sobol(self).savefig(files.figure, dpi=120, bbox_inches="tight")
-        return files
+        with output_set(out) as stage:
+            (stage / "figures").mkdir()
+            ds.to_netcdf(stage / "sobol_indices.nc")
+            self.to_dataframe().to_csv(stage / "sobol_indices.csv")
+            figure = plot_sobol(self)
+            figure.savefig(stage / "figures" / "sobol_indices.png", dpi=120, bbox_inches="tight")
+            plt.close(figure)
+        return SobolFiles(out / "sobol_indices.nc", out / "sobol_indices.csv", out / "figures" / "sobol_indices.png")
 
 
 def _check_n(n: Any) -> int:

@@ -14,8 +14,8 @@ from bayesbridge.bridge.bridge import (
     Bridge,
     BridgeConfig,
     BridgeResult,
-    observations_from,
 )
+from bayesbridge.bridge.observations import observations_from
 from bayesbridge.bridge.posterior import Posterior
 
 __all__ = ["Bridge", "BridgeConfig", "BridgeResult", "Posterior", "observations_from", "OBSERVABLES", "RUN_DIMS",

@@ -43,6 +43,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from bayesbridge.bridge.observations import observations_from
 from bayesbridge.devices import single_torch_thread
 from bayesbridge.dims import RUN_DIMS
 from bayesbridge.errors import (
@@ -51,16 +52,13 @@ from bayesbridge.errors import (
     InputTypeError,
     NotFittedError,
     ParameterError,
-    ShapeMismatchError,
-    TimeAxisError,
     VariableNotFoundError,
     check_choice,
 )
 from bayesbridge.infer import METHODS, AssimilationResult, assimilate
 from bayesbridge.regions import STANDARD_BOXES, Region, get_region
 
-__all__ = ["BridgeConfig", "Bridge", "BridgeResult", "OBSERVABLES", "RUN_DIMS", "DEFAULT_OBS_ERROR_FLOOR",
-           "observations_from"]
+__all__ = ["BridgeConfig", "Bridge", "BridgeResult", "OBSERVABLES", "RUN_DIMS", "DEFAULT_OBS_ERROR_FLOOR"]
 
 CodecKind = Literal["eof", "autoencoder", "vae"]
 DynamicsKind = Literal["linear", "seasonal", "neural", "lstm"]
@@ -196,82 +194,6 @@ class BridgeResult:
     obs_error: pd.Series
 
 
-def observations_from(obj, variables: Sequence[str] | None = None, *, runs: bool = False) -> xr.Dataset:
-    """Index observations as a Dataset on ``time`` with the requested variables (NaN = missing).
-
-    Parameters
-    ----------
-    obj : xarray.Dataset, xarray.DataArray or pandas.DataFrame
-        Monthly index series: a Dataset, a named DataArray, or a DataFrame with a ``time``
-        column or index.
-    variables : sequence of str, optional
-        Indices to keep (default: every known index in :data:`OBSERVABLES` present).
-    runs : bool
-        Accept one extra dimension of independent runs, named one of :data:`RUN_DIMS`
-        (``run``, ``member`` as in ``MultiscaleENSO.simulate(members=K)``, or ``draw``); it is
-        renamed ``run`` and the series are broadcast to ``(run, time)``.
-
-    Returns
-    -------
-    xarray.Dataset
-        float64 series on consecutive months, ``(time,)`` or, with ``runs``, ``(run, time)``;
-        a single ``member`` is always dropped.
-    """
-    if isinstance(obj, pd.DataFrame):
-        frame = obj.set_index("time") if "time" in obj.columns else obj
-        frame.index.name = "time"
-        ds = xr.Dataset.from_dataframe(frame)
-    elif isinstance(obj, xr.DataArray):
-        ds = obj.to_dataset(name=obj.name or "y")
-    elif isinstance(obj, xr.Dataset):
-        ds = obj
-    else:
-        raise InputTypeError(
-            f"observations: expected an xarray Dataset or a pandas DataFrame with a time column, "
-            f"got {type(obj).__name__}."
-        )
-    if "time" not in ds.dims:
-        raise TimeAxisError(f"observations: no time dimension (dims: {dict(ds.sizes)}).")
-    names = list(variables) if variables is not None else [v for v in ds.data_vars if v in OBSERVABLES]
-    unknown = [v for v in names if v not in OBSERVABLES]
-    if unknown:
-        raise VariableNotFoundError(
-            f"variables: {unknown} cannot be assimilated; known indices are {', '.join(OBSERVABLES)}."
-        )
-    missing = [v for v in names if v not in ds.data_vars]
-    if missing:
-        raise VariableNotFoundError(
-            f"variables: {missing} not in the observations, which contain {', '.join(map(str, ds.data_vars))}."
-        )
-    if not names:
-        raise VariableNotFoundError(
-            f"observations: none of the known indices ({', '.join(OBSERVABLES)}) is present; the "
-            f"data has {', '.join(map(str, ds.data_vars)) or 'no variables'}."
-        )
-    out = ds[names]
-    if "member" in out.dims and out.sizes["member"] == 1:
-        out = out.isel(member=0, drop=True)
-    extra = [str(d) for d in out.dims if d != "time"]
-    if extra:
-        if not runs:
-            raise ShapeMismatchError(
-                f"observations: expected series on time only, got dimensions {dict(out.sizes)}; select "
-                f"one series, or pass all runs to Bridge.assimilate (one run dimension: {', '.join(RUN_DIMS)})."
-            )
-        if len(extra) > 1 or extra[0] not in RUN_DIMS:
-            raise ShapeMismatchError(
-                f"observations: expected series on time plus at most one run dimension named one of "
-                f"{', '.join(RUN_DIMS)}, got dimensions {dict(out.sizes)}; stack or rename the extra "
-                f"dimensions first, e.g. ds.stack(run=('chain', 'draw'))."
-            )
-        out = out.rename({extra[0]: "run"}) if extra[0] != "run" else out
-        if out.sizes["run"] < 1:
-            raise ShapeMismatchError("observations: the run dimension is empty; pass at least one run.")
-        out = xr.broadcast(out)[0].transpose("run", "time")
-    _check_monthly(out["time"])
-    return out.astype("float64")
-
-
 class _ScaledBoxes:
     """``h(z) = s * boxes(z)``: box means ``(*batch, m)`` of the decoded fields times per-box factors ``s`` ``(m,)``."""
 
@@ -309,19 +231,6 @@ def _augmented(codec, z: xr.DataArray, window: int):
     from bayesbridge.latent import WindowedCodec, lag_windows
 
     return WindowedCodec(codec, window), lag_windows(z, window)
-
-
-def _check_monthly(time: xr.DataArray) -> None:
-    years = np.asarray(time.dt.year.values)
-    months = np.asarray(time.dt.month.values)
-    key = years * 12 + months - 1
-    if key.size > 1 and np.any(np.diff(key) != 1):
-        bad = int(np.argmax(np.diff(key) != 1))
-        raise TimeAxisError(
-            f"observations: expected consecutive monthly values; the step after "
-            f"{years[bad]}-{months[bad]:02d} goes to {years[bad + 1]}-{months[bad + 1]:02d}. "
-            f"Resample to monthly means and fill gaps with NaN (missing values are allowed)."
-        )
 
 
 class Bridge:

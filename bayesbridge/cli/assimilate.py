@@ -1,61 +1,118 @@
-"""``bayesbridge assimilate``: reanalysis of observed index series (:mod:`bayesbridge.apps.reanalysis`)."""
+"""``bayesbridge assimilate``: reanalysis of observed index series (:mod:`bayesbridge.apps.reanalysis`).
+
+Everything the run needs is checked first, in seconds: the options, the output folder, every
+cell of the observation file, the operational files (variables, box coverage, calendar, latent
+size) and the memory the request needs. Only then are the operational fields loaded and the
+assimilation run; the three outputs are written as one set (:func:`bayesbridge.io.output_set`)
+and carry the same ``run_id``.
+"""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from bayesbridge.cli.checks import (
+    available_memory,
+    check_count,
+    check_memory,
+    check_option_choice,
+    check_seed,
+    month_range,
+    parse_names,
+)
 from bayesbridge.cli.console import console
+from bayesbridge.cli.progress import status
 
 __all__ = ["assimilate_command"]
+
+DEFAULT_TWIN = {"years": 200, "seed": 0}  # the twin experiment of apps.reanalysis.default_operational
+METHODS = ("enks", "enkf", "etkf", "pf", "svi", "kalman")
+"""The engines (:data:`bayesbridge.infer.METHODS`), listed here so that options are checked before torch loads."""
 
 
 def assimilate_command(
     observations: Annotated[Path, typer.Option(help="Index file: CSV with a 'time' column (YYYY-MM) or netCDF.")],
     vars: Annotated[str, typer.Option("--vars", help="Indices to assimilate, comma-separated (nino3,nino4[,h_w,nino34,nino12]).")],
-    out: Annotated[Path, typer.Option(help="Output folder.")],
+    out: Annotated[Path, typer.Option(help="Output folder (created if missing; other files in it are kept).")],
     operational: Annotated[
         list[Path] | None, typer.Option(help="Operational model files (CMIP6 netCDF; repeat or use a glob). Default: the bundled synthetic model.")
     ] = None,
     method: Annotated[str, typer.Option(help="enkf, etkf, enks, pf, svi or kalman.")] = "enks",
-    members: Annotated[int, typer.Option(help="Ensemble members / particles / draws.")] = 100,
+    members: Annotated[int, typer.Option(help="Ensemble members / particles / draws (>= 2).")] = 100,
     latent_dim: Annotated[int, typer.Option(help="Latent size of the EOF codec.")] = 20,
     start: Annotated[str | None, typer.Option(help="First month (YYYY-MM).")] = None,
     end: Annotated[str | None, typer.Option(help="Last month (YYYY-MM).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the assimilation.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the assimilation (0 to 4294967295).")] = 0,
+    member: Annotated[int | None, typer.Option(help="Member to read from a netCDF file holding an ensemble (member dimension).")] = None,
 ) -> None:
     """Reconstruct fields with uncertainty from observed index series (reanalysis mode).
 
     Writes OUT/posterior.nc (field summaries <var>_{mean,std,q05,q50,q95} and box series
     <box>_{mean,q05,q95}), OUT/inference_data.nc and OUT/validation.csv (skill against every
-    known index in the file, assimilated or withheld).
+    known index in the file, assimilated or withheld), all three together and stamped with the
+    same run_id.
     """
-    from bayesbridge.apps.reanalysis import read_observations, reconstruct
-    from bayesbridge.bridge import BridgeConfig
-    from bayesbridge.devices import single_torch_thread
-    from bayesbridge.io import arviz_compat, atomic_path, open_operational
+    from bayesbridge.regions import STANDARD_BOXES
 
-    names = [v.strip() for v in vars.split(",") if v.strip()]
-    with console.status("reading observations and operational fields"):
-        obs = read_observations(observations, start=start, end=end)
-        fields = None
+    names = parse_names(vars, "--vars", STANDARD_BOXES)
+    check_option_choice(method, "--method", METHODS)
+    check_count(members, "--members", minimum=2)
+    check_count(latent_dim, "--latent-dim", minimum=1)
+    check_seed(seed)
+    start, end = month_range(start, end)
+    if member is not None:
+        check_count(member, "--member", minimum=0)
+    from bayesbridge.io import check_output_dir
+
+    out = check_output_dir(out, "--out")
+    from bayesbridge.apps.reanalysis import (
+        check_operational,
+        default_operational,
+        read_observations,
+        reconstruct,
+        reconstruction_memory,
+    )
+    from bayesbridge.bridge import BridgeConfig, observations_from
+    from bayesbridge.devices import single_torch_thread
+    from bayesbridge.io import arviz_compat, open_operational, output_set, write_netcdf
+
+    with status("checking the observations and the operational model"):
+        obs = read_observations(observations, start=start, end=end, member=member)
+        selected = observations_from(obs, names)
         if operational:
             sources = [str(p) for p in operational]
-            fields = open_operational(sources[0] if len(sources) == 1 else sources, region=None).load()
+            fields = open_operational(sources[0] if len(sources) == 1 else sources, region=None)
+        else:
+            from bayesbridge.datasets import make_twin_experiment
+
+            fields = make_twin_experiment(**DEFAULT_TWIN).operational
+        check_operational(fields, names, latent_dim=latent_dim, observations=selected)
+        months = int(selected.sizes["time"])
+        base = reconstruction_memory(months, 0, latent_dim, fields)
+        per_member = reconstruction_memory(months, 1, latent_dim, fields) - base
+        need = base + per_member * members
+        fits = max(0, int((available_memory() * 0.9 - base) // max(per_member, 1)))
+        fix = (f"use --members {fits} or fewer" if fits >= 2 else "shorten the period with --start/--end")
+        check_memory(need, f"--members {members} with --latent-dim {latent_dim} over {months} months", fix)
     config = BridgeConfig(method=method, members=members, latent_dim=latent_dim)
-    with console.status(f"fitting the latent space and assimilating {', '.join(names)} ({method})"), \
-            single_torch_thread():
+    with status("reading the operational fields"):
+        fields = fields.load() if operational else default_operational(**DEFAULT_TWIN)
+    with status(f"fitting the latent space and assimilating {', '.join(names)} ({method})"), single_torch_thread():
         rec = reconstruct(obs, names, operational=fields, config=config, seed=seed)
         post = rec.bridge_result.posterior
-        post.summary()
-    out.mkdir(parents=True, exist_ok=True)
-    post.to_netcdf(out / "posterior.nc")
-    arviz_compat.to_netcdf(post.to_inference_data(), out / "inference_data.nc")
-    with atomic_path(out / "validation.csv") as tmp:
-        rec.validation.to_csv(tmp)
+        summary = post.summary()
+    run_id = uuid.uuid4().hex[:12]
+    with status(f"writing {out}"), output_set(out) as stage:
+        write_netcdf(summary, stage / "posterior.nc", attrs={"run_id": run_id})
+        idata = post.to_inference_data()
+        idata["posterior"].attrs["run_id"] = run_id
+        arviz_compat.to_netcdf(idata, stage / "inference_data.nc")
+        rec.validation.assign(run_id=run_id).to_csv(stage / "validation.csv")
     table = Table(title="Posterior against the observations")
     for col in ("index", "assimilated", "months", "correlation", "90 % coverage"):
         table.add_column(col)
@@ -63,4 +120,5 @@ def assimilate_command(
         table.add_row(name, str(bool(row["assimilated"])), str(int(row["months"])),
                       f"{row['correlation']:.3f}", f"{row['coverage90']:.2f}")
     console.print(table)
-    console.print(f"wrote {out}/posterior.nc, inference_data.nc, validation.csv")
+    console.print(f"wrote {out}/posterior.nc, inference_data.nc, validation.csv (run_id {run_id})")
+

@@ -10,6 +10,10 @@ from typing import Annotated
 
 import typer
 
+from bayesbridge.cli.checks import parse_names
+from bayesbridge.cli.console import console
+from bayesbridge.cli.progress import steps
+
 __all__ = ["bench"]
 
 
@@ -28,25 +32,17 @@ def bench(
     """Run bayesbridge and its peers (DAPPER, filterpy, Pyro SMCFilter, numpy references) on the
     same problems in this process and print times, ratios (peer / ours) and peak memory.
 
-    Peers that are not installed are reported as missing (pip install 'bayesbridge[bench]').
+    Peers that are not installed are reported as missing: install them with
+    pip install 'bayesbridge\\[bench]' (or make bench).
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from bayesbridge.bench.suite import MODULES, print_report, run_all
+    from bayesbridge.io import check_output_file
 
-    console = Console()
-    modules = tuple(m.strip() for m in only.split(",") if m.strip()) if only else MODULES
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("bench", total=len(modules))
-        done = []
-
-        def advance(name: str) -> None:
-            bar.update(task, completed=len(done), description=f"bench: {name}")
-            done.append(name)
-
+    modules = tuple(parse_names(only, "--only", MODULES)) if only is not None else MODULES
+    if json_out is not None:
+        json_out = check_output_file(json_out, "--json")
+    with steps("bench", modules) as advance:
         report = run_all(quick=quick, tiny=tiny, modules=modules, progress=advance)
-        bar.update(task, completed=len(modules), description="bench: done")
     print_report(report, console)
     if json_out is not None:
         report.write_json(json_out)

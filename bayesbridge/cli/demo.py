@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from bayesbridge.cli.checks import available_memory, check_count, check_memory, check_seed
 from bayesbridge.cli.console import console
+from bayesbridge.cli.progress import steps as step_progress
 
 __all__ = ["demo"]
 
@@ -24,21 +26,24 @@ def demo(
 ) -> None:
     """Run the twin experiment end to end and write posterior.nc, inference_data.nc,
     metrics.json, report.md and figures/ into OUT."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from bayesbridge.apps.demo import DemoConfig, run_demo
+    from bayesbridge.io import check_output_dir
 
+    check_seed(seed)
+    check_count(parameter_draws, "--parameter-draws", minimum=0)
+    out = check_output_dir(out, "--out")
+    config = DemoConfig(quick=quick, seed=seed, parameter_draws=parameter_draws)
+    if parameter_draws:
+        # each draw is one idealized run, assimilated with the others in one batch
+        months = config.years * 12
+        per_draw = months * config.members * config.latent_dim * 8 * 6 + months * 6 * 8 * 5
+        fits = max(0, int(0.9 * available_memory() // per_draw) - 1)
+        check_memory(per_draw * (parameter_draws + 1), f"--parameter-draws {parameter_draws}",
+                     f"use --parameter-draws {fits} or fewer" + ("" if quick else ", or --quick"))
     steps = ("twin", "read", "fit", "assimilate", "decode", "evaluate",
              *(("param_uq",) if parameter_draws else ()), "explain", "write")
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("demo", total=len(steps))
-
-        def advance(step: str) -> None:
-            done = steps.index(step) if step in steps else 0
-            bar.update(task, completed=done, description=f"demo: {step}")
-
-        result = run_demo(out, DemoConfig(quick=quick, seed=seed, parameter_draws=parameter_draws), progress=advance)
-        bar.update(task, completed=len(steps), description="demo: done")
+    with step_progress("demo", steps) as advance:
+        result = run_demo(out, config, progress=advance)
     m = result.metrics
     table = Table(title="Twin experiment: truth / operational / bridged")
     for col in ("statistic", "truth", "operational", "bridged"):
@@ -62,3 +67,4 @@ def demo(
             f"{s} {m[f'twin.param_uq.{s}.mean']:.2f} [{m[f'twin.param_uq.{s}.q05']:.2f}, "
             f"{m[f'twin.param_uq.{s}.q95']:.2f}]" for s in PARAM_UQ_STATS))
     console.print(f"wrote {out}/posterior.nc, inference_data.nc, metrics.json, report.md, figures/")
+

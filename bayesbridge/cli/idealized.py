@@ -1,4 +1,9 @@
-"""``bayesbridge idealized simulate|calibrate``: the typer sub-app (mounted by ``bayesbridge.cli``)."""
+"""``bayesbridge idealized simulate|calibrate``: the typer sub-app (mounted by ``bayesbridge.cli``).
+
+Both commands check their options, inputs and output path before they start; ``simulate``
+writes one netCDF file atomically, ``calibrate`` its three files as one set
+(:func:`bayesbridge.io.output_set`).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from bayesbridge.cli.checks import check_count, check_seed, month_range
+from bayesbridge.cli.console import console
+from bayesbridge.cli.progress import bars_enabled, status
 
 __all__ = ["app"]
 
@@ -17,13 +25,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-
-
-def _write_netcdf(ds, path: Path) -> Path:
-    from bayesbridge.io import write_netcdf
-
-    return write_netcdf(ds, path)
 
 
 @app.command()
@@ -51,14 +52,21 @@ def simulate(
         summary_statistics,
     )
     from bayesbridge.idealized.model import MultiscaleENSO
+    from bayesbridge.io import check_output_file, write_netcdf
 
+    check_count(years, "--years", minimum=1)
+    check_count(members, "--members", minimum=1)
+    check_count(burn_in_years, "--burn-in-years", minimum=0)
+    check_count(start_year, "--start-year", minimum=1)
+    check_seed(seed)
+    out = check_output_file(out, "--out")
     model = MultiscaleENSO(f=f, wind_amp=wind_amp, noise_scale=noise_scale, m=m, variant=variant)
     t0 = time.perf_counter()
-    with console.status(f"integrating {members} members x {years} years (numba, dt={dt})"):
+    with status(f"integrating {members} members x {years} years (numba, dt={dt})"):
         ds = model.simulate(years=years, members=members, seed=seed, burn_in_years=burn_in_years,
                             dt=dt, daily=daily, start_year=start_year)  # fmt: skip
     elapsed = time.perf_counter() - t0
-    _write_netcdf(ds, out)
+    write_netcdf(ds, out)
     table = Table(title=f"{members} x {years} years in {elapsed:.2f} s (including numba compile or cache load)")
     for col in ("variable", "variance", "std", "skewness", "kurtosis"):
         table.add_column(col)
@@ -97,10 +105,15 @@ def calibrate(
     Prints the posterior summary (R-hat, ESS) and posterior-predictive statistics beside the
     observed ones; writes the ArviZ container and the tables to OUT.
     """
-    from bayesbridge.idealized.calibrate import CalibrationConfig, calibration_statistics
-    from bayesbridge.idealized.calibrate import calibrate as run_calibration
-    from bayesbridge.io import arviz_compat
+    from bayesbridge.errors import DataFileError
+    from bayesbridge.io import arviz_compat, check_output_dir, output_set
 
+    check_seed(seed)
+    start, end = month_range(start, end)
+    for value, option in ((design_points, "--design-points"), (replicates, "--replicates"), (samples, "--samples"),
+                          (warmup, "--warmup"), (chains, "--chains")):
+        check_count(value, option, minimum=1, maximum=100_000)
+    out = check_output_dir(out, "--out")
     if observations is None:
         from bayesbridge.datasets import observed_indices
 
@@ -108,20 +121,31 @@ def calibrate(
     else:
         from bayesbridge.io import open_dataset
 
+        if observations.is_dir():
+            raise DataFileError(f"--observations: {str(observations)!r} is a folder; pass a netCDF file.")
+        if not observations.exists():
+            raise DataFileError(f"--observations: file {str(observations)!r} does not exist.")
         ds = open_dataset(observations)
     if quick:
         design_points, replicates, samples, warmup, chains = 24, 24, 500, 500, 2
+    from bayesbridge.idealized.calibrate import CalibrationConfig, calibration_statistics
+    from bayesbridge.idealized.calibrate import calibrate as run_calibration
+
     config = CalibrationConfig(
         parameters=tuple(p.strip() for p in parameters.split(",") if p.strip()),
         design_points=design_points, replicates=replicates, num_samples=samples, num_warmup=warmup,
         num_chains=chains, seed=seed,
     )  # fmt: skip
+    ds = _calibration_data(ds, start, end, observations)
     obs = calibration_statistics(ds, start=start, end=end)
-    result = run_calibration(obs, config, progress=True)
-    out.mkdir(parents=True, exist_ok=True)
-    arviz_compat.to_netcdf(result.idata, out / "calibration.nc")
-    _atomic_csv(result.summary, out / "summary.csv")
-    _atomic_csv(result.predictive, out / "predictive.csv")
+    if not bars_enabled():
+        console.print(f"calibrating {', '.join(config.parameters)}: {design_points} design points x {replicates} "
+                      f"replicates, {chains} chains of {warmup} + {samples} steps", soft_wrap=True)
+    result = run_calibration(obs, config, progress=bars_enabled())
+    with output_set(out) as stage:
+        arviz_compat.to_netcdf(result.idata, stage / "calibration.nc")
+        result.summary.to_csv(stage / "summary.csv")
+        result.predictive.to_csv(stage / "predictive.csv")
     table = Table(title="posterior")
     for col in ("parameter", "mean", "sd", "5 %", "95 %", "r_hat", "ess_bulk"):
         table.add_column(col)
@@ -139,8 +163,31 @@ def calibrate(
     console.print(f"wrote {out}/calibration.nc, summary.csv, predictive.csv")
 
 
-def _atomic_csv(df, path: Path) -> None:
-    from bayesbridge.io import atomic_path
+def _calibration_data(ds, start: str, end: str, source):
+    """``ds`` with nino3, nino4 on ``time`` covering ``start..end`` (``YYYY-MM``), else a clear error.
 
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp)
+    A member dimension of size 1 (``idealized simulate --members 1``) is dropped.
+    """
+    from bayesbridge.errors import ShapeMismatchError, TimeAxisError, VariableNotFoundError
+
+    if "time" not in ds.dims or ds.sizes["time"] == 0:
+        raise TimeAxisError(f"--observations: {source} has no time axis; expected monthly nino3, nino4 on time.")
+    missing = [v for v in ("nino3", "nino4") if v not in ds.data_vars]
+    if missing:
+        raise VariableNotFoundError(f"--observations: {source} lacks {', '.join(missing)} (it has "
+                                    f"{', '.join(map(str, ds.data_vars)) or 'no variables'}).")
+    for dim in [d for d in ds["nino3"].dims if d != "time"]:
+        if ds.sizes[dim] != 1:
+            raise ShapeMismatchError(f"--observations: {source} holds {ds.sizes[dim]} series along {dim!r}; "
+                                     f"calibrate against one record (select it first, e.g. with ncks or xarray).")
+        ds = ds.isel({dim: 0}, drop=True)
+    try:
+        first, last = (f"{int(t.dt.year):04d}-{int(t.dt.month):02d}" for t in ds["time"][[0, -1]])
+    except (AttributeError, TypeError) as exc:
+        raise TimeAxisError(f"--observations: the time axis of {source} does not hold dates.") from exc
+    if first > start or last < end:
+        raise TimeAxisError(
+            f"--start, --end: the observations cover {first} to {last}, which does not include {start} to {end}; "
+            f"choose a period inside the record with --start and --end."
+        )
+    return ds

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from bayesbridge.cli.checks import month_range
 from bayesbridge.cli.console import console
 
 __all__ = ["observations"]
@@ -26,7 +27,11 @@ def observations(
     Anomalies are re-centred on the monthly climatology of START..END before the statistics.
     """
     from bayesbridge.datasets import observed_statistics
+    from bayesbridge.io import atomic_path, check_output_file
 
+    start, end = month_range(start, end)
+    if json_out is not None:
+        json_out = check_output_file(json_out, "--json")
     stats = observed_statistics(start=start, end=end)
     table = Table(title=f"Observed ENSO statistics, {start} to {end}")
     table.add_column("statistic")
@@ -51,8 +56,6 @@ def observations(
     events.add_row(*(str(int(v)) for v in stats.event_counts.values))
     console.print(events)
     if json_out is not None:
-        from bayesbridge.io import atomic_path
-
         with atomic_path(json_out) as tmp:
             tmp.write_text(json.dumps(stats.to_dict(), indent=2))
         console.print(f"wrote {json_out}")

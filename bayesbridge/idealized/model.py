@@ -31,7 +31,7 @@ import numpy as np
 import xarray as xr
 from numba.typed import List
 
-from bayesbridge.errors import InputTypeError, ParameterError, check_int
+from bayesbridge.errors import InputTypeError, ParameterError, ResourceLimitError, check_int
 from bayesbridge.idealized.kernel import integrate_ensemble, seasonal_table
 from bayesbridge.idealized.params import SCALES, ENSOParameters
 
@@ -173,6 +173,9 @@ class MultiscaleENSO:
         burn_in_years = check_int(burn_in_years, "burn_in_years", minimum=0)
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer | np.random.SeedSequence):
             raise InputTypeError(f"seed: expected an int or SeedSequence, received {type(seed).__name__}.")
+        if not isinstance(seed, np.random.SeedSequence) and seed < 0:
+            raise ParameterError(f"seed: expected a non-negative integer, received {seed}; use e.g. seed=0.")
+        _check_size(years, members, daily)
         dt = float(dt)
         if not (math.isfinite(dt) and 0.0 < dt <= DT_MAX):
             raise ParameterError(
@@ -310,6 +313,25 @@ class MultiscaleENSO:
             }
         )
         return ds
+
+
+def _check_size(years: int, members: int, daily: bool) -> None:
+    """Raise :class:`ResourceLimitError` before allocating if the output would not fit in memory.
+
+    The peak is about five float64 copies of the ``(member, month, 6)`` means (and of the daily
+    means with ``daily``): the raw means, the anomalies, and the variables of the Dataset.
+    """
+    import psutil
+
+    per_member = years * (MONTHS_PER_YEAR + (DAYS_PER_YEAR if daily else 0)) * 6 * 8 * 5
+    free = int(psutil.virtual_memory().available)
+    if per_member * members > 0.9 * free:
+        fits = int(0.9 * free // per_member)
+        raise ResourceLimitError(
+            f"members, years: {members} members x {years} years{' of daily means' if daily else ''} need "
+            f"about {per_member * members / 2**30:.1f} GB of memory, but {free / 2**30:.1f} GB are "
+            f"available; use {fits} members or fewer (or fewer years)."
+        )
 
 
 def _td(days: int):

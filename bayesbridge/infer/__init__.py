@@ -28,13 +28,15 @@ from bayesbridge.errors import (
     AllMissingError,
     InputTypeError,
     InputValueError,
+    ObservationValueError,
     ParameterError,
     ShapeMismatchError,
 )
 from bayesbridge.infer.result import AssimilationResult, StepDiagnostics
 from bayesbridge.model import StateSpace, as_tensor
 
-__all__ = ["assimilate", "Method", "METHODS", "AssimilationResult", "StepDiagnostics", "prepare_observations"]
+__all__ = ["assimilate", "Method", "METHODS", "AssimilationResult", "StepDiagnostics", "prepare_observations",
+           "OUTLIER_FACTOR"]
 
 Method = Literal["kalman", "enkf", "etkf", "enks", "pf", "svi"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -53,8 +55,31 @@ _ENGINES: dict[str, tuple[str, str, str]] = {
 _CPU_ONLY: frozenset[str] = frozenset({"svi"})
 
 
+OUTLIER_FACTOR = 1e6
+"""A value farther than this many robust standard deviations from its component's median is
+rejected by :func:`prepare_observations` (a fill value or an overflow, not an observation)."""
+
+
 def prepare_observations(model: StateSpace, observations) -> torch.Tensor:
-    """Validate observations ``(*batch, T, m)`` against ``model`` (float64 tensor, NaN = missing)."""
+    """Validate observations ``(*batch, T, m)`` against ``model`` (float64 tensor, NaN = missing).
+
+    Besides shapes: not every value may be missing; ``+/-inf`` is rejected, and so is a value
+    more than :data:`OUTLIER_FACTOR` robust standard deviations (``1.4826 * MAD``) from the
+    median of its component (fill values such as ``1e30``), each naming the time step, run and
+    component of the first offending value, before any engine runs.
+
+    Parameters
+    ----------
+    model : StateSpace
+        The model (its ``obs_dim``).
+    observations : array-like (*batch, T, m)
+        ``y_1..y_T``, NaN = missing.
+
+    Returns
+    -------
+    torch.Tensor
+        float64 ``(*batch, T, m)``.
+    """
     y = as_tensor(observations, "observations")
     if y.ndim < 2:
         raise ShapeMismatchError(
@@ -74,8 +99,50 @@ def prepare_observations(model: StateSpace, observations) -> torch.Tensor:
             f"selection and variable names."
         )
     if bool(torch.isinf(y).any()):
-        raise InputValueError("observations: contain +/-inf; replace them by NaN to mark missing values.")
+        raise ObservationValueError(f"observations: {_where(y, torch.isinf(y))} is {_first(y, torch.isinf(y)):g}; "
+                              f"replace +/-inf by NaN to mark missing values.")
+    _check_outliers(y)
     return y
+
+
+def _where(y: torch.Tensor, bad: torch.Tensor) -> str:
+    """``"the value at time step t (run r, component k)"`` of the first flagged entry, in time order."""
+    T, m = y.shape[-2], y.shape[-1]
+    flat = bad.reshape(-1, T, m)
+    step = int(flat.any(0).any(-1).nonzero()[0])
+    run, comp = (int(i) for i in flat[:, step, :].nonzero()[0])
+    runs = f"run {run}, " if flat.shape[0] > 1 else ""
+    return f"the value at time step {step} ({runs}component {comp})"
+
+
+def _first(y: torch.Tensor, bad: torch.Tensor) -> float:
+    T, m = y.shape[-2], y.shape[-1]
+    flat, flags = y.reshape(-1, T, m), bad.reshape(-1, T, m)
+    step = int(flags.any(0).any(-1).nonzero()[0])
+    run, comp = (int(i) for i in flags[:, step, :].nonzero()[0])
+    return float(flat[run, step, comp])
+
+
+def _check_outliers(y: torch.Tensor) -> None:
+    """Reject values :data:`OUTLIER_FACTOR` robust standard deviations from their component's median."""
+    values = y.detach().reshape(-1, y.shape[-1]).cpu()
+    bad = torch.zeros_like(values, dtype=torch.bool)
+    for k in range(values.shape[-1]):
+        col = values[:, k]
+        ok = col[~torch.isnan(col)]
+        if ok.numel() < 3:
+            continue
+        med = ok.median()
+        mad = (ok - med).abs().median() * 1.4826
+        scale = float(mad) if float(mad) > 0 else max(float(med.abs()), 1.0)
+        bad[:, k] = (col - med).abs() > OUTLIER_FACTOR * scale
+    if bool(bad.any()):
+        bad = bad.reshape(y.shape).to(y.device)
+        raise ObservationValueError(
+            f"observations: {_where(y, bad)} is {_first(y, bad):g}, more than {OUTLIER_FACTOR:.0e} robust standard "
+            f"deviations from the other values of that component; a fill value or an overflow? Replace it by "
+            f"NaN (missing) or fix the units."
+        )
 
 
 def assimilate(

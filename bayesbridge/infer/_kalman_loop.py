@@ -27,12 +27,13 @@ from dataclasses import dataclass
 
 import torch
 
+from bayesbridge.errors import FilterDivergenceError
 from bayesbridge.infer._kalman_system import masked_obs_system
-from bayesbridge.infer.divergence import check_finite
+from bayesbridge.infer.divergence import check_covariance, check_finite
 from bayesbridge.infer.kalman_config import KalmanConfig
 from bayesbridge.infer.linalg import psd_sqrt as _psd_sqrt
 
-__all__ = ["LOG_2PI", "InnovationLog", "Pass", "ffbs", "loop_pass", "spd_solve"]
+__all__ = ["LOG_2PI", "InnovationLog", "Pass", "ffbs", "loop_pass", "spd_solve", "reference_scale"]
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -145,7 +146,9 @@ def loop_pass(A_seq, b_seq, Q_seq, H, c, R, m0, P0, y: torch.Tensor, config: Kal
         PHt = Pp @ H_eff.mT
         S = H_eff @ PHt + R_eff
         S = 0.5 * (S + S.mT)
-        L = torch.linalg.cholesky(S)
+        L, info = torch.linalg.cholesky_ex(S)
+        if bool((info != 0).any()):
+            _not_positive(Pf_all[..., :t, :, :], t, P0, Q_seq[0])
         Kt = torch.cholesky_solve(PHt.mT, L)  # (*b, m, d) = K^T
         mean = mp + (v.unsqueeze(-2) @ Kt).squeeze(-2)
         IKH = eye - Kt.mT @ H_eff
@@ -156,6 +159,8 @@ def loop_pass(A_seq, b_seq, Q_seq, H, c, R, m0, P0, y: torch.Tensor, config: Kal
             check_finite(mean, t, "kalman", "filtered mean")
         mf_all[..., t, :], Pf_all[..., t, :, :] = mean, cov
         mp_all[..., t, :], Pp_all[..., t, :, :] = mp, Pp
+    if config.check_divergence:
+        check_covariance(Pf_all, "kalman", reference_scale(P0, Q_seq[0]))
     out = Pass(mf_all, Pf_all, log.log_ev, log.nis, log.dof, log.innov, log.innov_var, mp_all, lambda: Pp_all)
     if config.smooth or config.draws > 0:
         gains = torch.empty(*batch, max(T - 1, 0), d, d, dtype=torch.float64, device=dev)
@@ -176,6 +181,26 @@ def loop_pass(A_seq, b_seq, Q_seq, H, c, R, m0, P0, y: torch.Tensor, config: Kal
             ms_all[..., t, :], Ps_all[..., t, :, :] = ms, Ps
         out.smoothed_mean, out.smoothed_cov = ms_all, Ps_all
     return out
+
+
+def reference_scale(P0: torch.Tensor, Q: torch.Tensor) -> float:
+    """The variance scale of a problem: the largest prior or model-error variance (``P0``, ``Q`` ``(d, d)``)."""
+    scale = max(float(P0.detach().diagonal().abs().max()), float(Q.detach().diagonal().abs().max()))
+    return scale if scale > 0 else 1.0
+
+
+def _not_positive(Pf_done: torch.Tensor, t: int, P0: torch.Tensor, Q: torch.Tensor) -> None:
+    """Raise at step ``t`` whose innovation covariance failed its Cholesky factorisation.
+
+    An earlier exploding covariance (``Pf_done (*batch, t, d, d)``) is named instead: that is
+    where the filter diverged.
+    """
+    check_covariance(Pf_done, "kalman", reference_scale(P0, Q))
+    raise FilterDivergenceError(
+        f"kalman: the innovation covariance H P H^T + R is not positive definite at time step {t} (a "
+        f"covariance overflowed or lost positive definiteness); the filter diverged. Remedies: make the "
+        f"dynamics stable (spectral radius of A below 1), or check that Q, R and P0 are valid covariances."
+    )
 
 
 def ffbs(res: Pass, eps: torch.Tensor) -> torch.Tensor:

@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from bayesbridge.errors import ParameterError
-from bayesbridge.infer._kalman_loop import Pass, ffbs, loop_pass
+from bayesbridge.infer._kalman_loop import Pass, ffbs, loop_pass, reference_scale
 from bayesbridge.infer._kalman_steady import SteadyStateOutput, steady_pass
 from bayesbridge.infer._kalman_system import (
     affine_system,
@@ -62,7 +62,7 @@ from bayesbridge.infer._kalman_system import (
     needs_grad,
     steady_parts,
 )
-from bayesbridge.infer.divergence import check_finite, check_innovations
+from bayesbridge.infer.divergence import check_covariance, check_finite, check_innovations
 from bayesbridge.infer.kalman_config import KalmanConfig
 from bayesbridge.infer.pyro_hmm import gaussian_hmm, parallel_smoothed_mean
 from bayesbridge.infer.result import AssimilationResult, StepDiagnostics
@@ -158,6 +158,7 @@ def _steady_route(model, y: torch.Tensor, config: KalmanConfig, system) -> Pass 
             f"engine: 'steady' cannot be used here because {why}; use engine='auto' or 'loop'."
         )
     if res is not None and config.check_divergence:
+        check_covariance(res.filtered_cov, "kalman", reference_scale(parts[7], parts[2]))
         bad = ~torch.isfinite(res.filtered_mean).all(-1)
         if bool(bad.any()):
             t = int(bad.reshape(-1, T).any(0).nonzero()[0])

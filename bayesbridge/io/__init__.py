@@ -3,8 +3,9 @@
 :mod:`.fields` opens operational files (netCDF, or zarr stores through :mod:`.stores`) and
 returns anomalies (:mod:`.anomalies`) on ``(time, lat, lon)``; :mod:`.vertical` reduces 4-D
 variables to one level or to the 20 degC isotherm depth (:func:`.vertical.isotherm_depth`);
-:mod:`.netcdf` writes files atomically; :mod:`.arviz_compat` is the one module that calls ArviZ
-(0.x on Python 3.11, 1.x on 3.12+).
+:mod:`.netcdf` writes files atomically; :mod:`.outputs` checks output paths before the work and
+writes sets of files together; :mod:`.arviz_compat` is the one module that calls ArviZ (0.x on
+Python 3.11, 1.x on 3.12+).
 The ArviZ layer loads lazily: ``import bayesbridge.io`` does not import ArviZ.
 """
 
@@ -21,6 +22,7 @@ from bayesbridge.io.fields import (
     time_coder,
 )
 from bayesbridge.io.netcdf import atomic_path, write_netcdf
+from bayesbridge.io.outputs import check_output_dir, check_output_file, clean_stale, output_set
 from bayesbridge.io.vertical import isotherm_depth, select_level
 
 __all__ = [
@@ -35,6 +37,10 @@ __all__ = [
     "select_region",
     "write_netcdf",
     "atomic_path",
+    "output_set",
+    "check_output_dir",
+    "check_output_file",
+    "clean_stale",
     "time_coder",
     "arviz_compat",
 ]

@@ -108,8 +108,11 @@ def open_dataset(path: str | os.PathLike, *, chunks: dict | None = None) -> xr.D
     try:
         return xr.open_dataset(path, decode_times=time_coder(), chunks=chunks)
     except Exception as exc:  # netCDF4/h5netcdf raise many types for corrupt files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if "did not find a match" in reason:  # xarray: no backend recognises the file
+            reason = "not a netCDF or HDF5 file"
         raise DataFileError(
-            f"cannot read {str(path)!r} as netCDF ({type(exc).__name__}: {exc}); check that the "
+            f"cannot read {str(path)!r} as netCDF ({type(exc).__name__}: {reason[:160]}); check that the "
             f"file is complete and is a netCDF/HDF5 file."
         ) from exc
 

@@ -2,7 +2,10 @@
 
 Every file bayesbridge writes goes through :func:`atomic_path`: the data goes to a temporary
 file beside the destination, which is renamed over it only when writing succeeded, so a failure
-(exception, interrupt) leaves any previous file untouched and no partial file behind.
+(exception, interrupt) leaves any previous file untouched and no partial file behind. The
+temporary name carries the writer's process tag (:func:`bayesbridge.io.outputs.process_tag`), so
+that a file left by a killed process is removed by :func:`bayesbridge.io.outputs.clean_stale`.
+Sets of files that belong together are written with :func:`bayesbridge.io.outputs.output_set`.
 """
 
 from __future__ import annotations
@@ -16,15 +19,21 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from bayesbridge.io.outputs import process_tag
+
 __all__ = ["atomic_path", "write_netcdf"]
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
+
+    The temporary file is ``.<name>.<pid>-<start>.<random>.tmp`` in the destination folder (see
+    :func:`bayesbridge.io.outputs.process_tag`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{process_tag()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

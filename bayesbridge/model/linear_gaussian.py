@@ -13,7 +13,7 @@ import copy
 import torch
 
 from bayesbridge.errors import ShapeMismatchError
-from bayesbridge.model.tensors import as_tensor, check_spd, check_square
+from bayesbridge.model.tensors import as_tensor, check_finite, check_spd, check_square
 
 __all__ = ["LinearGaussianModel", "LinearTransition"]
 
@@ -49,6 +49,8 @@ class LinearGaussianModel:
         self.R = as_tensor(R, "R")
         self.m0 = as_tensor(m0, "m0")
         self.P0 = as_tensor(P0, "P0")
+        for name in ("A", "Q", "H", "R", "m0", "P0"):
+            check_finite(getattr(self, name), name)
         if self.A.ndim != 2 or self.A.shape[0] != self.A.shape[1]:
             raise ShapeMismatchError(f"A: expected a square (d, d) matrix, got shape {tuple(self.A.shape)}.")
         d = self.A.shape[0]
@@ -160,6 +162,8 @@ class LinearTransition:
     def __init__(self, A, noise_scale_tril) -> None:
         self.A = as_tensor(A, "A")
         self.L = as_tensor(noise_scale_tril, "noise_scale_tril")
+        check_finite(self.A, "A")
+        check_finite(self.L, "noise_scale_tril")
         if self.A.ndim != 2 or self.A.shape[0] != self.A.shape[1]:
             raise ShapeMismatchError(f"A: expected a square (d, d) matrix, got shape {tuple(self.A.shape)}.")
         check_square(self.L, "noise_scale_tril", self.A.shape[0])

@@ -20,7 +20,7 @@ from bayesbridge.errors import InputTypeError, ParameterError, ShapeMismatchErro
 from bayesbridge.model.affine import AffineStructure, probe_affine
 from bayesbridge.model.linear_gaussian import LinearGaussianModel, LinearTransition
 from bayesbridge.model.observation import BoxObservation
-from bayesbridge.model.tensors import as_tensor, check_spd, check_square, jittered
+from bayesbridge.model.tensors import as_tensor, check_finite, check_spd, check_square, jittered
 
 __all__ = ["StateSpaceModel", "as_state_space_model"]
 
@@ -184,6 +184,7 @@ class StateSpaceModel:
             self._observe = observation
         else:
             H = as_tensor(observation, "observation")
+            check_finite(H, "observation")
             if H.ndim != 2 or H.shape[1] != d:
                 raise ShapeMismatchError(
                     f"observation: expected a matrix of shape (m, {d}) or a callable, got shape {tuple(H.shape)}."
@@ -208,6 +209,8 @@ class StateSpaceModel:
         self.P0 = torch.eye(d, dtype=torch.float64, device="cpu") if initial_cov is None else as_tensor(initial_cov, "initial_cov")
         if self.m0.shape != (d,):
             raise ShapeMismatchError(f"initial_mean: expected shape ({d},), got {tuple(self.m0.shape)}.")
+        check_finite(self.m0, "initial_mean")
+        check_finite(self.P0, "initial_cov")
         check_square(self.P0, "initial_cov", d)
         check_spd(self.P0, "initial_cov", allow_singular=True)
         self.obs_scale_prior = _scale_prior(obs_scale_prior, self.obs_scale, "obs_scale_prior")

@@ -7,7 +7,7 @@ import torch
 
 from bayesbridge.errors import InputTypeError, ParameterError, ShapeMismatchError
 
-__all__ = ["as_tensor", "check_square", "check_spd", "jittered"]
+__all__ = ["as_tensor", "check_finite", "check_square", "check_spd", "jittered"]
 
 
 def as_tensor(value, name: str, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -40,6 +40,18 @@ def as_tensor(value, name: str, dtype: torch.dtype = torch.float64) -> torch.Ten
         raise InputTypeError(
             f"{name}: expected an array or tensor of numbers, got {type(value).__name__} ({exc})."
         ) from exc
+
+
+def check_finite(value: torch.Tensor, name: str) -> None:
+    """Raise :class:`ParameterError` (naming the argument ``name`` and the first bad entry) if ``value`` holds NaN or inf."""
+    bad = ~torch.isfinite(value.detach())
+    if bool(bad.any()):
+        index = tuple(int(i) for i in bad.nonzero()[0])
+        where = f" at index {index if len(index) != 1 else index[0]}" if index else ""
+        raise ParameterError(
+            f"{name}: expected finite numbers, got {float(value.detach()[index] if index else value):g}{where} "
+            f"({int(bad.sum())} non-finite of {value.numel()}); replace NaN/inf before building the model."
+        )
 
 
 def check_square(mat: torch.Tensor, name: str, size: int) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,8 +33,8 @@ from bayesbridge.datasets.twin.synthesis import (
     operational_model,
     synthetic_truth,
 )
-from bayesbridge.errors import InputValueError, check_int
-from bayesbridge.io import atomic_path
+from bayesbridge.errors import DataFileError, InputValueError, check_int
+from bayesbridge.io import atomic_path, check_output_dir
 
 __all__ = ["TwinExperiment", "twin_from_drivers", "default_cache_dir", "make_twin_experiment"]
 
@@ -138,18 +139,34 @@ class TwinExperiment:
 
         The index series are read into memory; the fields (``truth``, ``operational``) are
         opened lazily and read on first use, since a cached experiment is usually read through
-        :meth:`anomalies`.
+        :meth:`anomalies`. Raises :class:`~bayesbridge.errors.DataFileError` naming the file when
+        a part is missing or unreadable (a truncated or corrupted cache): delete the folder to
+        rebuild it.
         """
         src = Path(directory)
         if not (src / "metadata.json").exists():
             raise FileNotFoundError(f"directory: no complete twin experiment in {src} (metadata.json missing).")
         parts = {}
         for part in cls._PARTS:
-            ds = xr.open_dataset(src / f"{part}.nc")
-            parts[part] = ds if part in cls._FIELDS else ds.load()
-            if part not in cls._FIELDS:
-                ds.close()
-        return cls(**parts, metadata=json.loads((src / "metadata.json").read_text()), cache=src)
+            file = src / f"{part}.nc"
+            try:
+                ds = xr.open_dataset(file)
+                if part not in cls._FIELDS:
+                    with ds:
+                        ds = ds.load()
+                parts[part] = ds
+            except Exception as exc:  # netCDF4/h5py raise many types for damaged files
+                raise DataFileError(
+                    f"directory: the twin experiment file {str(file)!r} is missing or unreadable "
+                    f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); delete {str(src)!r} to "
+                    f"rebuild it."
+                ) from exc
+        try:
+            metadata = json.loads((src / "metadata.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise DataFileError(f"directory: {str(src / 'metadata.json')!r} is unreadable ({exc}); delete "
+                                f"{str(src)!r} to rebuild it.") from exc
+        return cls(**parts, metadata=metadata, cache=src)
 
 
 def twin_from_drivers(truth_driver: xr.Dataset, observation_driver: xr.Dataset, seed: int, *,
@@ -245,7 +262,14 @@ def make_twin_experiment(years: int = 200, seed: int = 0, *, cache_dir: str | os
     path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = path / f"twin-v{GENERATOR_VERSION}-y{years}-s{seed}-start{start_year}"
     if use_cache and (path / "metadata.json").exists():
-        return TwinExperiment.load(path)
+        try:
+            return TwinExperiment.load(path)
+        except DataFileError as exc:
+            # a damaged cache (interrupted copy, full disk, bit rot): rebuild it rather than fail
+            warnings.warn(f"rebuilding the cached twin experiment: {exc}", stacklevel=2)
+            (path / "metadata.json").unlink(missing_ok=True)
+    if use_cache:  # before minutes of simulation: can the cache be written at all?
+        check_output_dir(path, "cache_dir (BAYESBRIDGE_CACHE_DIR)")
     from bayesbridge.idealized import MultiscaleENSO
 
     def run(stream: str) -> xr.Dataset:
@@ -256,5 +280,11 @@ def make_twin_experiment(years: int = 200, seed: int = 0, *, cache_dir: str | os
     twin = twin_from_drivers(driver, driver, seed, start_year=start_year)
     twin.metadata["idealized_model"] = "bayesbridge.idealized.MultiscaleENSO() defaults"
     if use_cache:
-        twin.save(path)
+        try:
+            twin.save(path)
+        except OSError as exc:
+            raise DataFileError(
+                f"cache_dir: cannot write the twin experiment cache {str(path)!r} ({exc.strerror or exc}); "
+                f"set BAYESBRIDGE_CACHE_DIR to a writable folder, or pass use_cache=False."
+            ) from exc
     return twin
