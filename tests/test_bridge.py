@@ -166,14 +166,31 @@ def _pattern_bound_oracle(twin, seed):
 
 
 def test_demo_failure_leaves_no_partial_output(tmp_path, monkeypatch):
-    import bayesbridge.apps.report as report
+    import bayesbridge.apps.demo as demo
 
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(report, "write_report", boom)
+    monkeypatch.setattr(demo, "write_report", boom)
     cfg = DemoConfig(quick=True, years=10, members=10, latent_dim=6, stat_draws=2, cache_dir=str(tmp_path / "c"))
     with pytest.raises(RuntimeError, match="disk full"):
+        run_demo(tmp_path / "out", cfg)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_demo_figure_failure_in_background_is_reported(tmp_path, monkeypatch):
+    import bayesbridge.apps.demo as demo
+    from bayesbridge.apps.rendering import RenderingError
+
+    def jobs(*args, **kwargs):
+        def broken():
+            raise ValueError("no such colormap")
+
+        return {"statistic_maps": broken}
+
+    monkeypatch.setattr(demo, "report_figure_jobs", jobs)
+    cfg = DemoConfig(quick=True, years=10, members=10, latent_dim=6, stat_draws=2, cache_dir=str(tmp_path / "c"))
+    with pytest.raises(RenderingError, match="no such colormap"):
         run_demo(tmp_path / "out", cfg)
     assert list((tmp_path / "out").iterdir()) == []
 

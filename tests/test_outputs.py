@@ -167,3 +167,23 @@ def test_a_killed_writer_leaves_one_complete_set(tmp_path, stage, sig):
     check_output_dir(out)
     assert _state(out) == ({"old"} if stage in ("staging", "staged") else {"new"})
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_rendering_background_and_inline_write_the_same_files(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from bayesbridge.apps.rendering import start_rendering
+
+    def line():
+        fig = Figure(figsize=(2, 2))
+        fig.add_subplot().plot([0, 1], [1, 0])
+        return fig
+
+    bg = start_rendering({"a": line, "b": line}, tmp_path / "bg").wait()
+    inline = start_rendering({"a": line}, tmp_path / "inline", background=False).wait()
+    assert sorted(bg) == ["a", "b"] and list(inline) == ["a"]
+    for path in (*bg.values(), *inline.values()):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

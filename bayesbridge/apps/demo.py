@@ -39,6 +39,8 @@ import numpy as np
 
 from bayesbridge.apps.explanation import explain_assimilation
 from bayesbridge.apps.propagate import prior_parameter_draws
+from bayesbridge.apps.rendering import start_rendering
+from bayesbridge.apps.report import REPORT_FIGURES, report_figure_jobs, write_report
 from bayesbridge.apps.scoring import (
     PARAM_UQ_STATS,
     STATS,
@@ -243,31 +245,53 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
         for box in ("nino12", "nino3", "nino4"):
             cov = uq.interval_coverage(post.index_draws(box), idx_truth[box], 0.9)
             metrics[f"twin.uq.coverage90_{box}"] = float(cov)
-    propagation = None
-    if cfg.parameter_draws:
-        from bayesbridge.apps.propagate import propagate_parameter_uncertainty
-
-        with timer("param_uq"):
-            propagation = propagate_parameter_uncertainty(
-                bridge, prior_parameter_draws(cfg.parameter_draws, cfg.seed), cfg.years, seed=cfg.seed,
-                start=int(twin.metadata.get("start_year", 1850)), stat_draws=cfg.stat_draws)
-            spread = propagation.spread()
-            for stat in PARAM_UQ_STATS:
-                for col in ("mean", "q05", "q95"):
-                    metrics[f"twin.param_uq.{stat}.{col}"] = float(spread.loc[stat, col])
-    with timer("explain"):
-        explanation = explain_assimilation(res, bridge.codec, twin.idealized_observations, cfg.seed)
-        metrics.update(explanation.to_dict())
-    with timer("write"), output_set(out) as stage:
-        files = _write_outputs(stage, cfg, post, summary, metrics, timer.times, maps, per_source,
-                               idx_truth, explanation, twin, propagation)
-        for step, seconds in timer.times.items():
-            metrics[f"timing.{step}_s"] = seconds
-        metrics["timing.write_s"] = time.perf_counter() - timer.started["write"]
-        files["metrics"] = _write_json(stage / "metrics.json", metrics)
+    with output_set(out) as stage:
+        # the figures are drawn by forked processes while the job goes on and writes its files
+        report_figs = start_rendering(report_figure_jobs(maps, summary, idx_truth, post), stage / "figures")
+        explain_figs = None
+        try:
+            propagation = _propagate(cfg, twin, bridge, metrics, timer)
+            with timer("explain"):
+                explanation = explain_assimilation(res, bridge.codec, twin.idealized_observations, cfg.seed)
+                metrics.update(explanation.to_dict())
+            explain_figs = start_rendering(explanation.figure_jobs(), stage / "figures")
+            with timer("write"):
+                files = {"posterior": post.to_netcdf(stage / "posterior.nc"),
+                         "inference_data": post.write_inference_data(stage / "inference_data.nc")}
+                figures = {**report_figs.wait(), **explain_figs.wait()}
+                files.update({f"fig_{name}": path for name, path in figures.items()})
+                captions = {**REPORT_FIGURES, **{name: name for name in figures if name not in REPORT_FIGURES}}
+                for step, seconds in timer.times.items():
+                    metrics[f"timing.{step}_s"] = seconds
+                metrics["timing.write_s"] = time.perf_counter() - timer.started["write"]
+                files["report"] = write_report(stage, config=asdict(cfg), metrics=metrics, timings=timer.times,
+                                               per_source=per_source, propagation=propagation,
+                                               figures={n: captions[n] for n in figures})
+                files["metrics"] = _write_json(stage / "metrics.json", metrics)
+        finally:
+            for rendering in (report_figs, explain_figs):
+                if rendering is not None:
+                    rendering.cancel()
         files = {k: out / p.relative_to(stage) for k, p in files.items()}
     return DemoResult(out_dir=out, metrics=metrics, files=files, bridge_result=res, twin=twin,
                       propagation=propagation)
+
+
+def _propagate(cfg: DemoConfig, twin, bridge, metrics: dict, timer):
+    """Idealized-parameter uncertainty (``cfg.parameter_draws > 0``): the runs and their metrics."""
+    if not cfg.parameter_draws:
+        return None
+    from bayesbridge.apps.propagate import propagate_parameter_uncertainty
+
+    with timer("param_uq"):
+        propagation = propagate_parameter_uncertainty(
+            bridge, prior_parameter_draws(cfg.parameter_draws, cfg.seed), cfg.years, seed=cfg.seed,
+            start=int(twin.metadata.get("start_year", 1850)), stat_draws=cfg.stat_draws)
+        spread = propagation.spread()
+        for stat in PARAM_UQ_STATS:
+            for col in ("mean", "q05", "q95"):
+                metrics[f"twin.param_uq.{stat}.{col}"] = float(spread.loc[stat, col])
+    return propagation
 
 
 def _write_json(path: Path, payload: dict) -> Path:
@@ -276,29 +300,3 @@ def _write_json(path: Path, payload: dict) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
     return path
-
-
-def _write_outputs(out, cfg, post, summary, metrics, times, maps, per_source, idx_truth, explanation, twin,
-                   propagation=None):
-    from bayesbridge.apps.report import write_report
-    from bayesbridge.io import arviz_compat
-
-    out.mkdir(parents=True, exist_ok=True)
-    files = {"posterior": post.to_netcdf(out / "posterior.nc")}
-    files["inference_data"] = arviz_compat.to_netcdf(post.to_inference_data(), out / "inference_data.nc")
-    files.update(
-        write_report(
-            out,
-            config=asdict(cfg),
-            metrics=metrics,
-            timings=times,
-            maps=maps,
-            per_source=per_source,
-            summary=summary,
-            truth_indices=idx_truth,
-            posterior=post,
-            explanation=explanation,
-            propagation=propagation,
-        )
-    )
-    return files

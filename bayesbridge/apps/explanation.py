@@ -32,17 +32,22 @@ class Explanation:
     walker: object
     enso: object
 
-    def figures(self) -> dict[str, object]:
-        """Figures keyed by file stem."""
+    def figure_jobs(self) -> dict[str, object]:
+        """Callables drawing the figures, keyed by file stem (for
+        :func:`bayesbridge.apps.rendering.start_rendering`)."""
         from bayesbridge.plots import explain as ep
 
         return {
-            "gain_maps": ep.plot_gain_maps(self.gains),
-            "latent_increment_maps": ep.plot_increment_maps(self.increments),
-            "latent_increment_shares": ep.plot_increment_shares(self.increments),
-            "composites_walker": ep.plot_regime_composites(self.walker),
-            "composites_ep_cp": ep.plot_regime_composites(self.enso),
+            "gain_maps": lambda: ep.plot_gain_maps(self.gains),
+            "latent_increment_maps": lambda: ep.plot_increment_maps(self.increments),
+            "latent_increment_shares": lambda: ep.plot_increment_shares(self.increments),
+            "composites_walker": lambda: ep.plot_regime_composites(self.walker),
+            "composites_ep_cp": lambda: ep.plot_regime_composites(self.enso),
         }
+
+    def figures(self) -> dict[str, object]:
+        """The figures, drawn now, keyed by file stem."""
+        return {name: job() for name, job in self.figure_jobs().items()}
 
     def to_dict(self) -> dict[str, float]:
         """Scalar summaries for ``metrics.json``."""

@@ -1,6 +1,8 @@
 """``report.md`` of the demo: the tables a reader can check, with the figures it embeds.
 
-The figures are drawn by :mod:`bayesbridge.plots.report` (the same functions notebooks call).
+The figures are drawn by :mod:`bayesbridge.plots.report` (the same functions notebooks call),
+from the callables of :func:`report_figure_jobs`, in the background while the job writes its
+other files (:mod:`bayesbridge.apps.rendering`).
 """
 
 from __future__ import annotations
@@ -15,10 +17,9 @@ from bayesbridge.plots.report import (
     plot_index_pdfs,
     plot_index_posterior,
     plot_statistic_maps,
-    save_figure,
 )
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "report_figure_jobs", "REPORT_FIGURES"]
 
 
 def _parameter_section(metrics: dict[str, float], per_source: dict, propagation) -> list[str]:
@@ -55,26 +56,57 @@ def _fmt(x: float) -> str:
     return "nan" if x is None or not np.isfinite(x) else f"{x:.3f}"
 
 
+REPORT_FIGURES: dict[str, str] = {
+    "statistic_maps": "std and skewness maps",
+    "nino34_posterior": "Nino 3.4 posterior",
+    "nino12_posterior": "Nino 1+2 posterior",
+    "nino3_pdf": "Nino 3 PDF",
+}
+"""The report's own figures: file stem and caption."""
+
+
+def report_figure_jobs(maps: dict[str, xr.Dataset], summary: xr.Dataset, truth_indices: xr.Dataset,
+                       posterior) -> dict:
+    """Callables drawing the figures of :data:`REPORT_FIGURES` (for
+    :func:`bayesbridge.apps.rendering.start_rendering`).
+
+    Parameters
+    ----------
+    maps : dict of str to xarray.Dataset
+        Statistic maps per source (see :func:`~bayesbridge.plots.report.plot_statistic_maps`).
+    summary : xarray.Dataset
+        Posterior summary (see :func:`~bayesbridge.plots.report.plot_index_posterior`).
+    truth_indices : xarray.Dataset
+        True ``nino34``, ``nino12`` and ``nino3`` series.
+    posterior : Posterior
+        Source of the Nino 3 draws of the PDF figure (up to 20).
+    """
+    n_pdf = min(20, posterior.n_draws)
+    pdf_series = {"truth": truth_indices["nino3"].values, "bridged": posterior.index_draws("nino3").values[:n_pdf]}
+    return {
+        "statistic_maps": lambda: plot_statistic_maps(maps),
+        "nino34_posterior": lambda: plot_index_posterior(summary, truth_indices["nino34"]),
+        "nino12_posterior": lambda: plot_index_posterior(summary, truth_indices["nino12"], box="nino12"),
+        "nino3_pdf": lambda: plot_index_pdfs(pdf_series),
+    }
+
+
 def write_report(
     out: Path,
     *,
     config: dict,
     metrics: dict[str, float],
     timings: dict[str, float],
-    maps: dict[str, xr.Dataset],
     per_source: dict[str, dict[str, float]],
-    summary: xr.Dataset,
-    truth_indices: xr.Dataset,
-    posterior,
-    explanation=None,
+    figures: dict[str, str],
     propagation=None,
-) -> dict[str, Path]:
-    """Write ``report.md`` and its figures into ``out``; returns the paths.
+) -> Path:
+    """Write ``report.md`` into ``out``: the tables, and the figures already in ``out/figures``.
 
     Parameters
     ----------
     out : pathlib.Path
-        Output folder; figures go to ``out / "figures"``.
+        Output folder.
     config : dict
         Run configuration, printed verbatim.
     metrics : dict of str to float
@@ -83,51 +115,22 @@ def write_report(
         tabulated.
     timings : dict of str to float
         Seconds per pipeline step.
-    maps : dict of str to xarray.Dataset
-        Statistic maps per source (see :func:`plot_statistic_maps`).
     per_source : dict of str to dict of str to float
         Index statistics per source (``truth``, ``operational``, ``bridged``), by statistic.
-    summary : xarray.Dataset
-        Posterior summary (see :func:`plot_index_posterior`).
-    truth_indices : xarray.Dataset
-        True ``nino34``, ``nino12`` and ``nino3`` series.
-    posterior : Posterior
-        Source of the Nino 3 draws of the PDF figure (up to 20).
-    explanation : optional
-        Object whose ``figures()`` returns ``{name: Figure}`` added to the report.
+    figures : dict of str to str
+        File stem (``figures/<stem>.png``) to caption, in the order they are shown.
     propagation : ParameterPropagation, optional
         Parameter-uncertainty runs (:mod:`bayesbridge.apps.propagate`); adds a section with the
         spread of each statistic over the parameter draws.
 
     Returns
     -------
-    dict of str to pathlib.Path
-        ``report`` and one ``fig_<name>`` entry per figure.
+    pathlib.Path
+        The report.
     """
     from bayesbridge.io import atomic_path
 
-    figs = out / "figures"
-    files: dict[str, Path] = {}
-    files["fig_maps"] = save_figure(plot_statistic_maps(maps), figs / "statistic_maps.png")
-    files["fig_nino34"] = save_figure(plot_index_posterior(summary, truth_indices["nino34"]), figs / "nino34_posterior.png")
-    files["fig_nino12"] = save_figure(plot_index_posterior(summary, truth_indices["nino12"], box="nino12"), figs / "nino12_posterior.png")
-    n_pdf = min(20, posterior.n_draws)
-    pdf_series = {
-        "truth": truth_indices["nino3"].values,
-        "bridged": posterior.index_draws("nino3").values[:n_pdf],
-    }
-    files["fig_pdf"] = save_figure(plot_index_pdfs(pdf_series), figs / "nino3_pdf.png")
-    fig_lines = [
-        "![std and skewness maps](figures/statistic_maps.png)",
-        "![Nino 3.4 posterior](figures/nino34_posterior.png)",
-        "![Nino 1+2 posterior](figures/nino12_posterior.png)",
-        "![Nino 3 PDF](figures/nino3_pdf.png)",
-    ]
-    if explanation is not None:
-        for name, fig in explanation.figures().items():
-            files[f"fig_{name}"] = save_figure(fig, figs / f"{name}.png")
-            fig_lines.append(f"![{name}](figures/{name}.png)")
-
+    fig_lines = [f"![{caption}](figures/{stem}.png)" for stem, caption in figures.items()]
     rows = ["| statistic | truth | operational | bridged |", "|---|---|---|---|"]
     for stat in per_source["truth"]:
         rows.append(f"| {stat} | " + " | ".join(_fmt(per_source[s][stat]) for s in SOURCES) + " |")
@@ -189,5 +192,4 @@ def write_report(
     path = out / "report.md"
     with atomic_path(path) as tmp:
         tmp.write_text(text)
-    files["report"] = path
-    return files
+    return path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["posterior_inference_data", "thin_draws"]
+__all__ = ["posterior_groups", "posterior_inference_data", "thin_draws"]
 
 
 def thin_draws(arr: np.ndarray, n: int) -> np.ndarray:
@@ -19,7 +19,16 @@ def thin_draws(arr: np.ndarray, n: int) -> np.ndarray:
 
 
 def posterior_inference_data(post, include_latent: bool = True):
-    """The ArviZ container of a :class:`~bayesbridge.bridge.posterior.Posterior` ``post``.
+    """The ArviZ container of a :class:`~bayesbridge.bridge.posterior.Posterior` ``post``: the
+    groups of :func:`posterior_groups` (``include_latent`` as there) in an ArviZ object."""
+    from bayesbridge.io import arviz_compat
+
+    return arviz_compat.from_groups(posterior_groups(post, include_latent))
+
+
+def posterior_groups(post, include_latent: bool = True) -> dict:
+    """The groups of the ArviZ container of a :class:`~bayesbridge.bridge.posterior.Posterior`
+    ``post``, as Datasets (:func:`bayesbridge.io.arviz_compat.build_groups`; no ArviZ import).
 
     Groups: ``posterior`` (latent states ``z`` on ``(chain, draw, time, latent)`` when
     ``include_latent``, and the hyperparameters; ensemble/variational draws form one chain),
@@ -65,7 +74,7 @@ def posterior_inference_data(post, include_latent: bool = True):
         dims["ess"] = ["time"]
     attrs = {"method": result.method, "source": post.source,
              "log_evidence_total": float(log_ev.sum()), "assimilated": ",".join(post.assimilated)}
-    return arviz_compat.from_dict(
+    return arviz_compat.build_groups(
         posterior=posterior or None,
         posterior_predictive=predictive or None,
         observed_data=observed or None,

@@ -558,6 +558,18 @@ class Posterior:
 
         return posterior_inference_data(self, include_latent)
 
+    def write_inference_data(self, path: str | Path, include_latent: bool = True) -> Path:
+        """Write :meth:`to_inference_data`'s container to ``path`` (``inference_data.nc``), atomically.
+
+        Built and written with xarray only (:func:`bayesbridge.io.arviz_compat.write_groups`), so
+        it costs no ArviZ import; ``arviz.from_netcdf`` reads it. ``include_latent`` as in
+        :meth:`to_inference_data`.
+        """
+        from bayesbridge.bridge.export import posterior_groups
+        from bayesbridge.io.arviz_compat import write_groups
+
+        return write_groups(posterior_groups(self, include_latent), path)
+
     def __repr__(self) -> str:
         return (f"Posterior(method={self.result.method!r}, source={self.source!r}, draws={self.n_draws}, "
                 f"steps={self.n_steps}, latent={self.latent_dim}, variables={self.variables}, "

@@ -78,6 +78,7 @@ def assimilate_command(
         reconstruction_memory,
     )
     from bayesbridge.bridge import BridgeConfig, observations_from
+    from bayesbridge.bridge.export import posterior_groups
     from bayesbridge.devices import single_torch_thread
     from bayesbridge.io import arviz_compat, open_operational, output_set, write_netcdf
 
@@ -109,9 +110,9 @@ def assimilate_command(
     run_id = uuid.uuid4().hex[:12]
     with status(f"writing {out}"), output_set(out) as stage:
         write_netcdf(summary, stage / "posterior.nc", attrs={"run_id": run_id})
-        idata = post.to_inference_data()
-        idata["posterior"].attrs["run_id"] = run_id
-        arviz_compat.to_netcdf(idata, stage / "inference_data.nc")
+        groups = posterior_groups(post)  # written with xarray: no ArviZ import
+        groups["posterior"].attrs["run_id"] = run_id
+        arviz_compat.write_groups(groups, stage / "inference_data.nc")
         rec.validation.assign(run_id=run_id).to_csv(stage / "validation.csv")
     table = Table(title="Posterior against the observations")
     for col in ("index", "assimilated", "months", "correlation", "90 % coverage"):

@@ -7,25 +7,32 @@ version touches this file only.
 
 Conventions: dimensions ``chain, draw`` first; variational draws are one chain; particle
 weights go to ``sample_stats``.
+
+ArviZ itself is imported on first use of a function that needs it: building the groups of a
+container (:func:`build_groups`) and writing them (:func:`write_groups`) need only xarray, so the
+command line writes ``inference_data.nc`` without the import (more than a second, most of it
+numba compiling ArviZ's ECDF helpers, at every start: ``docs/lab-notes.md``).
 """
 
 from __future__ import annotations
 
+import datetime
 import warnings
 from collections.abc import Mapping
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", FutureWarning)  # 0.23 announces the 1.x refactor on import
-    import arviz as az
-
 __all__ = [
     "ARVIZ_MAJOR",
+    "GROUPS",
+    "build_groups",
+    "write_groups",
     "from_dict",
+    "from_groups",
     "summary",
     "rhat",
     "ess",
@@ -35,13 +42,25 @@ __all__ = [
     "from_netcdf",
 ]
 
-ARVIZ_MAJOR: int = int(az.__version__.split(".")[0])
-"""Major version of the installed ArviZ (0 or 1)."""
+ARVIZ_MAJOR: int = int(version("arviz").split(".")[0])
+"""Major version of the installed ArviZ (0 or 1), read from its metadata (no import)."""
+
+GROUPS: tuple[str, ...] = ("posterior", "posterior_predictive", "observed_data", "sample_stats", "prior")
+"""The groups bayesbridge writes, in ArviZ's order."""
+
+
+def _az():
+    """ArviZ, imported on first use."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # 0.23 announces the 1.x refactor on import
+        import arviz
+
+    return arviz
 
 Arrays = Mapping[str, np.ndarray]
 
 
-def from_dict(
+def build_groups(
     *,
     posterior: Arrays | None = None,
     posterior_predictive: Arrays | None = None,
@@ -51,11 +70,13 @@ def from_dict(
     coords: Mapping[str, np.ndarray] | None = None,
     dims: Mapping[str, list[str]] | None = None,
     attrs: Mapping[str, object] | None = None,
-):
-    """Build an ArviZ container from arrays shaped ``(chain, draw, *shape)``.
+) -> dict[str, xr.Dataset]:
+    """The groups of an ArviZ container as Datasets, laid out as ``arviz.from_dict`` lays them out.
 
-    ``observed_data`` arrays carry no ``chain, draw`` dimensions. Returns ``InferenceData``
-    on ArviZ 0.x and a ``DataTree`` on 1.x.
+    Arrays of the sampled groups are ``(chain, draw, *shape)``; ``observed_data`` arrays carry
+    no ``chain, draw``. A variable's extra dimensions are named by ``dims`` (default
+    ``<name>_dim_<i>``) with coordinates from ``coords`` (default ``0..n-1``); ``chain`` and
+    ``draw`` are ``0..n-1``. Every group gets ``created_at``, ``inference_library`` and ``attrs``.
 
     Parameters
     ----------
@@ -69,25 +90,76 @@ def from_dict(
         Names of each variable's extra dimensions.
     attrs : mapping, optional
         Attributes set on every group.
+
+    Returns
+    -------
+    dict of str to xarray.Dataset
+        The non-empty groups, in :data:`GROUPS` order.
     """
-    groups_in = {
-        "posterior": posterior,
-        "posterior_predictive": posterior_predictive,
-        "observed_data": observed_data,
-        "sample_stats": sample_stats,
-        "prior": prior,
-    }
-    groups_in = {k: {n: np.asarray(v) for n, v in g.items()} for k, g in groups_in.items() if g}
+    given = {"posterior": posterior, "posterior_predictive": posterior_predictive,
+             "observed_data": observed_data, "sample_stats": sample_stats, "prior": prior}
+    coords, dims = dict(coords or {}), dict(dims or {})
+    stamp = {"created_at": datetime.datetime.now(datetime.UTC).isoformat(), "inference_library": "bayesbridge",
+             **dict(attrs or {})}
+    out = {}
+    for group in GROUPS:
+        arrays = given[group]
+        if not arrays:
+            continue
+        sampled = group != "observed_data"
+        variables = {}
+        for name, values in arrays.items():
+            values = np.asarray(values)
+            lead = ["chain", "draw"] if sampled else []
+            n_extra = values.ndim - len(lead)
+            extra = list(dims.get(name, []))[:n_extra]
+            extra += [f"{name}_dim_{i}" for i in range(len(extra), n_extra)]
+            variables[name] = (lead + extra, values)
+        ds = xr.Dataset(variables)
+        ds = ds.assign_coords({d: coords[d] if d in coords else np.arange(ds.sizes[d]) for d in ds.dims})
+        ds.attrs = dict(stamp)
+        out[group] = ds
+    return out
+
+
+def write_groups(groups: Mapping[str, xr.Dataset], path: str | Path) -> Path:
+    """Write the groups of :func:`build_groups` to ``path`` as an ArviZ netCDF container, atomically.
+
+    One netCDF group per ArviZ group, uncompressed, readable by :func:`from_netcdf` (and by
+    ``arviz.from_netcdf``); a failure leaves no partial file.
+
+    Parameters
+    ----------
+    groups : mapping of str to xarray.Dataset
+        Group name to Dataset.
+    path : str or pathlib.Path
+        Destination file.
+    """
+    from bayesbridge.io.netcdf import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        mode = "w"
+        for name, ds in groups.items():
+            ds.to_netcdf(tmp, group=name, mode=mode, engine="h5netcdf")
+            mode = "a"
+    return path
+
+
+def from_dict(**arrays: Arrays | Mapping[str, object] | None):
+    """Build an ArviZ container from arrays shaped ``(chain, draw, *shape)``.
+
+    The keyword arguments are those of :func:`build_groups`. Returns ``InferenceData`` on
+    ArviZ 0.x and a ``DataTree`` on 1.x.
+    """
+    return from_groups(build_groups(**arrays))
+
+
+def from_groups(groups: Mapping[str, xr.Dataset]):
+    """An ArviZ container (``InferenceData`` on 0.x, ``DataTree`` on 1.x) of the ``groups`` of :func:`build_groups`."""
     if ARVIZ_MAJOR >= 1:  # pragma: no cover - exercised on Python 3.12+
-        tree = az.from_dict(groups_in, coords=dict(coords or {}), dims=dict(dims or {}))
-        if attrs:
-            tree.attrs.update(attrs)
-        return tree
-    idata = az.from_dict(**groups_in, coords=dict(coords or {}), dims=dict(dims or {}))
-    if attrs:
-        for name in idata.groups():
-            getattr(idata, name).attrs.update({k: v for k, v in attrs.items()})
-    return idata
+        return xr.DataTree.from_dict(dict(groups))
+    return _az().InferenceData(**dict(groups))
 
 
 def groups(idata) -> list[str]:
@@ -109,12 +181,12 @@ def summary(idata, var_names: list[str] | None = None) -> pd.DataFrame:
 
     ``var_names`` selects variables (default all of the posterior group).
     """
-    return az.summary(idata, var_names=var_names)
+    return _az().summary(idata, var_names=var_names)
 
 
 def rhat(idata, var_names: list[str] | None = None) -> xr.Dataset:
     """Rank-normalised split R-hat (Vehtari et al. 2021) per variable of ``idata`` (``var_names``: a subset)."""
-    out = az.rhat(idata, var_names=var_names)
+    out = _az().rhat(idata, var_names=var_names)
     return out if isinstance(out, xr.Dataset) else out.to_dataset()  # DataTree on 1.x
 
 
@@ -123,7 +195,7 @@ def ess(idata, var_names: list[str] | None = None, method: str = "bulk") -> xr.D
 
     ``method`` is an ArviZ ESS method: ``"bulk"`` (default), ``"tail"``, ``"mean"`` ...
     """
-    out = az.ess(idata, var_names=var_names, method=method)
+    out = _az().ess(idata, var_names=var_names, method=method)
     return out if isinstance(out, xr.Dataset) else out.to_dataset()
 
 
@@ -148,4 +220,4 @@ def from_netcdf(path: str | Path):
     """Read the container at ``path`` written by :func:`to_netcdf`."""
     if ARVIZ_MAJOR >= 1:  # pragma: no cover
         return xr.open_datatree(path)
-    return az.from_netcdf(str(path))
+    return _az().from_netcdf(str(path))

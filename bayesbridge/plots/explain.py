@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from bayesbridge.diagnostics.explain import GainMaps, LatentIncrements, RegimeComposites
 from bayesbridge.errors import InputTypeError, InputValueError
-from bayesbridge.plots.layout import fixed_margins
+from bayesbridge.plots.layout import fixed_margins, map_axes
 
 __all__ = ["plot_gain_maps", "plot_increment_maps", "plot_increment_shares", "plot_regime_composites"]
 
@@ -43,13 +43,14 @@ def _panel_grid(ds: xr.Dataset, row_dim: str, row_labels: Sequence[str], title: 
         for i, r in enumerate(rows):
             ax = axes[i, j]
             mesh = ax.pcolormesh(lon, lat, np.asarray(r[v].values), cmap=cmap, norm=norm, shading="auto")
-            ax.set_title(f"{v}: {row_labels[i]}", fontsize=9)
+            ax.set_title(f"{v}: {row_labels[i]}", fontsize=9, y=1.0)
             if j == 0:
                 ax.set_ylabel("latitude (°N)")
             if i == len(rows) - 1:
                 ax.set_xlabel("longitude (°E)")
         cb = fig.colorbar(mesh, ax=list(axes[:, j]), shrink=0.9, fraction=0.05, pad=0.03)
         cb.set_label(da.attrs.get("units", ""))
+    map_axes(axes)
     fig.suptitle(title)
     return fig
 
@@ -128,11 +129,11 @@ def plot_increment_shares(increments: LatentIncrements) -> Figure:
     ax1.bar(comp["latent"].values, comp.values, color="tab:blue")
     ax1.set_xlabel("latent component")
     ax1.set_ylabel("share of increment variance")
-    ax1.set_title("per latent component")
+    ax1.set_title("per latent component", y=1.0)
     dirs = increments.direction_share
     ax2.bar(dirs["mode"].values, dirs.values, color="tab:orange")
     ax2.set_xlabel("direction (eigenvector)")
-    ax2.set_title("per principal direction")
+    ax2.set_title("per principal direction", y=1.0)
     ax2.set_xticks(dirs["mode"].values)
     return fig
 

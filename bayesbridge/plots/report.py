@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
+from matplotlib.figure import Figure
 
-from bayesbridge.plots.layout import fixed_margins
+from bayesbridge.plots.layout import fixed_margins, map_axes
 
 __all__ = ["SOURCES", "plot_statistic_maps", "plot_index_posterior", "plot_index_pdfs", "save_figure"]
 
@@ -26,8 +26,8 @@ def save_figure(fig, path: Path) -> Path:
     Parameters
     ----------
     fig : matplotlib.figure.Figure
-        Figure created with pyplot (it is closed after saving); saved at 110 dpi as it is laid
-        out (no second, 'tight' draw).
+        The figure (closed after saving if pyplot made it); saved at 110 dpi as it is laid out
+        (no second, 'tight' draw).
     path : pathlib.Path
         Destination; parent folders are created.
 
@@ -43,7 +43,10 @@ def save_figure(fig, path: Path) -> Path:
     # bounding box would only draw them a second time
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    if getattr(fig.canvas, "manager", None) is not None:  # a pyplot figure: release it
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     return path
 
 
@@ -63,7 +66,8 @@ def plot_statistic_maps(maps: dict[str, xr.Dataset], variable_label: str = "SST 
     -------
     matplotlib.figure.Figure
     """
-    fig, axes = plt.subplots(2, 3, figsize=(15, 6.2), sharex=True, sharey=True)
+    fig = Figure(figsize=(15, 6.2))
+    axes = fig.subplots(2, 3, sharex=True, sharey=True)
     fixed_margins(fig, right=0.9, top=0.4, wspace=0.08, hspace=0.3)
     for row, (stat, cmap, label) in enumerate(
         (("std", "viridis", "standard deviation (degC)"), ("skew", "RdBu_r", "skewness"))
@@ -79,12 +83,13 @@ def plot_statistic_maps(maps: dict[str, xr.Dataset], variable_label: str = "SST 
             ax = axes[row, col]
             da = maps[src][stat]
             mesh = ax.pcolormesh(da["lon"], da["lat"], da.values, cmap=cmap, vmin=vmin, vmax=vmax, shading="auto")
-            ax.set_title(f"{src}: {variable_label} {stat}")
+            ax.set_title(f"{src}: {variable_label} {stat}", y=1.0)
             if row == 1:
                 ax.set_xlabel("longitude (degrees east)")
             if col == 0:
                 ax.set_ylabel("latitude (degrees north)")
         fig.colorbar(mesh, ax=axes[row, :], label=label, shrink=0.9, fraction=0.03, pad=0.015)
+    map_axes(axes)
     return fig
 
 
@@ -110,7 +115,8 @@ def plot_index_posterior(summary: xr.Dataset, truth: xr.DataArray, box: str = "n
     n = summary.sizes["time"]
     sl = slice(max(0, n - last_months), n)
     t = np.arange(n)[sl] / 12.0
-    fig, ax = plt.subplots(figsize=(12, 3.8))
+    fig = Figure(figsize=(12, 3.8))
+    ax = fig.subplots()
     fixed_margins(fig, left=0.75, bottom=0.55, top=0.4)
     ax.fill_between(t, summary[f"{box}_q05"].values[sl], summary[f"{box}_q95"].values[sl],
                     color="tab:blue", alpha=0.3, label="90 % posterior interval")
@@ -122,7 +128,7 @@ def plot_index_posterior(summary: xr.Dataset, truth: xr.DataArray, box: str = "n
     ax.set_xlabel("years since start of run")
     ax.set_ylabel(f"{box} anomaly ({units})")
     ax.legend(loc="upper left", ncol=4, fontsize=8)
-    ax.set_title(f"{box}: posterior against truth (last {last_months // 12} years)")
+    ax.set_title(f"{box}: posterior against truth (last {last_months // 12} years)", y=1.0)
     return fig
 
 
@@ -144,7 +150,8 @@ def plot_index_pdfs(series: dict[str, np.ndarray], box: str = "nino3"):
     """
     import seaborn as sns
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.subplots()
     fixed_margins(fig, left=0.75, bottom=0.55, top=0.4)
     colors = {"truth": "k", "operational": "tab:orange", "bridged": "tab:blue"}
     for name, values in series.items():
@@ -154,5 +161,5 @@ def plot_index_pdfs(series: dict[str, np.ndarray], box: str = "nino3"):
     ax.set_yscale("log")
     ax.set_ylim(1e-4, None)
     ax.legend()
-    ax.set_title(f"{box} distribution (log scale: tails)")
+    ax.set_title(f"{box} distribution (log scale: tails)", y=1.0)
     return fig
