@@ -58,6 +58,22 @@ def test_output_set_moves_every_file_or_none(tmp_path):
                                                     "validation.csv"]
 
 
+def test_commits_into_one_folder_wait_for_each_other(tmp_path):
+    import threading
+
+    from bayesbridge.io.outputs import commit_lock
+
+    out = tmp_path / "out"
+    _write_set(out, "first")
+    writer = threading.Thread(target=_write_set, args=(out, "second"))
+    with commit_lock(out):  # another run is moving its files in
+        writer.start()
+        writer.join(timeout=0.5)
+        assert writer.is_alive() and _state(out) == {"first"}
+    writer.join(timeout=10)
+    assert not writer.is_alive() and _state(out) == {"second"}
+
+
 def test_stale_leftovers_of_dead_runs_are_removed_and_live_ones_kept(tmp_path):
     dead, live = _dead_tag(), process_tag()
     (tmp_path / f"{STAGING_PREFIX}{dead}-abc123").mkdir()

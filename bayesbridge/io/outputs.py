@@ -15,6 +15,10 @@ them through :func:`output_set`:
    ``DIR`` one by one (``os.replace``, atomic per file, on the same file system) and the staging
    folder is removed; held-back interrupts are delivered afterwards.
 
+Step 3 runs under an exclusive lock on ``DIR`` (``flock`` of the folder itself, so no lock file
+is left behind): two runs that finish at the same moment commit one after the other, and the
+folder holds the complete set of the one that committed last, never a mix.
+
 An exception or interrupt before step 3 leaves ``DIR`` exactly as it was. A process killed
 outright (SIGKILL, power loss) during the renames of step 3 leaves a journal behind:
 :func:`clean_stale`, which every writing command runs on its output folder before working,
@@ -47,7 +51,7 @@ from pathlib import Path
 from bayesbridge.errors import OutputPathError
 
 __all__ = ["output_set", "check_output_dir", "check_output_file", "clean_stale", "process_tag",
-           "STAGING_PREFIX"]
+           "STAGING_PREFIX", "commit_lock"]
 
 STAGING_PREFIX = ".bayesbridge-staging-"
 """Name prefix of staging folders (followed by :func:`process_tag` and a random token)."""
@@ -229,7 +233,8 @@ def clean_stale(folder: str | os.PathLike) -> list[Path]:
             if match is not None:
                 if _alive(int(match["pid"]), int(match["start"])):
                     continue
-                _roll_forward(entry, folder)
+                with commit_lock(folder):
+                    _roll_forward(entry, folder)
             elif time.time() - entry.stat().st_mtime < _LEGACY_AGE_S:
                 continue
             shutil.rmtree(entry, ignore_errors=True)
@@ -257,6 +262,26 @@ def _roll_forward(stage: Path, folder: Path) -> None:
             target = folder / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, target)
+
+
+@contextlib.contextmanager
+def commit_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (waits for another process's commit to finish).
+
+    The lock is a ``flock`` of the folder's own descriptor, released when it is closed (also
+    when the process dies). Where ``flock`` is unavailable (Windows), commits are not serialised.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _pause(stage: str) -> None:
@@ -347,7 +372,7 @@ def output_set(folder: str | os.PathLike) -> Iterator[Path]:
                        if p.is_file() and p.name != _JOURNAL and not p.name.endswith(".tmp"))
         journal = stage / f"{_JOURNAL}.tmp"
         journal.write_text(json.dumps({"files": files}))
-        with _held_signals():
+        with _held_signals(), commit_lock(folder):
             os.replace(journal, stage / _JOURNAL)
             for i, rel in enumerate(files):
                 target = folder / rel
