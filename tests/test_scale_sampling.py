@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from lg_oracle import kalman_loglik_grid, random_lg_problem
+from lg_oracle import kalman_loglik_grid, kalman_oracle, random_lg_problem
 from scipy import stats
 
 from bayesbridge.errors import BayesBridgeError
+from bayesbridge.infer.scale_mixture import scale_mixture_draws
 from bayesbridge.infer.scale_sampling import ScaleSamplerConfig, sample_error_scales
 from bayesbridge.model import LinearGaussianModel, LinearTransition, StateSpaceModel
 from bayesbridge.model.scale_priors import FlooredHalfNormal, floored_scale_prior
@@ -67,7 +68,7 @@ def _grid_moments(model, parts, y):
 def test_draws_match_the_quadrature_posterior(sampler):
     model, parts, y = _problem()
     ref = _grid_moments(model, parts, y)
-    config = ScaleSamplerConfig(draws=300, sampler=sampler, proposal_draws=3000, warmup=150, nuts_draws=300)
+    config = ScaleSamplerConfig(draws=300, sampler=sampler, proposal_draws=2000, warmup=150, nuts_draws=300)
     draws = sample_error_scales(model, y, config, generator=torch.Generator().manual_seed(1))
     assert draws.sampler == sampler
     assert draws.obs_scale.shape == (300, 1) and draws.model_error_scale.shape == (300,)
@@ -90,7 +91,7 @@ def test_draws_match_the_quadrature_posterior(sampler):
 
 def test_low_importance_ess_falls_back_to_nuts():
     model, _, y = _problem(T=40)
-    config = ScaleSamplerConfig(draws=5, proposal_draws=8, min_ess=1e9, warmup=30, nuts_draws=30)
+    config = ScaleSamplerConfig(draws=5, proposal_draws=8, min_ess=1e9, warmup=10, nuts_draws=10)
     draws = sample_error_scales(model, y, config, generator=torch.Generator().manual_seed(0))
     assert draws.sampler == "nuts" and "divergences" in draws.stats and draws.stats["importance_ess"] < 1e9
 
@@ -111,3 +112,31 @@ def test_bad_settings_name_the_option(call, option):
     with pytest.raises(BayesBridgeError, match=option) as info:
         call()
     assert isinstance(info.value, ValueError | TypeError)
+
+
+@pytest.mark.parametrize("steady_tol", [0.0, 1e-9])
+def test_mixture_draws_are_the_exact_smoother_at_each_scale_draw(steady_tol):
+    # Two scale draws of a time-invariant model; per draw, FFBS trajectories against the numpy
+    # RTS smoother (means, marginal variances and the lag-one covariance, which only whole
+    # trajectories get right) and the exact log-evidence. 120 steps reach the steady state.
+    A, Q, H, _, m0, P0 = random_lg_problem(d=2, m=2, seed=3, obs_noise=0.5)
+    model = StateSpaceModel(LinearTransition(A, np.linalg.cholesky(Q)), H, 0.5, initial_mean=m0, initial_cov=P0)
+    y = torch.randn(120, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    y[30:33, 0] = float("nan")
+    S, sig = torch.tensor([[0.3, 0.6], [0.8, 0.4]], dtype=torch.float64), torch.tensor([1.5, 0.7], dtype=torch.float64)
+    n = 3000
+    res = scale_mixture_draws(model, y, S, sig, n, generator=torch.Generator().manual_seed(0), steady_tol=steady_tol)
+    assert res.smoothed_ensemble.shape == (2, 120, n, 2) and res.log_evidence.shape == (2,)
+    for j in range(2):
+        mf, Pf, ms, Ps, ll = kalman_oracle(A, float(sig[j]) ** 2 * Q, H, np.diag(S[j].numpy() ** 2), m0, P0, y.numpy())
+        assert float(res.log_evidence[j]) == pytest.approx(ll, rel=1e-8)
+        np.testing.assert_allclose(res.filtered_mean[j].numpy(), mf, atol=1e-8)
+        z = res.smoothed_ensemble[j].numpy()  # (T, n, d)
+        sd = np.sqrt(np.diagonal(Ps, axis1=1, axis2=2))
+        assert np.abs((z.mean(1) - ms) / sd).max() < 4.5 / np.sqrt(n) * 1.2
+        np.testing.assert_allclose(z.var(1) / np.diagonal(Ps, axis1=1, axis2=2), 1.0, atol=0.15)
+        # lag-one cross-covariance Cov(z_t, z_{t+1}) = G_t Ps_{t+1} (RTS)
+        t = 60
+        G = np.linalg.solve(A @ Pf[t] @ A.T + float(sig[j]) ** 2 * Q, A @ Pf[t]).T
+        lag = np.einsum("ni,nj->ij", z[t] - z[t].mean(0), z[t + 1] - z[t + 1].mean(0)) / (n - 1)
+        np.testing.assert_allclose(lag, G @ Ps[t + 1], atol=0.1 * float(np.abs(Ps[t]).max()))
