@@ -50,7 +50,7 @@ from bayesbridge.apps.scoring import (
     pattern_bound_maps,
     weighted_rmse,
 )
-from bayesbridge.errors import ParameterError
+from bayesbridge.errors import ParameterError, check_choice
 from bayesbridge.io.outputs import output_set
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo"]
@@ -82,6 +82,8 @@ class DemoConfig:
         ``K > 0``: also propagate idealized-model parameter uncertainty, ``K`` parameter vectors
         from :func:`prior_parameter_draws` (no calibration is run), one run each, assimilated as
         one batch (``twin.param_uq.*`` metrics); 0 (default) skips this step.
+    error_scales : {"fixed", "integrate"}
+        Error scales of the bridge (:attr:`~bayesbridge.bridge.BridgeConfig.error_scales`).
     """
 
     quick: bool = False
@@ -93,8 +95,11 @@ class DemoConfig:
     stat_draws: int = 20
     cache_dir: str | None = None
     parameter_draws: int = 0
+    error_scales: str = "fixed"
 
     def __post_init__(self) -> None:
+        # the choices of bayesbridge.bridge.scales.ERROR_SCALES, listed here so that no torch loads
+        check_choice(self.error_scales, "error_scales", ("integrate", "fixed"))
         if self.years is None:
             self.years = 40 if self.quick else 200
         if self.members is None:
@@ -204,7 +209,8 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
         operational = twin.anomalies("operational")  # io.open_operational, cached with the twin
         truth = twin.anomalies("truth")
     with timer("fit"):
-        bridge = Bridge(BridgeConfig(latent_dim=cfg.latent_dim, members=cfg.members, method=cfg.method))
+        bridge = Bridge(BridgeConfig(latent_dim=cfg.latent_dim, members=cfg.members, method=cfg.method,
+                                     error_scales=cfg.error_scales))
         bridge.fit(operational, seed=cfg.seed)
     with timer("assimilate"):
         observed = twin.idealized_observations[["nino3", "nino4", "h_w"]]
@@ -242,7 +248,9 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
             metrics[f"twin.map_rmse.{stat}.pattern_bound"] = weighted_rmse(bound[stat], maps["truth"][stat])
         scores = uq.uq_scores(post.index_draws("nino34"), idx_truth["nino34"].drop_vars(["area", "mask"], errors="ignore"))
         metrics.update(scores.to_dict("twin.uq"))
-        for box in ("nino12", "nino3", "nino4"):
+        for box in ("nino12", "nino3", "nino4", "h_w"):
+            if box not in idx_truth or box not in post.boxes:
+                continue
             cov = uq.interval_coverage(post.index_draws(box), idx_truth[box], 0.9)
             metrics[f"twin.uq.coverage90_{box}"] = float(cov)
     with output_set(out) as stage:

@@ -49,6 +49,10 @@ def assimilate_command(
     end: Annotated[str | None, typer.Option(help="Last month (YYYY-MM).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the assimilation (0 to 4294967295).")] = 0,
     member: Annotated[int | None, typer.Option(help="Member to read from a netCDF file holding an ensemble (member dimension).")] = None,
+    error_scales: Annotated[str, typer.Option(
+        help="integrate: average over the observation- and model-error scales' posterior (priors floored at "
+             "the representation error; enks/kalman, svi infers them; others use fixed); fixed: hold them at "
+             "the representation error.")] = "fixed",
 ) -> None:
     """Reconstruct fields with uncertainty from observed index series (reanalysis mode).
 
@@ -61,6 +65,7 @@ def assimilate_command(
 
     names = parse_names(vars, "--vars", STANDARD_BOXES)
     check_option_choice(method, "--method", METHODS)
+    check_option_choice(error_scales, "--error-scales", ("integrate", "fixed"))
     check_count(members, "--members", minimum=2)
     check_count(latent_dim, "--latent-dim", minimum=1)
     check_seed(seed)
@@ -100,7 +105,7 @@ def assimilate_command(
         fits = max(0, int((available_memory() * 0.9 - base) // max(per_member, 1)))
         fix = (f"use --members {fits} or fewer" if fits >= 2 else "shorten the period with --start/--end")
         check_memory(need, f"--members {members} with --latent-dim {latent_dim} over {months} months", fix)
-    config = BridgeConfig(method=method, members=members, latent_dim=latent_dim)
+    config = BridgeConfig(method=method, members=members, latent_dim=latent_dim, error_scales=error_scales)
     with status("reading the operational fields"):
         fields = fields.load() if operational else default_operational(**DEFAULT_TWIN)
     with status(f"fitting the latent space and assimilating {', '.join(names)} ({method})"), single_torch_thread():

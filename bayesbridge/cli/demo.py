@@ -8,7 +8,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bayesbridge.cli.checks import available_memory, check_count, check_memory, check_seed
+from bayesbridge.cli.checks import (
+    available_memory,
+    check_count,
+    check_memory,
+    check_option_choice,
+    check_seed,
+)
 from bayesbridge.cli.console import console
 from bayesbridge.cli.progress import steps as step_progress
 
@@ -23,6 +29,9 @@ def demo(
         "--parameter-draws", min=0,
         help="K > 0: also propagate idealized-model parameter uncertainty (K prior parameter draws, "
              "one run each, assimilated as one batch).")] = 0,
+    error_scales: Annotated[str, typer.Option(
+        help="integrate: average over the observation- and model-error scales' posterior (priors floored at "
+             "the representation error); fixed: hold them at the representation error.")] = "fixed",
 ) -> None:
     """Run the twin experiment end to end and write posterior.nc, inference_data.nc,
     metrics.json, report.md and figures/ into OUT."""
@@ -31,8 +40,9 @@ def demo(
 
     check_seed(seed)
     check_count(parameter_draws, "--parameter-draws", minimum=0)
+    check_option_choice(error_scales, "--error-scales", ("integrate", "fixed"))
     out = check_output_dir(out, "--out")
-    config = DemoConfig(quick=quick, seed=seed, parameter_draws=parameter_draws)
+    config = DemoConfig(quick=quick, seed=seed, parameter_draws=parameter_draws, error_scales=error_scales)
     if parameter_draws:
         # each draw is one idealized run, assimilated with the others in one batch
         months = config.years * 12
