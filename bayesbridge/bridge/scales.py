@@ -102,9 +102,10 @@ class ScaledAssimilation:
     Attributes
     ----------
     result : AssimilationResult
-        With ``integrate``: the ``K`` smoother results stacked on a leading batch dimension,
-        ``(K, *batch, T, member, d)``, and ``hyperparameters`` ``obs_error_scale (draw, m)`` and
-        ``model_error_scale (draw,)``, one row per pooled trajectory.
+        With ``integrate``: the ``K`` smoothers pooled in the member dimension, ``(*batch, T, K per,
+        d)`` (:func:`~bayesbridge.infer.scale_mixture.scale_mixture_draws`), and
+        ``hyperparameters`` ``obs_error_scale (draw, m)`` and ``model_error_scale (draw,)``, one
+        row per pooled trajectory.
     choice : ScaleChoice
     draws : ScaleDraws or None
         The scale draws (``integrate`` only).
@@ -152,9 +153,9 @@ def assimilate_error_scales(model, y, *, requested: str, method: str, members: i
                                 generator=torch.Generator().manual_seed(int(seed)))
     result = scale_mixture_draws(model, yt, draws.obs_scale, draws.model_error_scale, per,
                                  generator=torch.Generator().manual_seed(int(seed) + 1)).to(device)
-    runs = int(yt[..., 0, 0].numel())  # trajectories per scale draw: runs x per
+    runs = int(yt[..., 0, 0].numel())  # pooled draw r * (K per) + j * per + i: run r, scale draw j
     result.hyperparameters = {
-        "obs_error_scale": draws.obs_scale.repeat_interleave(runs * per, dim=0),
-        "model_error_scale": draws.model_error_scale.repeat_interleave(runs * per, dim=0),
+        "obs_error_scale": draws.obs_scale.repeat_interleave(per, dim=0).repeat(runs, 1),
+        "model_error_scale": draws.model_error_scale.repeat_interleave(per, dim=0).repeat(runs),
     }
     return ScaledAssimilation(result, choice, draws)

@@ -58,10 +58,15 @@ def scale_mixture_draws(model, observations, obs_scale, model_error_scale, membe
     Returns
     -------
     AssimilationResult
-        ``method="kalman"``; ``smoothed_ensemble`` and ``filtered_ensemble`` ``(K, *run, T, n, d)``
-        (filtered: draws of the filtering marginals), ``filtered_mean`` ``(K, *run, T, d)``,
-        ``filtered_cov`` ``(K, *run, T, d, d)``, ``smoothed_mean`` ``(K, *run, T, d)`` (the mean
-        of the trajectories) and ``log_evidence`` ``(K, *run)`` (exact, at each draw's scales).
+        ``method="kalman"``, the ``K`` components pooled in the member dimension, member ``j * n + i``
+        = trajectory ``i`` of scale draw ``j``: ``smoothed_ensemble`` and ``filtered_ensemble``
+        ``(*run, T, K n, d)`` (filtered: draws of the filtering marginals), ``filtered_mean`` and
+        ``smoothed_mean`` ``(*run, T, d)`` (the mixture's: means over the components; the smoothed
+        one the mean of the trajectories) and ``log_evidence`` ``(*run,)``, the mean over the
+        components of :math:`\\log p(y \\mid s^{(j)}, \\sigma^{(j)})` (the expected log-likelihood
+        under the scale posterior, not the evidence). No covariances: ``K`` of them would cost
+        ``8 K T d^2`` bytes (58 MB on the bridge), and the draws carry the uncertainty. Pooling in the member dimension keeps everything that
+        works on the means (explanations, increments) at the cost of one smoother.
     """
     y = torch.as_tensor(observations, dtype=torch.float64)
     lik = ScaleLikelihood(model, y, steady_tol=steady_tol)
@@ -72,22 +77,21 @@ def scale_mixture_draws(model, observations, obs_scale, model_error_scale, membe
     smooth = np.empty((K, R, T, n, d))
     filt = np.empty((K, R, T, n, d))
     mf = np.empty((K, R, T, d))
-    Pf = np.empty((K, R, T, d, d))
     ll = np.empty((K, R))
     for j in range(K):
         for r in range(R):
             eps = torch.randn(2, T, n, d, dtype=torch.float64, generator=generator).numpy()
-            smooth[j, r], filt[j, r], mf[j, r], Pf[j, r], ll[j, r] = _ffbs_at_scales(
+            smooth[j, r], filt[j, r], mf[j, r], _, ll[j, r] = _ffbs_at_scales(
                 A, b, LL, H, c, m0, P0, ys[r], S[j], float(sig[j]), eps[0], eps[1], float(steady_tol))
-    batch = (K, *y.shape[:-2])
-    as_t = lambda x, *tail: torch.from_numpy(x).reshape(*batch, *tail)  # noqa: E731
-    ens = as_t(smooth, T, n, d)
+    run = tuple(y.shape[:-2])
+    pooled = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(1, 2, 0, 3, 4))).reshape(  # noqa: E731
+        *run, T, K * n, d)  # (K, R, T, n, d) -> (*run, T, K n, d)
+    ens = pooled(smooth)
     return AssimilationResult(
         method="kalman",
-        filtered_mean=as_t(mf, T, d),
-        log_evidence=as_t(ll),
-        filtered_cov=as_t(Pf, T, d, d),
-        filtered_ensemble=as_t(filt, T, n, d),
+        filtered_mean=torch.from_numpy(mf.mean(0)).reshape(*run, T, d),
+        log_evidence=torch.from_numpy(ll.mean(0)).reshape(run),
+        filtered_ensemble=pooled(filt),
         smoothed_mean=ens.mean(-2),
         smoothed_ensemble=ens,
     )
