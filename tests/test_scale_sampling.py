@@ -56,8 +56,9 @@ def _grid_moments(model, parts, y):
     lp += stats.halfnorm(loc=FLOOR, scale=TAU).logpdf(s_grid)[:, None]
     lp += model.model_error_prior.log_prob(torch.as_tensor(sig_grid)).numpy()[None, :]
     w = np.exp(lp - lp.max())
+    # log p(y) = log of the integral of p(y | s, sigma) p(s) p(sigma), by the Riemann sum of the grid
+    out = {"log_evidence": float(lp.max() + np.log(w.sum() * (s_grid[1] - s_grid[0]) * (sig_grid[1] - sig_grid[0])))}
     w /= w.sum()
-    out = {}
     for name, grid, marg in (("obs_scale", s_grid, w.sum(1)), ("model_error_scale", sig_grid, w.sum(0))):
         mean = float((marg * grid).sum())
         out[name] = (mean, float(np.sqrt((marg * grid**2).sum() - mean**2)))
@@ -68,6 +69,7 @@ def _grid_moments(model, parts, y):
 def test_draws_match_the_quadrature_posterior(sampler):
     model, parts, y = _problem()
     ref = _grid_moments(model, parts, y)
+    log_evidence = ref.pop("log_evidence")
     config = ScaleSamplerConfig(draws=300, sampler=sampler, proposal_draws=2000, warmup=150, nuts_draws=300)
     draws = sample_error_scales(model, y, config, generator=torch.Generator().manual_seed(1))
     assert draws.sampler == sampler
@@ -76,8 +78,9 @@ def test_draws_match_the_quadrature_posterior(sampler):
     torch.testing.assert_close(draws.floor, torch.tensor([FLOOR], dtype=torch.float64))
     if sampler == "laplace":
         ess = draws.stats["importance_ess"]
-        # the Laplace proposal covers the posterior (skewed by the floor: about a quarter of the points count)
+        # the truncated Laplace proposal covers the posterior cut at the floor
         assert 0.1 * config.proposal_draws < ess <= config.proposal_draws
+        assert draws.stats["log_evidence"] == pytest.approx(log_evidence, abs=0.05)
     else:
         ess = draws.stats["ess_bulk_min"]
     n_eff = min(ess, config.draws)

@@ -40,6 +40,8 @@ class FlooredHalfNormal(dist.TorchDistribution):
         Lowest value ``r > 0`` (the representation error), where the density is largest.
     excess_scale : Tensor (*batch,)
         Scale ``tau > 0`` of the excess ``s - r``.
+    validate_args : bool, optional
+        Check arguments and values (torch's distribution validation).
 
     Notes
     -----
