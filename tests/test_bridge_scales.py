@@ -65,6 +65,20 @@ def test_inference_data_holds_the_scale_draws(setup):
     np.testing.assert_allclose(post["obs_error_scale"].values[0], out.result.hyperparameters["obs_error_scale"])
 
 
+@pytest.mark.slow
+def test_svi_infers_the_scales_above_their_floors():
+    # svi's own log-normal priors let the observation-error scales collapse (0.01 degC here, far
+    # under the representation error); under the floored priors every draw stays above the floor
+    twin = make_twin_experiment(years=30, seed=5)
+    ops = io.open_operational(twin.operational, region=None).load()
+    bridge = Bridge(BridgeConfig(latent_dim=10, members=40, method="svi", error_scales="integrate",
+                                 method_options={"steps": 300})).fit(ops)
+    out = bridge.assimilate(twin.idealized_observations[["nino3", "nino4"]], seed=1)
+    assert out.scales.choice.used == "infer"
+    s = out.result.hyperparameters["obs_error_scale"]
+    assert s.shape == (40, 2) and bool((s >= torch.tensor(out.obs_error.to_numpy(copy=True)) - 1e-9).all())
+
+
 def test_routes_that_cannot_integrate_fall_back_and_say_why():
     assert scale_choice("integrate", "pf", affine=True).used == "fixed"
     assert "pf" in scale_choice("integrate", "pf", affine=True).reason

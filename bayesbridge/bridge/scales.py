@@ -105,7 +105,8 @@ class ScaledAssimilation:
         With ``integrate``: the ``K`` smoothers pooled in the member dimension, ``(*batch, T, K per,
         d)`` (:func:`~bayesbridge.infer.scale_mixture.scale_mixture_draws`), and
         ``hyperparameters`` ``obs_error_scale (draw, m)`` and ``model_error_scale (draw,)``, one
-        row per pooled trajectory.
+        row per pooled trajectory; for one run ``log_evidence`` is :math:`\\log p(y)` with the scales
+        integrated out (``draws.stats["log_evidence"]``).
     choice : ScaleChoice
     draws : ScaleDraws or None
         The scale draws (``integrate`` only).
@@ -144,8 +145,13 @@ def assimilate_error_scales(model, y, *, requested: str, method: str, members: i
                                              **options), choice)
     model = floored_model(model)
     if choice.used == "infer":
-        return ScaledAssimilation(assimilate(model, y, method=method, members=members, seed=seed, device=device,
-                                             **options), choice)
+        # svi starts its scale guide at the nominal scales, in u = log(s - r): start at the prior's
+        # median excess (0.674 r) instead of on the floor, where u = -inf
+        model = model.with_scales(obs_scale=model.obs_scale * (1.0 + 0.6745))
+        result = assimilate(model, y, method=method, members=members, seed=seed, device=device, **options)
+        if "obs_scale" in result.hyperparameters:  # the name the integrating route uses (InferenceData ``index``)
+            result.hyperparameters["obs_error_scale"] = result.hyperparameters.pop("obs_scale")
+        return ScaledAssimilation(result, choice)
     k = max(1, min(int(scale_draws), members // 2))
     per = members // k
     yt = torch.as_tensor(y, dtype=torch.float64)
@@ -153,6 +159,8 @@ def assimilate_error_scales(model, y, *, requested: str, method: str, members: i
                                 generator=torch.Generator().manual_seed(int(seed)))
     result = scale_mixture_draws(model, yt, draws.obs_scale, draws.model_error_scale, per,
                                  generator=torch.Generator().manual_seed(int(seed) + 1)).to(device)
+    if yt.ndim == 2:  # one run: the evidence p(y) itself, integrated over the scales (importance sampling)
+        result.log_evidence = torch.tensor(draws.stats["log_evidence"], dtype=torch.float64)
     runs = int(yt[..., 0, 0].numel())  # pooled draw r * (K per) + j * per + i: run r, scale draw j
     result.hyperparameters = {
         "obs_error_scale": draws.obs_scale.repeat_interleave(per, dim=0).repeat(runs, 1),
