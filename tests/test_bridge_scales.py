@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -98,3 +100,21 @@ def test_routes_that_cannot_integrate_fall_back_and_say_why():
 def test_bad_scale_options_name_the_option_and_the_choices(options, match):
     with pytest.raises(errors.BayesBridgeError, match=match):
         BridgeConfig(**options)
+
+
+@pytest.mark.parametrize("command", [
+    ["assimilate", "--observations", str(Path(__file__).resolve().parents[1] / "data" / "enso_observations.nc"),
+     "--vars", "nino3,nino4"],
+    ["demo", "--quick"],
+])
+def test_cli_names_the_error_scales_option_and_its_choices(command, tmp_path, capsys):
+    from bayesbridge.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main([*command, "--out", str(tmp_path / "out"), "--error-scales", "sampled"])
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    errors_lines = [line for line in text.splitlines() if line.startswith("error:")]
+    assert stop.value.code == 2 and len(errors_lines) == 1 and "Traceback" not in text, text
+    assert "--error-scales" in errors_lines[0] and "integrate, fixed" in errors_lines[0]
+    assert not (tmp_path / "out").exists()
