@@ -147,3 +147,20 @@ def test_mixture_draws_are_the_exact_smoother_at_each_scale_draw(steady_tol):
     # the mixture's filtered mean and the mean log-likelihood over the components
     np.testing.assert_allclose(res.filtered_mean.numpy(), np.mean(means, 0), atol=1e-8)
     assert float(res.log_evidence) == pytest.approx(np.mean(lls), rel=1e-8)
+
+
+def test_mixture_draws_of_several_runs_keep_run_and_component_order():
+    A, Q, H, _, m0, P0 = random_lg_problem(d=2, m=1, seed=4, obs_noise=0.5)
+    model = StateSpaceModel(LinearTransition(A, np.linalg.cholesky(Q)), H, 0.5, initial_mean=m0, initial_cov=P0)
+    y = torch.randn(2, 50, 1, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    y[1] += 2.0  # run 1 far from run 0
+    S, sig = torch.tensor([[0.3], [0.9]], dtype=torch.float64), torch.tensor([1.2, 0.6], dtype=torch.float64)
+    n = 2000
+    res = scale_mixture_draws(model, y, S, sig, n, generator=torch.Generator().manual_seed(1))
+    assert res.smoothed_ensemble.shape == (2, 50, 2 * n, 2) and res.log_evidence.shape == (2,)
+    for r in range(2):
+        for j in range(2):
+            _, _, ms, Ps, _ = kalman_oracle(A, float(sig[j]) ** 2 * Q, H, [[float(S[j, 0]) ** 2]], m0, P0, y[r].numpy())
+            z = res.smoothed_ensemble[r, :, j * n:(j + 1) * n].numpy()  # run r, component j
+            sd = np.sqrt(np.diagonal(Ps, axis1=1, axis2=2))
+            assert np.abs((z.mean(1) - ms) / sd).max() < 5.0 / np.sqrt(n), (r, j)
