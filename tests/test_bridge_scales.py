@@ -65,6 +65,9 @@ def test_inference_data_holds_the_scale_draws(setup):
     assert list(post["index"].values) == NAMES
     assert post["model_error_scale"].dims == ("chain", "draw")
     np.testing.assert_allclose(post["obs_error_scale"].values[0], out.result.hyperparameters["obs_error_scale"])
+    assert post.attrs["error_scale_sampler"] == out.scales.draws.sampler
+    assert post.attrs["error_scale_importance_ess"] == pytest.approx(out.scales.draws.stats["importance_ess"])
+    assert post.attrs["log_evidence_total"] == pytest.approx(out.scales.draws.stats["log_evidence"])
 
 
 @pytest.mark.slow

@@ -79,6 +79,9 @@ def posterior_groups(post, include_latent: bool = True) -> dict:
         dims["ess"] = ["time"]
     attrs = {"method": result.method, "source": post.source,
              "log_evidence_total": float(log_ev.sum()), "assimilated": ",".join(post.assimilated)}
+    if "obs_error_scale" in posterior and hasattr(result.fit, "stats"):  # integrated scales: how they were drawn
+        attrs["error_scale_sampler"] = str(result.fit.sampler)
+        attrs.update({f"error_scale_{k}": float(v) for k, v in result.fit.stats.items()})
     return arviz_compat.build_groups(
         posterior=posterior or None,
         posterior_predictive=predictive or None,

@@ -106,7 +106,7 @@ class ScaledAssimilation:
         d)`` (:func:`~bayesbridge.infer.scale_mixture.scale_mixture_draws`), and
         ``hyperparameters`` ``obs_error_scale (draw, m)`` and ``model_error_scale (draw,)``, one
         row per pooled trajectory; for one run ``log_evidence`` is :math:`\\log p(y)` with the scales
-        integrated out (``draws.stats["log_evidence"]``).
+        integrated out (``draws.stats["log_evidence"]``); ``fit`` is ``draws``.
     choice : ScaleChoice
     draws : ScaleDraws or None
         The scale draws (``integrate`` only).
@@ -159,6 +159,7 @@ def assimilate_error_scales(model, y, *, requested: str, method: str, members: i
                                 generator=torch.Generator().manual_seed(int(seed)))
     result = scale_mixture_draws(model, yt, draws.obs_scale, draws.model_error_scale, per,
                                  generator=torch.Generator().manual_seed(int(seed) + 1)).to(device)
+    result.fit = draws  # the record of the scale step (sampler, importance ESS, log-evidence, seconds)
     if yt.ndim == 2:  # one run: the evidence p(y) itself, integrated over the scales (importance sampling)
         result.log_evidence = torch.tensor(draws.stats["log_evidence"], dtype=torch.float64)
     runs = int(yt[..., 0, 0].numel())  # pooled draw r * (K per) + j * per + i: run r, scale draw j
