@@ -8,7 +8,20 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bayesbridge.cli.checks import available_memory, check_count, check_memory, check_seed
+from bayesbridge.cli.bridge_options import (
+    CODEC_HELP,
+    DYNAMICS_HELP,
+    PARTICLES_HELP,
+    PROPOSAL_HELP,
+    check_engine_memory,
+)
+from bayesbridge.cli.checks import (
+    available_memory,
+    check_bridge_options,
+    check_count,
+    check_memory,
+    check_seed,
+)
 from bayesbridge.cli.console import console
 from bayesbridge.cli.progress import steps as step_progress
 
@@ -23,6 +36,11 @@ def demo(
         "--parameter-draws", min=0,
         help="K > 0: also propagate idealized-model parameter uncertainty (K prior parameter draws, "
              "one run each, assimilated as one batch).")] = 0,
+    method: Annotated[str, typer.Option(help="Inference engine: enks, enkf, etkf, pf, svi or kalman.")] = "enks",
+    codec: Annotated[str, typer.Option(help=CODEC_HELP)] = "eof",
+    dynamics: Annotated[str, typer.Option(help=DYNAMICS_HELP)] = "seasonal",
+    particles: Annotated[int | None, typer.Option(help=PARTICLES_HELP)] = None,
+    proposal: Annotated[str | None, typer.Option(help=PROPOSAL_HELP)] = None,
 ) -> None:
     """Run the twin experiment end to end and write posterior.nc, inference_data.nc,
     metrics.json, report.md and figures/ into OUT."""
@@ -31,8 +49,14 @@ def demo(
 
     check_seed(seed)
     check_count(parameter_draws, "--parameter-draws", minimum=0)
+    check_bridge_options(method, codec, dynamics, None, particles, proposal)
     out = check_output_dir(out, "--out")
-    config = DemoConfig(quick=quick, seed=seed, parameter_draws=parameter_draws)
+    config = DemoConfig(quick=quick, seed=seed, parameter_draws=parameter_draws, method=method, codec=codec,
+                        dynamics=dynamics, particles=particles, proposal=proposal)
+    months = config.years * 12
+    check_engine_memory(lambda n, d: months * (n * d * 8 * 6 + 6 * 8 * 5), method=method, members=config.members,
+                        latent_dim=config.latent_dim, dynamics=dynamics, particles=particles,
+                        what=f"over {months} months", fix_period="use --quick", members_option=False)
     if parameter_draws:
         # each draw is one idealized run, assimilated with the others in one batch
         months = config.years * 12
