@@ -54,13 +54,17 @@ def demo(
     config = DemoConfig(quick=quick, seed=seed, parameter_draws=parameter_draws, method=method, codec=codec,
                         dynamics=dynamics, particles=particles, proposal=proposal)
     months = config.years * 12
-    check_engine_memory(lambda n, d: months * (n * d * 8 * 6 + 6 * 8 * 5), method=method, members=config.members,
-                        latent_dim=config.latent_dim, dynamics=dynamics, particles=particles,
-                        what=f"over {months} months", fix_period="use --quick", members_option=False)
+
+    def run_memory(n: int, d: int) -> int:
+        """Bytes of one assimilated run of ``n`` members of a ``d``-dimensional state (rough)."""
+        return months * (n * d * 8 * 6 + 6 * 8 * 5)
+
+    check_engine_memory(run_memory, method=method, members=config.members, latent_dim=config.latent_dim,
+                        dynamics=dynamics, particles=particles, what=f"over {months} months",
+                        fix_period="use --quick", members_option=False)
     if parameter_draws:
         # each draw is one idealized run, assimilated with the others in one batch
-        months = config.years * 12
-        per_draw = months * config.members * config.latent_dim * 8 * 6 + months * 6 * 8 * 5
+        per_draw = run_memory(config.members, config.latent_dim)
         fits = max(0, int(0.9 * available_memory() // per_draw) - 1)
         check_memory(per_draw * (parameter_draws + 1), f"--parameter-draws {parameter_draws}",
                      f"use --parameter-draws {fits} or fewer" + ("" if quick else ", or --quick"))
