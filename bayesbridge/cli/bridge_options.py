@@ -12,15 +12,17 @@ from collections.abc import Callable
 
 from bayesbridge.cli.checks import available_memory, check_memory
 
-__all__ = ["MEMBERS_HELP", "CODEC_HELP", "DYNAMICS_HELP", "PARTICLES_HELP", "PROPOSAL_HELP", "LSTM_WINDOW",
-           "check_engine_memory"]
+__all__ = ["MEMBERS_HELP", "CODEC_HELP", "DYNAMICS_HELP", "PARTICLES_HELP", "DEMO_PARTICLES_HELP", "PROPOSAL_HELP",
+           "LSTM_WINDOW", "check_engine_memory"]
 
 MEMBERS_HELP = "Posterior draws (>= 2): ensemble members; with --method pf the smoothed trajectories."
 CODEC_HELP = "Latent codec: eof, autoencoder or vae."
 DYNAMICS_HELP = ("Latent dynamics: linear, seasonal (one linear model per calendar month), neural or lstm "
                  "(not with --method svi).")
-PARTICLES_HELP = ("--method pf only: particles of the filter (>= 10; default: --members). More particles than "
-                  "--members draws keeps the filter from collapsing.")
+PARTICLES_HELP = ("--method pf only: particles of the filter (>= 10; default: --members, the smoothed trajectories). "
+                  "More particles than trajectories is the remedy for collapsing weights.")
+DEMO_PARTICLES_HELP = ("--method pf only: particles of the filter (>= 10; default: the 40 members of --quick, else "
+                       "100, which are also the smoothed trajectories).")
 PROPOSAL_HELP = "--method pf only: auto (default: guided where the observation operator allows), guided or bootstrap."
 
 LSTM_WINDOW = 6

@@ -10,8 +10,8 @@ from rich.table import Table
 
 from bayesbridge.cli.bridge_options import (
     CODEC_HELP,
+    DEMO_PARTICLES_HELP,
     DYNAMICS_HELP,
-    PARTICLES_HELP,
     PROPOSAL_HELP,
     check_engine_memory,
 )
@@ -39,7 +39,7 @@ def demo(
     method: Annotated[str, typer.Option(help="Inference engine: enks, enkf, etkf, pf, svi or kalman.")] = "enks",
     codec: Annotated[str, typer.Option(help=CODEC_HELP)] = "eof",
     dynamics: Annotated[str, typer.Option(help=DYNAMICS_HELP)] = "seasonal",
-    particles: Annotated[int | None, typer.Option(help=PARTICLES_HELP)] = None,
+    particles: Annotated[int | None, typer.Option(help=DEMO_PARTICLES_HELP)] = None,
     proposal: Annotated[str | None, typer.Option(help=PROPOSAL_HELP)] = None,
 ) -> None:
     """Run the twin experiment end to end and write posterior.nc, inference_data.nc,
