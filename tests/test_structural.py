@@ -87,3 +87,4 @@ def test_reconstruction_widens_only_the_unobserved_boxes():
         ratio = added[:, big] / amplitude[big]
         np.testing.assert_allclose(ratio, np.broadcast_to(ratio[:, :1], ratio.shape), rtol=1e-6, atol=1e-6)
     assert "nino12" in w.summary().attrs["structural_error_boxes"]
+
