@@ -74,6 +74,15 @@ class DemoConfig:
         Ensemble members (default 40 with ``quick``, else 100).
     method : str
         Inference engine (see :func:`bayesbridge.infer.assimilate`).
+    codec : {"eof", "autoencoder", "vae"}
+        Latent codec (:class:`~bayesbridge.bridge.BridgeConfig`).
+    dynamics : {"linear", "seasonal", "neural", "lstm"}
+        Latent dynamics (:class:`~bayesbridge.bridge.BridgeConfig`; ``lstm`` not with ``svi``).
+    particles : int, optional
+        ``method="pf"`` only: particles of the filter (default ``members``, which is then the
+        number of smoothed trajectories; :mod:`bayesbridge.apps.bridge_options`).
+    proposal : {"auto", "guided", "bootstrap"}, optional
+        ``method="pf"`` only: the particle proposal (default ``"auto"``).
     stat_draws : int
         Posterior draws averaged for the bridged statistics (``docs/design.md`` section 6: about 20).
     cache_dir : str, optional
@@ -94,6 +103,10 @@ class DemoConfig:
     latent_dim: int = 20
     members: int | None = None
     method: str = "enks"
+    codec: str = "eof"
+    dynamics: str = "seasonal"
+    particles: int | None = None
+    proposal: str | None = None
     stat_draws: int = 20
     cache_dir: str | None = None
     parameter_draws: int = 0
@@ -113,6 +126,16 @@ class DemoConfig:
             raise ParameterError(
                 f"parameter_draws: expected an integer >= 0 (0 skips parameter uncertainty), got {self.parameter_draws!r}."
             )
+        self.bridge_config()  # refuses a bad codec, dynamics, method or particle setting now
+
+    def bridge_config(self):
+        """The :class:`~bayesbridge.bridge.BridgeConfig` of the demo's bridge
+        (:func:`~bayesbridge.apps.bridge_options.bridge_config`)."""
+        from bayesbridge.apps.bridge_options import bridge_config  # torch loads with it
+
+        return bridge_config(method=self.method, members=self.members, particles=self.particles,
+                             proposal=self.proposal, latent_dim=self.latent_dim, codec=self.codec,
+                             dynamics=self.dynamics)
 
 
 @dataclass
@@ -198,7 +221,7 @@ def run_demo(
 
 def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
     from bayesbridge import regions
-    from bayesbridge.bridge import Bridge, BridgeConfig
+    from bayesbridge.bridge import Bridge
     from bayesbridge.datasets import make_twin_experiment
     from bayesbridge.diagnostics import uq
 
@@ -210,7 +233,7 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
         operational = twin.anomalies("operational")  # io.open_operational, cached with the twin
         truth = twin.anomalies("truth")
     with timer("fit"):
-        bridge = Bridge(BridgeConfig(latent_dim=cfg.latent_dim, members=cfg.members, method=cfg.method))
+        bridge = Bridge(cfg.bridge_config())
         bridge.fit(operational, seed=cfg.seed)
     with timer("assimilate"):
         observed = twin.idealized_observations[["nino3", "nino4", "h_w"]]

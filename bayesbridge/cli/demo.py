@@ -8,7 +8,20 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bayesbridge.cli.checks import available_memory, check_count, check_memory, check_seed
+from bayesbridge.cli.bridge_options import (
+    CODEC_HELP,
+    DYNAMICS_HELP,
+    PARTICLES_HELP,
+    PROPOSAL_HELP,
+    check_engine_memory,
+)
+from bayesbridge.cli.checks import (
+    available_memory,
+    check_bridge_options,
+    check_count,
+    check_memory,
+    check_seed,
+)
 from bayesbridge.cli.console import console
 from bayesbridge.cli.progress import steps as step_progress
 
@@ -27,6 +40,11 @@ def demo(
         "--parameter-source",
         help="Where --parameter-draws come from: posterior (the bundled calibration posterior) or prior "
              "(the calibration's uniform prior box).")] = "posterior",
+    method: Annotated[str, typer.Option(help="Inference engine: enks, enkf, etkf, pf, svi or kalman.")] = "enks",
+    codec: Annotated[str, typer.Option(help=CODEC_HELP)] = "eof",
+    dynamics: Annotated[str, typer.Option(help=DYNAMICS_HELP)] = "seasonal",
+    particles: Annotated[int | None, typer.Option(help=PARTICLES_HELP)] = None,
+    proposal: Annotated[str | None, typer.Option(help=PROPOSAL_HELP)] = None,
 ) -> None:
     """Run the twin experiment end to end and write posterior.nc, inference_data.nc,
     metrics.json, report.md and figures/ into OUT."""
@@ -39,12 +57,22 @@ def demo(
     from bayesbridge.errors import check_choice
 
     check_choice(parameter_source, "--parameter-source", PARAMETER_SOURCES)
+    check_bridge_options(method, codec, dynamics, None, particles, proposal)
     out = check_output_dir(out, "--out")
-    config = DemoConfig(quick=quick, seed=seed, parameter_draws=parameter_draws, parameter_source=parameter_source)
+    config = DemoConfig(quick=quick, seed=seed, parameter_draws=parameter_draws, parameter_source=parameter_source,
+                        method=method, codec=codec, dynamics=dynamics, particles=particles, proposal=proposal)
+    months = config.years * 12
+
+    def run_memory(n: int, d: int) -> int:
+        """Bytes of one assimilated run of ``n`` members of a ``d``-dimensional state (rough)."""
+        return months * (n * d * 8 * 6 + 6 * 8 * 5)
+
+    check_engine_memory(run_memory, method=method, members=config.members, latent_dim=config.latent_dim,
+                        dynamics=dynamics, particles=particles, what=f"over {months} months",
+                        fix_period="use --quick", members_option=False)
     if parameter_draws:
         # each draw is one idealized run, assimilated with the others in one batch
-        months = config.years * 12
-        per_draw = months * config.members * config.latent_dim * 8 * 6 + months * 6 * 8 * 5
+        per_draw = run_memory(config.members, config.latent_dim)
         fits = max(0, int(0.9 * available_memory() // per_draw) - 1)
         check_memory(per_draw * (parameter_draws + 1), f"--parameter-draws {parameter_draws}",
                      f"use --parameter-draws {fits} or fewer" + ("" if quick else ", or --quick"))
