@@ -352,6 +352,7 @@ def cases(f: dict[str, Path], d: Path) -> list[tuple[str, list[str], str | None]
         ("demo seed -1", ["demo", "--quick", "--seed", "-1"], None),
         ("demo parameter draws -1", ["demo", "--quick", "--parameter-draws", "-1"], None),
         ("demo parameter draws 10^9", ["demo", "--quick", "--out", str(d / "demo"), "--parameter-draws", "1000000000"], None),
+        ("demo parameter source unknown", ["demo", "--quick", "--out", str(d / "demo"), "--parameter-source", "uniform"], None),
         ("demo seed abc", ["demo", "--seed", "abc"], None),
         ("demo method bogus", ["demo", "--quick", "--method", "mcmc"], None),
         ("demo codec bogus", ["demo", "--quick", "--codec", "pca"], None),

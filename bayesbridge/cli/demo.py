@@ -34,8 +34,12 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the twin experiment and of the assimilation.")] = 0,
     parameter_draws: Annotated[int, typer.Option(
         "--parameter-draws", min=0,
-        help="K > 0: also propagate idealized-model parameter uncertainty (K prior parameter draws, "
+        help="K > 0: also propagate idealized-model parameter uncertainty (K parameter draws, "
              "one run each, assimilated as one batch).")] = 0,
+    parameter_source: Annotated[str, typer.Option(
+        "--parameter-source",
+        help="Where --parameter-draws come from: posterior (the bundled calibration posterior) or prior "
+             "(the calibration's uniform prior box).")] = "posterior",
     method: Annotated[str, typer.Option(help="Inference engine: enks, enkf, etkf, pf, svi or kalman.")] = "enks",
     codec: Annotated[str, typer.Option(help=CODEC_HELP)] = "eof",
     dynamics: Annotated[str, typer.Option(help=DYNAMICS_HELP)] = "seasonal",
@@ -49,10 +53,14 @@ def demo(
 
     check_seed(seed)
     check_count(parameter_draws, "--parameter-draws", minimum=0)
+    from bayesbridge.apps.propagate import PARAMETER_SOURCES
+    from bayesbridge.errors import check_choice
+
+    check_choice(parameter_source, "--parameter-source", PARAMETER_SOURCES)
     check_bridge_options(method, codec, dynamics, None, particles, proposal)
     out = check_output_dir(out, "--out")
-    config = DemoConfig(quick=quick, seed=seed, parameter_draws=parameter_draws, method=method, codec=codec,
-                        dynamics=dynamics, particles=particles, proposal=proposal)
+    config = DemoConfig(quick=quick, seed=seed, parameter_draws=parameter_draws, parameter_source=parameter_source,
+                        method=method, codec=codec, dynamics=dynamics, particles=particles, proposal=proposal)
     months = config.years * 12
 
     def run_memory(n: int, d: int) -> int:
@@ -91,8 +99,10 @@ def demo(
     if parameter_draws:
         from bayesbridge.apps.scoring import PARAM_UQ_STATS
 
-        console.print(f"Parameter uncertainty ({parameter_draws} prior draws), bridged mean [q05, q95]: " + "; ".join(
+        console.print(f"Parameter uncertainty ({parameter_draws} {parameter_source} draws), bridged mean [q05, q95] "
+                      "(share of variance between parameter draws): " + "; ".join(
             f"{s} {m[f'twin.param_uq.{s}.mean']:.2f} [{m[f'twin.param_uq.{s}.q05']:.2f}, "
-            f"{m[f'twin.param_uq.{s}.q95']:.2f}]" for s in PARAM_UQ_STATS))
+            f"{m[f'twin.param_uq.{s}.q95']:.2f}] ({m[f'twin.param_uq.{s}.var_between_fraction']:.0%})"
+            for s in PARAM_UQ_STATS))
     console.print(f"wrote {out}/posterior.nc, inference_data.nc, metrics.json, report.md, figures/")
 
