@@ -361,6 +361,7 @@ def test_the_command_line_checks_agree_with_the_library():
     assert checks.CODECS == get_args(CodecKind) and checks.DYNAMICS == get_args(DynamicsKind)
     assert checks.PROPOSALS == bridge_options.PROPOSALS
     assert checks.MIN_PARTICLES == bridge_options.MIN_PARTICLES
+    assert checks.DEFAULT_PARTICLES == bridge_options.DEFAULT_PARTICLES
     for text in ("1950-01", "1-01", "850-3", "1950-01-16", "2000/02", "1950-01-01T00:00:00Z", "2000-13", "1950",
                  "bogus", "", "0-01", "2019-12-32", " 1950-01 "):
         try:
@@ -394,13 +395,11 @@ def test_bridge_options_are_checked_before_the_work(files, capsys, tmp_path, com
         (("--method", "pf", "--particles", "10000000000000"), "use --particles"),
     ]:
         assert expected in clear_error(capsys, *base, *args), args
-    if command == "assimilate":
-        assert "without --particles the particle filter runs --members particles" in clear_error(
-            capsys, *base, "--method", "pf", "--members", "4")
     assert not (tmp_path / "o").exists()
 
 
 def test_bridge_config_maps_particles_and_draws():
+    from bayesbridge.apps import bridge_options
     from bayesbridge.apps.bridge_options import bridge_config
     from bayesbridge.apps.demo import DemoConfig
 
@@ -408,13 +407,15 @@ def test_bridge_config_maps_particles_and_draws():
                         dynamics="lstm", latent_dim=3)
     assert (cfg.method, cfg.members, cfg.codec, cfg.dynamics, cfg.latent_dim) == ("pf", 500, "autoencoder", "lstm", 3)
     assert cfg.method_options == {"proposal": "bootstrap", "n_trajectories": 30}
-    default = bridge_config(method="pf", members=40)  # today's behaviour: members particles and draws
-    assert default.members == 40 and default.method_options == {"proposal": "auto", "n_trajectories": 40}
+    default = bridge_config(method="pf", members=40)  # 2,000 particles carry the 40 smoothed draws
+    assert default.members == bridge_options.DEFAULT_PARTICLES == 2000
+    assert default.method_options == {"proposal": "auto", "n_trajectories": 40}
+    assert bridge_config(method="pf", members=3000).members == 3000  # never fewer particles than draws
     assert bridge_config(method="etkf", members=12).method_options == {}
     with pytest.raises(errors.ParameterError, match="particles: only the particle filter"):
         bridge_config(method="enks", particles=100)
     with pytest.raises(errors.ParameterError, match="particles: a particle filter needs"):
-        bridge_config(method="pf", members=5)
+        bridge_config(method="pf", members=5, particles=5)
     with pytest.raises(errors.ParameterError, match="proposal: expected one of .auto., .guided., .bootstrap."):
         bridge_config(method="pf", proposal="optimal")
     demo = DemoConfig(quick=True, method="pf", particles=300, codec="vae", dynamics="neural")

@@ -11,7 +11,7 @@ sample size (``members``) and, for the particle filter only, ``particles`` and `
   ``n_trajectories``);
 - ``particles`` (``pf`` only) is the size ``N`` of the particle cloud that carries the filter
   (:class:`~bayesbridge.infer.particle.ParticleConfig` ``members``; at least 10), by default
-  ``members``. More particles than draws is the usual remedy for a collapsing filter: the cost of
+  :data:`DEFAULT_PARTICLES` (at least ``members``). More particles than draws is the usual remedy for a collapsing filter: the cost of
   the filter grows with ``N``, that of the backward smoother with ``N`` times the draws;
 - ``proposal`` (``pf`` only): ``auto`` (default; the locally optimal guided proposal when the
   observation operator allows it), ``guided`` or ``bootstrap``.
@@ -27,10 +27,15 @@ from bayesbridge.bridge import BridgeConfig
 from bayesbridge.errors import ParameterError, check_choice
 from bayesbridge.infer.particle_config import Proposal
 
-__all__ = ["bridge_config", "MIN_PARTICLES", "PROPOSALS"]
+__all__ = ["bridge_config", "DEFAULT_PARTICLES", "MIN_PARTICLES", "PROPOSALS"]
 
 MIN_PARTICLES = 10
 """Fewest particles :class:`~bayesbridge.infer.particle.ParticleConfig` accepts."""
+
+DEFAULT_PARTICLES = 2000
+"""Particles of the filter when none are asked for: with the guided proposal at latent size 20,
+40 or 100 particles (one per trajectory) gave smoothed posteriors covering the twin's truth in
+35-45 % of months, 2,000 in 80-86 % (``docs/lab-notes.md``)."""
 
 PROPOSALS: tuple[str, ...] = get_args(Proposal)
 """The particle filter's proposals (``auto``, ``guided``, ``bootstrap``)."""
@@ -53,7 +58,8 @@ def bridge_config(
     members : int
         Posterior draws (ensemble members; whole trajectories of ``pf``), >= 2.
     particles : int, optional
-        ``pf`` only: particles of the filter (>= 10; default ``members``).
+        ``pf`` only: particles of the filter (>= 10; default :data:`DEFAULT_PARTICLES`, at least
+        ``members``).
     proposal : {"auto", "guided", "bootstrap"}, optional
         ``pf`` only: the particle proposal (default ``"auto"``).
     **fields
@@ -81,7 +87,7 @@ def bridge_config(
             )
         return BridgeConfig(method=method, members=members, method_options=options, **fields)
     if particles is None:
-        particles = members
+        particles = max(members, DEFAULT_PARTICLES)
     if isinstance(particles, bool) or not isinstance(particles, int) or particles < MIN_PARTICLES:
         raise ParameterError(
             f"particles: a particle filter needs an integer of at least {MIN_PARTICLES} particles (1,000 or more "

@@ -79,7 +79,7 @@ class DemoConfig:
     dynamics : {"linear", "seasonal", "neural", "lstm"}
         Latent dynamics (:class:`~bayesbridge.bridge.BridgeConfig`; ``lstm`` not with ``svi``).
     particles : int, optional
-        ``method="pf"`` only: particles of the filter (default ``members``, which is then the
+        ``method="pf"`` only: particles of the filter (default 2,000, at least ``members``, the
         number of smoothed trajectories; :mod:`bayesbridge.apps.bridge_options`).
     proposal : {"auto", "guided", "bootstrap"}, optional
         ``method="pf"`` only: the particle proposal (default ``"auto"``).

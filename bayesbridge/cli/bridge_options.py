@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bayesbridge.cli.checks import available_memory, check_memory
+from bayesbridge.cli.checks import DEFAULT_PARTICLES, available_memory, check_memory
 
 __all__ = ["MEMBERS_HELP", "CODEC_HELP", "DYNAMICS_HELP", "PARTICLES_HELP", "DEMO_PARTICLES_HELP", "PROPOSAL_HELP",
            "LSTM_WINDOW", "check_engine_memory"]
@@ -19,10 +19,10 @@ MEMBERS_HELP = "Posterior draws (>= 2): ensemble members; with --method pf the s
 CODEC_HELP = "Latent codec: eof, autoencoder or vae."
 DYNAMICS_HELP = ("Latent dynamics: linear, seasonal (one linear model per calendar month), neural or lstm "
                  "(not with --method svi).")
-PARTICLES_HELP = ("--method pf only: particles of the filter (>= 10; default: --members, the smoothed trajectories). "
-                  "More particles than trajectories is the remedy for collapsing weights.")
-DEMO_PARTICLES_HELP = ("--method pf only: particles of the filter (>= 10; default: the 40 members of --quick, else "
-                       "100, which are also the smoothed trajectories).")
+PARTICLES_HELP = ("--method pf only: particles of the filter (>= 10; default 2000, at least --members, the "
+                  "smoothed trajectories). More particles than trajectories is the remedy for collapsing weights.")
+DEMO_PARTICLES_HELP = ("--method pf only: particles of the filter (>= 10; default 2000; the smoothed trajectories "
+                       "are the 40 members of --quick, else 100).")
 PROPOSAL_HELP = "--method pf only: auto (default: guided where the observation operator allows), guided or bootstrap."
 
 LSTM_WINDOW = 6
@@ -46,7 +46,8 @@ def check_engine_memory(estimate: Callable[[int, int], int], *, method: str, mem
     dynamics : str
         ``--dynamics`` (``lstm`` multiplies the state size by :data:`LSTM_WINDOW`).
     particles : int or None
-        ``--particles`` (``None``: not given; the particle filter then runs ``members`` particles).
+        ``--particles`` (``None``: not given; the particle filter then runs :data:`DEFAULT_PARTICLES`,
+        at least ``members``).
     what : str
         The rest of the request, e.g. ``"over 840 months"``.
     fix_period : str
@@ -61,7 +62,7 @@ def check_engine_memory(estimate: Callable[[int, int], int], *, method: str, mem
     if method != "pf":
         n, option, fits, least = members, "--members", room, 2
     elif particles is None:
-        n, option, fits, least = 2 * members, "--members", room // 2, 10
+        n, option, fits, least = members + max(members, DEFAULT_PARTICLES), "--members", room - DEFAULT_PARTICLES, 2
     else:
         n, option, fits, least = members + particles, "--particles", room - members, 10
     fix = f"use {option} {fits} or fewer" if fits >= least and (members_option or option != "--members") else fix_period

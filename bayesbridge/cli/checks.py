@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bayesbridge.errors import InputTypeError, ParameterError, ResourceLimitError, TimeAxisError
 
-__all__ = ["SEED_MAX", "METHODS", "CODECS", "DYNAMICS", "PROPOSALS", "MIN_PARTICLES", "check_seed", "check_count",
+__all__ = ["SEED_MAX", "METHODS", "CODECS", "DYNAMICS", "PROPOSALS", "MIN_PARTICLES", "DEFAULT_PARTICLES", "check_seed", "check_count",
            "check_option_choice", "check_bridge_options", "parse_names", "month", "month_range",
            "available_memory", "check_memory"]
 
@@ -33,6 +33,8 @@ PROPOSALS = ("auto", "guided", "bootstrap")
 """The particle proposals (:data:`bayesbridge.apps.bridge_options.PROPOSALS`)."""
 MIN_PARTICLES = 10
 """Fewest particles of the particle filter (:data:`bayesbridge.apps.bridge_options.MIN_PARTICLES`)."""
+DEFAULT_PARTICLES = 2000
+"""Particles of the filter without ``--particles`` (:data:`bayesbridge.apps.bridge_options.DEFAULT_PARTICLES`)."""
 
 # the rule of bayesbridge.apps.reanalysis.parse_month (kept here so that options are checked
 # before the heavy modules load; tests/test_bad_inputs.py checks that both agree)
@@ -72,8 +74,9 @@ def check_bridge_options(method: str, codec: str, dynamics: str, members: int | 
 
     Each choice must be one of its options; ``svi`` cannot run with the LSTM's lag-augmented
     state; ``--members`` is at least 2; ``--particles`` (at least :data:`MIN_PARTICLES`) and
-    ``--proposal`` belong to ``--method pf`` only, whose filter runs ``--members`` particles
-    when ``--particles`` is not given (:mod:`bayesbridge.apps.bridge_options`). ``members=None``:
+    ``--proposal`` belong to ``--method pf`` only, whose filter runs :data:`DEFAULT_PARTICLES`
+    (at least ``--members``) particles when ``--particles`` is not given
+    (:mod:`bayesbridge.apps.bridge_options`). ``members=None``:
     a command without ``--members`` (its own sizes are valid).
     """
     if members is not None:
@@ -98,11 +101,6 @@ def check_bridge_options(method: str, codec: str, dynamics: str, members: int | 
                 f"--particles: a particle filter needs at least {MIN_PARTICLES} particles (1000 or more for a "
                 f"posterior that does not collapse), got {particles!r}; pass e.g. --particles 1000."
             )
-    elif method == "pf" and members is not None and members < MIN_PARTICLES:
-        raise ParameterError(
-            f"--members: without --particles the particle filter runs --members particles, at least "
-            f"{MIN_PARTICLES}, got {members}; pass --members {MIN_PARTICLES} or more, or --particles 1000."
-        )
     if proposal is not None:
         check_option_choice(proposal, "--proposal", PROPOSALS)
 
