@@ -95,6 +95,8 @@ class DemoConfig:
     parameter_source : {"posterior", "prior"}
         Where the ``K`` vectors come from: the bundled calibration posterior (default,
         :mod:`bayesbridge.idealized.calibrated`) or the calibration's uniform prior box.
+    error_scales : {"fixed", "integrate"}
+        Error scales of the bridge (:attr:`~bayesbridge.bridge.BridgeConfig.error_scales`).
     """
 
     quick: bool = False
@@ -111,9 +113,12 @@ class DemoConfig:
     cache_dir: str | None = None
     parameter_draws: int = 0
     parameter_source: str = "posterior"
+    error_scales: str = "fixed"
 
     def __post_init__(self) -> None:
         check_choice(self.parameter_source, "parameter_source", PARAMETER_SOURCES)
+        # the choices of bayesbridge.bridge.scales.ERROR_SCALES, listed here so that no torch loads
+        check_choice(self.error_scales, "error_scales", ("integrate", "fixed"))
         if self.years is None:
             self.years = 40 if self.quick else 200
         if self.members is None:
@@ -135,7 +140,7 @@ class DemoConfig:
 
         return bridge_config(method=self.method, members=self.members, particles=self.particles,
                              proposal=self.proposal, latent_dim=self.latent_dim, codec=self.codec,
-                             dynamics=self.dynamics)
+                             dynamics=self.dynamics, error_scales=self.error_scales)
 
 
 @dataclass
@@ -271,7 +276,9 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
             metrics[f"twin.map_rmse.{stat}.pattern_bound"] = weighted_rmse(bound[stat], maps["truth"][stat])
         scores = uq.uq_scores(post.index_draws("nino34"), idx_truth["nino34"].drop_vars(["area", "mask"], errors="ignore"))
         metrics.update(scores.to_dict("twin.uq"))
-        for box in ("nino12", "nino3", "nino4"):
+        for box in ("nino12", "nino3", "nino4", "h_w"):
+            if box not in idx_truth or box not in post.boxes:
+                continue
             cov = uq.interval_coverage(post.index_draws(box), idx_truth[box], 0.9)
             metrics[f"twin.uq.coverage90_{box}"] = float(cov)
     with output_set(out) as stage:

@@ -27,6 +27,7 @@ from bayesbridge.cli.bridge_options import (
 from bayesbridge.cli.checks import (
     check_bridge_options,
     check_count,
+    check_option_choice,
     check_seed,
     month_range,
     parse_names,
@@ -57,6 +58,10 @@ def assimilate_command(
     end: Annotated[str | None, typer.Option(help="Last month (YYYY-MM).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the assimilation (0 to 4294967295).")] = 0,
     member: Annotated[int | None, typer.Option(help="Member to read from a netCDF file holding an ensemble (member dimension).")] = None,
+    error_scales: Annotated[str, typer.Option(
+        help="integrate: average over the observation- and model-error scales' posterior (priors floored at "
+             "the representation error; enks/kalman, svi infers them; others use fixed); fixed: hold them at "
+             "the representation error.")] = "fixed",
 ) -> None:
     """Reconstruct fields with uncertainty from observed index series (reanalysis mode).
 
@@ -69,6 +74,7 @@ def assimilate_command(
 
     names = parse_names(vars, "--vars", STANDARD_BOXES)
     check_bridge_options(method, codec, dynamics, members, particles, proposal)
+    check_option_choice(error_scales, "--error-scales", ("integrate", "fixed"))
     check_count(latent_dim, "--latent-dim", minimum=1)
     check_seed(seed)
     start, end = month_range(start, end)
@@ -106,7 +112,7 @@ def assimilate_command(
                             members=members, latent_dim=latent_dim, dynamics=dynamics, particles=particles,
                             what=f"over {months} months", fix_period="shorten the period with --start/--end")
     config = bridge_config(method=method, members=members, particles=particles, proposal=proposal,
-                           latent_dim=latent_dim, codec=codec, dynamics=dynamics)
+                           latent_dim=latent_dim, codec=codec, dynamics=dynamics, error_scales=error_scales)
     with status("reading the operational fields"):
         fields = fields.load() if operational else default_operational(**DEFAULT_TWIN)
     with status(f"fitting the latent space and assimilating {', '.join(names)} ({method})"), single_torch_thread():

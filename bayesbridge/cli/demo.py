@@ -20,6 +20,7 @@ from bayesbridge.cli.checks import (
     check_bridge_options,
     check_count,
     check_memory,
+    check_option_choice,
     check_seed,
 )
 from bayesbridge.cli.console import console
@@ -45,6 +46,9 @@ def demo(
     dynamics: Annotated[str, typer.Option(help=DYNAMICS_HELP)] = "seasonal",
     particles: Annotated[int | None, typer.Option(help=DEMO_PARTICLES_HELP)] = None,
     proposal: Annotated[str | None, typer.Option(help=PROPOSAL_HELP)] = None,
+    error_scales: Annotated[str, typer.Option(
+        help="integrate: average over the observation- and model-error scales' posterior (priors floored at "
+             "the representation error); fixed: hold them at the representation error.")] = "fixed",
 ) -> None:
     """Run the twin experiment end to end and write posterior.nc, inference_data.nc,
     metrics.json, report.md and figures/ into OUT."""
@@ -58,9 +62,11 @@ def demo(
 
     check_choice(parameter_source, "--parameter-source", PARAMETER_SOURCES)
     check_bridge_options(method, codec, dynamics, None, particles, proposal)
+    check_option_choice(error_scales, "--error-scales", ("integrate", "fixed"))
     out = check_output_dir(out, "--out")
     config = DemoConfig(quick=quick, seed=seed, parameter_draws=parameter_draws, parameter_source=parameter_source,
-                        method=method, codec=codec, dynamics=dynamics, particles=particles, proposal=proposal)
+                        method=method, codec=codec, dynamics=dynamics, particles=particles, proposal=proposal,
+                        error_scales=error_scales)
     months = config.years * 12
 
     def run_memory(n: int, d: int) -> int:
