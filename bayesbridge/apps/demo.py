@@ -15,8 +15,8 @@ Steps (each timed into ``metrics.json`` as ``timing.<step>_s``):
    decoding through the operational model's patterns
    (:func:`~bayesbridge.apps.scoring.pattern_bound_maps`);
 7. ``param_uq`` (only with ``parameter_draws = K > 0``) - idealized-model parameter
-   uncertainty: ``K`` parameter vectors (:func:`~bayesbridge.apps.propagate.prior_parameter_draws`),
-   one idealized run each, assimilated as one batch
+   uncertainty: ``K`` parameter vectors from the bundled calibration posterior
+   (:func:`~bayesbridge.apps.propagate.parameter_draws`), one idealized run each, assimilated as one batch
    (:func:`bayesbridge.apps.propagate.propagate_parameter_uncertainty`);
 8. ``explain`` - gain maps and latent increments;
 9. ``write`` - ``posterior.nc``, ``inference_data.nc``, ``metrics.json``, ``report.md`` and
@@ -32,13 +32,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from bayesbridge.apps.explanation import explain_assimilation
-from bayesbridge.apps.propagate import prior_parameter_draws
+from bayesbridge.apps.propagate import PARAMETER_SOURCES, parameter_draws
 from bayesbridge.apps.rendering import start_rendering
 from bayesbridge.apps.report import REPORT_FIGURES, report_figure_jobs, write_report
 from bayesbridge.apps.scoring import (
@@ -74,14 +74,27 @@ class DemoConfig:
         Ensemble members (default 40 with ``quick``, else 100).
     method : str
         Inference engine (see :func:`bayesbridge.infer.assimilate`).
+    codec : {"eof", "autoencoder", "vae"}
+        Latent codec (:class:`~bayesbridge.bridge.BridgeConfig`).
+    dynamics : {"linear", "seasonal", "neural", "lstm"}
+        Latent dynamics (:class:`~bayesbridge.bridge.BridgeConfig`; ``lstm`` not with ``svi``).
+    particles : int, optional
+        ``method="pf"`` only: particles of the filter (default 2,000, at least ``members``, the
+        number of smoothed trajectories; :mod:`bayesbridge.apps.bridge_options`).
+    proposal : {"auto", "guided", "bootstrap"}, optional
+        ``method="pf"`` only: the particle proposal (default ``"auto"``).
     stat_draws : int
         Posterior draws averaged for the bridged statistics (``docs/design.md`` section 6: about 20).
     cache_dir : str, optional
         Cache of the twin experiment (default ``$BAYESBRIDGE_CACHE_DIR``).
     parameter_draws : int
         ``K > 0``: also propagate idealized-model parameter uncertainty, ``K`` parameter vectors
-        from :func:`prior_parameter_draws` (no calibration is run), one run each, assimilated as
-        one batch (``twin.param_uq.*`` metrics); 0 (default) skips this step.
+        (:func:`~bayesbridge.apps.propagate.parameter_draws`), one run each, assimilated as one
+        batch (``twin.param_uq.*`` metrics, with the law-of-total-variance split of each
+        statistic); 0 (default) skips this step.
+    parameter_source : {"posterior", "prior"}
+        Where the ``K`` vectors come from: the bundled calibration posterior (default,
+        :mod:`bayesbridge.idealized.calibrated`) or the calibration's uniform prior box.
     error_scales : {"fixed", "integrate"}
         Error scales of the bridge (:attr:`~bayesbridge.bridge.BridgeConfig.error_scales`).
     """
@@ -92,12 +105,18 @@ class DemoConfig:
     latent_dim: int = 20
     members: int | None = None
     method: str = "enks"
+    codec: str = "eof"
+    dynamics: str = "seasonal"
+    particles: int | None = None
+    proposal: str | None = None
     stat_draws: int = 20
     cache_dir: str | None = None
     parameter_draws: int = 0
+    parameter_source: str = "posterior"
     error_scales: str = "fixed"
 
     def __post_init__(self) -> None:
+        check_choice(self.parameter_source, "parameter_source", PARAMETER_SOURCES)
         # the choices of bayesbridge.bridge.scales.ERROR_SCALES, listed here so that no torch loads
         check_choice(self.error_scales, "error_scales", ("integrate", "fixed"))
         if self.years is None:
@@ -112,6 +131,16 @@ class DemoConfig:
             raise ParameterError(
                 f"parameter_draws: expected an integer >= 0 (0 skips parameter uncertainty), got {self.parameter_draws!r}."
             )
+        self.bridge_config()  # refuses a bad codec, dynamics, method or particle setting now
+
+    def bridge_config(self):
+        """The :class:`~bayesbridge.bridge.BridgeConfig` of the demo's bridge
+        (:func:`~bayesbridge.apps.bridge_options.bridge_config`)."""
+        from bayesbridge.apps.bridge_options import bridge_config  # torch loads with it
+
+        return bridge_config(method=self.method, members=self.members, particles=self.particles,
+                             proposal=self.proposal, latent_dim=self.latent_dim, codec=self.codec,
+                             dynamics=self.dynamics, error_scales=self.error_scales)
 
 
 @dataclass
@@ -197,7 +226,7 @@ def run_demo(
 
 def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
     from bayesbridge import regions
-    from bayesbridge.bridge import Bridge, BridgeConfig
+    from bayesbridge.bridge import Bridge
     from bayesbridge.datasets import make_twin_experiment
     from bayesbridge.diagnostics import uq
 
@@ -209,8 +238,7 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
         operational = twin.anomalies("operational")  # io.open_operational, cached with the twin
         truth = twin.anomalies("truth")
     with timer("fit"):
-        bridge = Bridge(BridgeConfig(latent_dim=cfg.latent_dim, members=cfg.members, method=cfg.method,
-                                     error_scales=cfg.error_scales))
+        bridge = Bridge(cfg.bridge_config())
         bridge.fit(operational, seed=cfg.seed)
     with timer("assimilate"):
         observed = twin.idealized_observations[["nino3", "nino4", "h_w"]]
@@ -293,12 +321,15 @@ def _propagate(cfg: DemoConfig, twin, bridge, metrics: dict, timer):
 
     with timer("param_uq"):
         propagation = propagate_parameter_uncertainty(
-            bridge, prior_parameter_draws(cfg.parameter_draws, cfg.seed), cfg.years, seed=cfg.seed,
-            start=int(twin.metadata.get("start_year", 1850)), stat_draws=cfg.stat_draws)
-        spread = propagation.spread()
+            bridge, parameter_draws(cfg.parameter_draws, cfg.seed, cfg.parameter_source), cfg.years,
+            seed=cfg.seed, start=int(twin.metadata.get("start_year", 1850)), stat_draws=cfg.stat_draws)
+        propagation = replace(propagation, source=cfg.parameter_source)
+        spread, split = propagation.spread(), propagation.variance_split()
         for stat in PARAM_UQ_STATS:
             for col in ("mean", "q05", "q95"):
                 metrics[f"twin.param_uq.{stat}.{col}"] = float(spread.loc[stat, col])
+            for col in ("between", "within", "between_fraction"):
+                metrics[f"twin.param_uq.{stat}.var_{col}"] = float(split.loc[stat, col])
     return propagation
 
 

@@ -425,6 +425,7 @@ class Bridge:
         seed: int = 0,
         withheld=None,
         boxes: Sequence[str] | None = None,
+        structural_error=None,
     ) -> BridgeResult:
         """Assimilate index observations and return the decoded posterior.
 
@@ -453,6 +454,9 @@ class Bridge:
             for validation.
         boxes : sequence of str, optional
             Boxes whose posterior series are reported (default: all standard boxes available).
+        structural_error : mapping, optional
+            Structural-error terms of unobserved boxes (:class:`~bayesbridge.bridge.posterior.Posterior`;
+            :func:`bayesbridge.apps.structural.structural_error` estimates them).
 
         Returns
         -------
@@ -493,6 +497,7 @@ class Bridge:
             seed=seed,
             boxes=boxes,
             regions={n: cfg.region(n) for n in OBSERVABLES},
+            structural_error=structural_error,
         )
         return BridgeResult(
             posterior=posterior,
