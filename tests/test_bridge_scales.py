@@ -90,6 +90,8 @@ def test_routes_that_cannot_integrate_fall_back_and_say_why():
     assert scale_choice("integrate", "enks", affine=False).used == "fixed"
     assert "affine" in scale_choice("integrate", "enks", affine=False).reason
     assert scale_choice("integrate", "svi", affine=True).used == "infer"
+    fixed_svi = scale_choice("fixed", "svi", affine=True)  # svi always learns them: floored priors either way
+    assert fixed_svi.used == "infer" and "floored" in fixed_svi.reason
     assert scale_choice("fixed", "enks", affine=True).used == "fixed"
     for method in ("kalman", "enks"):
         choice = scale_choice("integrate", method, affine=True)
