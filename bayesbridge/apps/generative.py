@@ -75,6 +75,8 @@ class IdealizedRun(dist.TorchDistribution):
         Months ``T`` (whole years are simulated and cut).
     start_month : int
         Calendar month of the first step.
+    burn_in_years : int
+        Spin-up of the simulation (discarded).
     """
 
     arg_constraints: dict = {}
@@ -180,8 +182,18 @@ class BridgeModel:
         self.state_space.pyro_model(observations)
 
     def sites(self, seed: int = 0) -> pd.DataFrame:
-        """The program's sample sites from one prior-predictive trace: ``distribution``,
-        ``shape`` and ``observed``, one row per site (a plate-diagram table)."""
+        """The program's sample sites from one prior-predictive trace (a plate-diagram table).
+
+        Parameters
+        ----------
+        seed : int
+            Seed of the trace (Pyro's global state is left untouched).
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``distribution``, ``shape`` and ``observed``, one row per site.
+        """
         from bayesbridge.model.pyro_program import isolated_pyro
 
         with isolated_pyro(torch.Generator().manual_seed(int(seed))):

@@ -29,7 +29,20 @@ _STREAM = 71  # numpy.random.default_rng([seed, stream]): the per-draw amplitude
 
 
 def check_structural(structural, boxes: Sequence[str]) -> dict[str, np.ndarray]:
-    """Validate ``{box: (delta_e, delta_c)}`` against the posterior's ``boxes``; ``{}`` for None."""
+    """Validate structural terms against the posterior's ``boxes``.
+
+    Parameters
+    ----------
+    structural : mapping of str to (float, float) or None
+        ``{box: (delta_e, delta_c)}``; ``None`` gives ``{}``.
+    boxes : sequence of str
+        The boxes with index series (they must include Niño 3 and Niño 4 when a term is given).
+
+    Returns
+    -------
+    dict
+        ``{box: ndarray (2,)}``.
+    """
     if structural is None:
         return {}
     if not isinstance(structural, Mapping):
@@ -49,6 +62,19 @@ def check_structural(structural, boxes: Sequence[str]) -> dict[str, np.ndarray]:
 def add_structural_terms(index: np.ndarray, boxes: Sequence[str], assimilated: Sequence[str],
                          structural: Mapping[str, np.ndarray], seed: int) -> dict[str, float]:
     """Add the terms in place to ``index`` ``(box, T, draw)`` for the boxes not in ``assimilated``.
+
+    Parameters
+    ----------
+    index : ndarray (box, T, draw)
+        Box-index draws, changed in place.
+    boxes : sequence of str
+        Names of the first axis of ``index``.
+    assimilated : sequence of str
+        Boxes left unchanged.
+    structural : mapping of str to ndarray (2,)
+        Validated terms (:func:`check_structural`).
+    seed : int
+        Seed of the per-draw amplitudes (stream 71 of ``numpy.random.default_rng([seed, stream])``).
 
     Returns
     -------

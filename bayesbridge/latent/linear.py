@@ -60,13 +60,13 @@ class LinearInverseModel(FreeRunMixin):
     noise_prior_dof : float, optional
         ``seasonal`` only: degrees of freedom :math:`\\kappa` of the pooled noise covariance in
         each month's (default ``None``: :math:`d + 2`; ``0`` keeps the raw monthly estimates).
-        Month :math:`m` has :math:`\nu_m = n_m - d` residual degrees of freedom, and its noise
+        Month :math:`m` has :math:`\\nu_m = n_m - d` residual degrees of freedom, and its noise
         covariance is the posterior mean under an inverse-Wishart prior centred on the pooled
         :math:`Q` (Friedman 1989, *JASA* 84, 165-175, regularised discriminant analysis),
 
-        .. math:: Q_m = \frac{\nu_m \\hat Q_m + \\kappa Q}{\nu_m + \\kappa}.
+        .. math:: Q_m = \\frac{\\nu_m \\hat Q_m + \\kappa Q}{\\nu_m + \\kappa}.
 
-        With few years the raw :math:`\\hat Q_m` is near-singular (rank at most :math:`\nu_m`;
+        With few years the raw :math:`\\hat Q_m` is near-singular (rank at most :math:`\\nu_m`;
         eigenvalues of 1e-16 with 40 years and :math:`d = 20`), which no Kalman filter minds but
         which collapses the backward kernel of a particle smoother.
 
