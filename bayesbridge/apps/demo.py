@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -50,10 +51,17 @@ from bayesbridge.apps.scoring import (
     pattern_bound_maps,
     weighted_rmse,
 )
-from bayesbridge.errors import ParameterError
+from bayesbridge.errors import ParameterError, check_choice
 from bayesbridge.io.outputs import output_set
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo"]
+__all__ = ["DemoConfig", "DemoResult", "run_demo", "TWIN_SETTINGS", "DEFAULT_OBSERVABLES"]
+
+TwinSetting = Literal["synchronized", "statistical"]
+TWIN_SETTINGS: tuple[str, ...] = get_args(TwinSetting)
+"""``synchronized``: the idealized run that drives the truth is assimilated (trajectory coverage is
+scored); ``statistical``: an idealized run independent of the truth (statistics and maps only)."""
+DEFAULT_OBSERVABLES: tuple[str, ...] = ("nino3", "nino4", "h_w", "eq_sst")
+"""What the demo assimilates from the idealized run (its own output, never the truth's fields)."""
 
 
 @dataclass
@@ -78,6 +86,13 @@ class DemoConfig:
         Posterior draws averaged for the bridged statistics (``docs/design.md`` section 6: about 20).
     cache_dir : str, optional
         Cache of the twin experiment (default ``$BAYESBRIDGE_CACHE_DIR``).
+    twin : {"synchronized", "statistical"}
+        Which idealized run is assimilated (:data:`TWIN_SETTINGS`): the one that drives the truth
+        (month-by-month coverage scored), or an independent run of the same model
+        (:func:`bayesbridge.datasets.twin.independent_idealized_run`; statistics and maps only).
+    observables : tuple of str
+        What is assimilated from the idealized run (default :data:`DEFAULT_OBSERVABLES`;
+        ``eq_sst`` is its equatorial SST profile, :mod:`bayesbridge.idealized.eq_sst`).
     parameter_draws : int
         ``K > 0``: also propagate idealized-model parameter uncertainty, ``K`` parameter vectors
         from :func:`prior_parameter_draws` (no calibration is run), one run each, assimilated as
@@ -92,9 +107,13 @@ class DemoConfig:
     method: str = "enks"
     stat_draws: int = 20
     cache_dir: str | None = None
+    twin: TwinSetting = "synchronized"
+    observables: tuple[str, ...] = DEFAULT_OBSERVABLES
     parameter_draws: int = 0
 
     def __post_init__(self) -> None:
+        check_choice(self.twin, "twin", TWIN_SETTINGS)
+        self.observables = tuple(self.observables)
         if self.years is None:
             self.years = 40 if self.quick else 200
         if self.members is None:
@@ -194,8 +213,6 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
     from bayesbridge import regions
     from bayesbridge.bridge import Bridge, BridgeConfig
     from bayesbridge.datasets import make_twin_experiment
-    from bayesbridge.diagnostics import uq
-
     timer = _Timer(progress)
 
     with timer("twin"):
@@ -207,8 +224,8 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
         bridge = Bridge(BridgeConfig(latent_dim=cfg.latent_dim, members=cfg.members, method=cfg.method))
         bridge.fit(operational, seed=cfg.seed)
     with timer("assimilate"):
-        observed = twin.idealized_observations[["nino3", "nino4", "h_w"]]
-        res = bridge.assimilate(observed, seed=cfg.seed)
+        run, operators = idealized_observables(twin, cfg, operational)
+        res = bridge.assimilate(run, list(cfg.observables), seed=cfg.seed, operators=operators)
     post = res.posterior
     n_stat = min(cfg.stat_draws, post.n_draws)
     with timer("decode"):
@@ -240,11 +257,8 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
             for src in ("operational", "bridged"):
                 metrics[f"twin.map_rmse.{stat}.{src}"] = weighted_rmse(maps[src][stat], maps["truth"][stat])
             metrics[f"twin.map_rmse.{stat}.pattern_bound"] = weighted_rmse(bound[stat], maps["truth"][stat])
-        scores = uq.uq_scores(post.index_draws("nino34"), idx_truth["nino34"].drop_vars(["area", "mask"], errors="ignore"))
-        metrics.update(scores.to_dict("twin.uq"))
-        for box in ("nino12", "nino3", "nino4"):
-            cov = uq.interval_coverage(post.index_draws(box), idx_truth[box], 0.9)
-            metrics[f"twin.uq.coverage90_{box}"] = float(cov)
+        if cfg.twin == "synchronized":  # month-by-month scores need the run that drives the truth
+            _coverage(metrics, post, idx_truth)
     with output_set(out) as stage:
         # the figures are drawn by forked processes while the job goes on and writes its files
         report_figs = start_rendering(report_figure_jobs(maps, summary, idx_truth, post), stage / "figures")
@@ -252,7 +266,7 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
         try:
             propagation = _propagate(cfg, twin, bridge, metrics, timer)
             with timer("explain"):
-                explanation = explain_assimilation(res, bridge.codec, twin.idealized_observations, cfg.seed)
+                explanation = explain_assimilation(res, bridge.codec, run, cfg.seed)
                 metrics.update(explanation.to_dict())
             explain_figs = start_rendering(explanation.figure_jobs(), stage / "figures")
             with timer("write"):
@@ -275,6 +289,49 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
         files = {k: out / p.relative_to(stage) for k, p in files.items()}
     return DemoResult(out_dir=out, metrics=metrics, files=files, bridge_result=res, twin=twin,
                       propagation=propagation)
+
+
+def idealized_observables(twin, cfg: DemoConfig, fields):
+    """The idealized run to assimilate (``cfg.twin``) with its ``eq_sst`` profile, and the operators.
+
+    The profile is the run's own (:func:`bayesbridge.idealized.eq_sst.with_equatorial_sst`) at
+    :data:`~bayesbridge.idealized.eq_sst.EQ_SST_SPACING_DEG` spacing inside the operational grid;
+    with ``nino3`` and ``nino4`` assimilated too, only its shape is observed (no double counting,
+    :mod:`bayesbridge.idealized.eq_sst`).
+
+    Returns
+    -------
+    run : xarray.Dataset
+        The run's outputs on ``time``, ``eq_sst`` on ``(time, lon)``.
+    operators : list of ObservationOperator
+        The ``eq_sst`` operator when it is observed, else empty.
+    """
+    from bayesbridge.datasets.twin import independent_idealized_run
+    from bayesbridge.idealized.eq_sst import (
+        EQ_SST,
+        eq_sst_longitudes,
+        equatorial_sst_operator,
+        with_equatorial_sst,
+    )
+
+    run = twin.idealized_observations if cfg.twin == "synchronized" else independent_idealized_run(twin, cfg.seed)
+    if EQ_SST not in cfg.observables:
+        return run, []
+    lon = np.mod(np.asarray(fields["lon"].values, dtype=float), 360.0)
+    lons = eq_sst_longitudes(float(lon.min()), float(lon.max()))
+    shape = "nino3" in cfg.observables and "nino4" in cfg.observables
+    return with_equatorial_sst(run, lons), [equatorial_sst_operator(lons, shape_only=shape)]
+
+
+def _coverage(metrics: dict, post, idx_truth) -> None:
+    """Month-by-month UQ scores of the posterior box series against the truth (synchronized twin)."""
+    from bayesbridge.diagnostics import uq
+
+    scores = uq.uq_scores(post.index_draws("nino34"), idx_truth["nino34"].drop_vars(["area", "mask"], errors="ignore"))
+    metrics.update(scores.to_dict("twin.uq"))
+    for box in ("nino12", "nino3", "nino4", "h_w"):
+        if box in post.boxes and box in idx_truth:
+            metrics[f"twin.uq.coverage90_{box}"] = float(uq.interval_coverage(post.index_draws(box), idx_truth[box], 0.9))
 
 
 def _propagate(cfg: DemoConfig, twin, bridge, metrics: dict, timer):
