@@ -189,3 +189,48 @@ def test_empty_point_list_is_refused():
         PointOperator("p", lats=(0.0, 1.0), lons=(190.0,))
     with pytest.raises(errors.BayesBridgeError, match="method"):
         PointOperator("p", lats=(0.0,), lons=(190.0,), method="cubic")
+
+
+def test_profile_observation_is_derived_from_the_indices():
+    from bayesbridge.idealized.eq_sst import profile_observation
+
+    time = pd.date_range("2000-01-01", periods=6, freq="MS")
+    rng = np.random.default_rng(4)
+    obs = xr.Dataset({k: ("time", rng.normal(size=6)) for k in ("nino3", "nino4")}, coords={"time": time})
+    got = profile_observation(obs, np.arange(150.0, 251.0, 2.0))
+    lon = np.arange(150.0, 251.0, 10.0)
+    be, bc = regression_coefficients(lon)
+    np.testing.assert_allclose(got.observations["eq_sst"].values, np.outer(obs["nino3"], be) + np.outer(obs["nino4"], bc))
+    assert got.derived and isinstance(got.operator, ContrastOperator)
+    # a derived profile is exactly on the regression: its shape rows are zero
+    shape = got.operator.observed(got.observations["eq_sst"].values, got.operator.part_values(obs))
+    np.testing.assert_allclose(shape, 0.0, atol=1e-12)
+    alone = profile_observation(obs, np.arange(150.0, 251.0, 2.0), assimilated=("nino3",))
+    assert isinstance(alone.operator, ProfileOperator)
+    with pytest.raises(errors.VariableNotFoundError, match="nino4 is missing"):
+        profile_observation(obs[["nino3"]], lon)
+
+
+def test_statistical_twin_demo_assimilates_an_independent_run_with_its_profile(tmp_path):
+    import json
+
+    from bayesbridge.apps.demo import DemoConfig, run_demo
+    from bayesbridge.datasets.twin import independent_idealized_run
+
+    cfg = DemoConfig(quick=True, years=10, members=10, latent_dim=6, stat_draws=2, cache_dir=str(tmp_path / "c"),
+                     twin="statistical")
+    result = run_demo(tmp_path / "out", cfg)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["twin.synchronized"] == 0.0
+    assert not any(k.startswith("twin.uq.") for k in metrics)  # no month-by-month scores
+    assert "**statistical**" in (tmp_path / "out" / "report.md").read_text()
+    # the assimilated run is the independent one, not the run that drives the truth
+    run = independent_idealized_run(result.twin, 0)
+    observed = result.bridge_result.observations
+    np.testing.assert_allclose(observed["nino3"].values, run["nino3"].values)
+    assert abs(np.corrcoef(run["nino3"], result.twin.idealized_observations["nino3"])[0, 1]) < 0.3
+    post = xr.open_dataset(tmp_path / "out" / "posterior.nc")
+    assert post["eq_sst_obs"].dims == ("time", "eq_sst_lon")
+    assert list(result.bridge_result.obs_error.index[-2:]) == ["eq_sst[270]", "eq_sst[280]"]
+    with pytest.raises(errors.BayesBridgeError, match="twin"):
+        DemoConfig(twin="both")

@@ -224,7 +224,7 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
         bridge = Bridge(BridgeConfig(latent_dim=cfg.latent_dim, members=cfg.members, method=cfg.method))
         bridge.fit(operational, seed=cfg.seed)
     with timer("assimilate"):
-        run, operators = idealized_observables(twin, cfg, operational)
+        run, operators = _idealized_observables(twin, cfg, operational)
         res = bridge.assimilate(run, list(cfg.observables), seed=cfg.seed, operators=operators)
     post = res.posterior
     n_stat = min(cfg.stat_draws, post.n_draws)
@@ -257,6 +257,7 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
             for src in ("operational", "bridged"):
                 metrics[f"twin.map_rmse.{stat}.{src}"] = weighted_rmse(maps[src][stat], maps["truth"][stat])
             metrics[f"twin.map_rmse.{stat}.pattern_bound"] = weighted_rmse(bound[stat], maps["truth"][stat])
+        metrics["twin.synchronized"] = float(cfg.twin == "synchronized")
         if cfg.twin == "synchronized":  # month-by-month scores need the run that drives the truth
             _coverage(metrics, post, idx_truth)
     with output_set(out) as stage:
@@ -291,7 +292,7 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
                       propagation=propagation)
 
 
-def idealized_observables(twin, cfg: DemoConfig, fields):
+def _idealized_observables(twin, cfg: DemoConfig, fields):
     """The idealized run to assimilate (``cfg.twin``) with its ``eq_sst`` profile, and the operators.
 
     The profile is the run's own (:func:`bayesbridge.idealized.eq_sst.with_equatorial_sst`) at
@@ -307,20 +308,13 @@ def idealized_observables(twin, cfg: DemoConfig, fields):
         The ``eq_sst`` operator when it is observed, else empty.
     """
     from bayesbridge.datasets.twin import independent_idealized_run
-    from bayesbridge.idealized.eq_sst import (
-        EQ_SST,
-        eq_sst_longitudes,
-        equatorial_sst_operator,
-        with_equatorial_sst,
-    )
+    from bayesbridge.idealized.eq_sst import EQ_SST, profile_observation
 
     run = twin.idealized_observations if cfg.twin == "synchronized" else independent_idealized_run(twin, cfg.seed)
     if EQ_SST not in cfg.observables:
         return run, []
-    lon = np.mod(np.asarray(fields["lon"].values, dtype=float), 360.0)
-    lons = eq_sst_longitudes(float(lon.min()), float(lon.max()))
-    shape = "nino3" in cfg.observables and "nino4" in cfg.observables
-    return with_equatorial_sst(run, lons), [equatorial_sst_operator(lons, shape_only=shape)]
+    prof = profile_observation(run, fields["lon"].values, assimilated=cfg.observables, climatology=True)
+    return prof.observations, [prof.operator]
 
 
 def _coverage(metrics: dict, post, idx_truth) -> None:

@@ -62,6 +62,8 @@ __all__ = [
     "RegressionResidual",
     "regression_residual",
     "equatorial_sst_operator",
+    "ProfileObservation",
+    "profile_observation",
 ]
 
 EQ_SST = "eq_sst"
@@ -251,3 +253,74 @@ def equatorial_sst_operator(longitudes=None, *, shape_only: bool = True, variabl
              BoxOperator("nino4", variable=variable, region="nino4"))
     return ContrastOperator(EQ_SST, variable=variable, units="degC", error_floor=floor, base=profile, parts=parts,
                             coef=np.stack([be, bc], axis=1), part_names=("nino3", "nino4"))
+
+
+@dataclass(frozen=True)
+class ProfileObservation:
+    """Observations with their ``eq_sst`` profile and its operator, ready for ``Bridge.assimilate``.
+
+    Attributes
+    ----------
+    observations : xarray.Dataset
+        The input series plus ``eq_sst`` on ``(time, lon)`` (degC).
+    operator : ContrastOperator or ProfileOperator
+        :func:`equatorial_sst_operator` at the profile's longitudes.
+    derived : bool
+        True when the profile was reconstructed from ``nino3``/``nino4`` (no ``eq_sst`` given).
+    """
+
+    observations: xr.Dataset
+    operator: object
+    derived: bool
+
+
+def profile_observation(observations: xr.Dataset, grid_lon, *, assimilated=("nino3", "nino4"),
+                        climatology: bool = False, variable: str = "tos") -> ProfileObservation:
+    """``observations`` with ``eq_sst`` at the longitudes of a grid, and its operator.
+
+    A profile already on ``(time, lon)`` in ``observations`` is kept (its longitudes must lie
+    in the regression's range); otherwise it is reconstructed from ``nino3``/``nino4`` by the
+    regression (:func:`equatorial_sst_from_indices`), and its error is the regression residual
+    (:func:`regression_residual`). When ``nino3`` and ``nino4`` are both in ``assimilated`` the
+    operator observes only the profile's shape (module notes: no double counting).
+
+    Parameters
+    ----------
+    observations : xarray.Dataset
+        Index series on ``time`` (anomalies, degC), with ``nino3`` and ``nino4`` unless it holds
+        ``eq_sst``.
+    grid_lon : array-like
+        Longitudes of the operational grid (degrees east): the profile is sampled at
+        :func:`eq_sst_longitudes` inside them.
+    assimilated : sequence of str
+        The other series assimilated with the profile.
+    climatology : bool
+        The indices are raw run output (an idealized run): take anomalies to their monthly
+        climatology first (:func:`with_equatorial_sst`).
+    variable : str
+        The SST variable of the fields.
+
+    Returns
+    -------
+    ProfileObservation
+    """
+    given = EQ_SST in observations.data_vars and "lon" in observations[EQ_SST].dims
+    if given:
+        lons = np.asarray(observations[EQ_SST]["lon"].values, dtype=float)
+        out = observations
+    else:
+        lon = np.mod(np.asarray(grid_lon, dtype=float), 360.0)
+        lons = eq_sst_longitudes(float(lon.min()), float(lon.max()))
+        if climatology:
+            out = with_equatorial_sst(observations, lons)
+        else:
+            missing = [v for v in ("nino3", "nino4") if v not in observations]
+            if missing:
+                raise VariableNotFoundError(
+                    f"observations: eq_sst is derived from nino3 and nino4 through the equatorial regression, "
+                    f"but {', '.join(missing)} is missing; add it to the file or drop eq_sst from the variables."
+                )
+            out = observations.assign({EQ_SST: equatorial_sst_from_indices(observations["nino3"],
+                                                                           observations["nino4"], lons)})
+    shape = "nino3" in assimilated and "nino4" in assimilated
+    return ProfileObservation(out, equatorial_sst_operator(lons, shape_only=shape, variable=variable), not given)
