@@ -234,3 +234,17 @@ def test_statistical_twin_demo_assimilates_an_independent_run_with_its_profile(t
     assert list(result.bridge_result.obs_error.index[-2:]) == ["eq_sst[270]", "eq_sst[280]"]
     with pytest.raises(errors.BayesBridgeError, match="twin"):
         DemoConfig(twin="both")
+
+
+def test_gain_figure_sums_the_rows_of_a_profile():
+    from bayesbridge.plots.explain import _profiles_summed
+
+    rng = np.random.default_rng(5)
+    names = ["nino3", "eq_sst[150]", "eq_sst[160]"]
+    tos = xr.DataArray(rng.normal(size=(3, 2, 2)), dims=("index", "lat", "lon"), coords={"index": names})
+    tos[:, 0, 0] = np.nan  # land
+    out, labels = _profiles_summed(xr.Dataset({"tos": tos}))
+    assert list(out["index"].values) == ["nino3", "eq_sst"] and "profile" in labels[1]
+    np.testing.assert_allclose(out["tos"].sel(index="eq_sst").values[1:, :].ravel(),
+                               (tos[1] + tos[2]).values[1:, :].ravel())
+    assert np.isnan(out["tos"].sel(index="eq_sst").values[0, 0])

@@ -262,7 +262,8 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
             _coverage(metrics, post, idx_truth)
     with output_set(out) as stage:
         # the figures are drawn by forked processes while the job goes on and writes its files
-        report_figs = start_rendering(report_figure_jobs(maps, summary, idx_truth, post), stage / "figures")
+        sst = {"truth": truth["tos"], "operational": operational["tos"], "bridged (posterior mean)": summary["tos_mean"]}
+        report_figs = start_rendering(report_figure_jobs(maps, summary, idx_truth, post, sst), stage / "figures")
         explain_figs = None
         try:
             propagation = _propagate(cfg, twin, bridge, metrics, timer)
