@@ -248,3 +248,24 @@ def test_gain_figure_sums_the_rows_of_a_profile():
     np.testing.assert_allclose(out["tos"].sel(index="eq_sst").values[1:, :].ravel(),
                                (tos[1] + tos[2]).values[1:, :].ravel())
     assert np.isnan(out["tos"].sel(index="eq_sst").values[0, 0])
+
+
+def test_reconstruct_assimilates_eq_sst_derived_from_the_indices():
+    from bayesbridge.apps.reanalysis import default_operational, reconstruct
+    from bayesbridge.bridge import BridgeConfig
+    from bayesbridge.datasets import observed_indices
+
+    obs = observed_indices().sel(time=slice("1990-01", "1999-12"))
+    fields = default_operational(years=20)
+    cfg = BridgeConfig(latent_dim=6, members=20)
+    rec = reconstruct(obs, ["nino3", "nino4", "eq_sst"], operational=fields, config=cfg, seed=1)
+    res = rec.bridge_result
+    rows = [k for k in res.obs_error.index if k.startswith("eq_sst[")]
+    assert len(rows) == 17  # 120E..280E every 10 degrees
+    floor = regression_residual(np.arange(120.0, 281.0, 10.0)).per_longitude
+    assert np.all(res.obs_error[rows].values >= floor - 1e-12)
+    # derived from the indices, the profile is on the regression: its shape rows are observed as 0
+    assert res.observations["eq_sst"].dims == ("time", "eq_sst_lon")
+    assert "eq_sst" not in rec.validation.index and rec.validation.loc["nino34", "correlation"] > 0.9
+    with pytest.raises(errors.VariableNotFoundError, match="nino4 is missing"):
+        reconstruct(obs[["nino3"]], ["nino3", "eq_sst"], operational=fields, config=cfg)
