@@ -198,7 +198,7 @@ def test_profile_observation_is_derived_from_the_indices():
     rng = np.random.default_rng(4)
     obs = xr.Dataset({k: ("time", rng.normal(size=6)) for k in ("nino3", "nino4")}, coords={"time": time})
     got = profile_observation(obs, np.arange(150.0, 251.0, 2.0))
-    lon = np.arange(150.0, 251.0, 10.0)
+    lon = np.arange(190.0, 241.0, 10.0)  # observed indices: the span where the residual is measured
     be, bc = regression_coefficients(lon)
     np.testing.assert_allclose(got.observations["eq_sst"].values, np.outer(obs["nino3"], be) + np.outer(obs["nino4"], bc))
     assert got.derived and isinstance(got.operator, ContrastOperator)
@@ -261,8 +261,8 @@ def test_reconstruct_assimilates_eq_sst_derived_from_the_indices():
     rec = reconstruct(obs, ["nino3", "nino4", "eq_sst"], operational=fields, config=cfg, seed=1)
     res = rec.bridge_result
     rows = [k for k in res.obs_error.index if k.startswith("eq_sst[")]
-    assert len(rows) == 17  # 120E..280E every 10 degrees
-    floor = regression_residual(np.arange(120.0, 281.0, 10.0)).per_longitude
+    assert len(rows) == 6  # 190E..240E every 10 degrees: where the regression residual is measured
+    floor = regression_residual(np.arange(190.0, 241.0, 10.0)).per_longitude
     assert np.all(res.obs_error[rows].values >= floor - 1e-12)
     # derived from the indices, the profile is on the regression: its shape rows are observed as 0
     assert res.observations["eq_sst"].dims == ("time", "eq_sst_lon")

@@ -55,6 +55,7 @@ __all__ = [
     "EQ_SST",
     "EQ_SST_SPACING_DEG",
     "EQ_SST_BAND",
+    "MEASURED_SPAN",
     "eq_sst_longitudes",
     "regression_coefficients",
     "equatorial_sst_from_indices",
@@ -73,6 +74,10 @@ EQ_SST_SPACING_DEG = 10.0
 EQ_SST_BAND = (-5.0, 5.0)
 """Latitude band of the profile (degrees north): the regression's 5S-5N mean."""
 _NINO34 = (190.0, 240.0)
+MEASURED_SPAN = _NINO34
+"""Longitudes (degrees east) of a profile derived from observed indices: the Nino 3.4 span, where
+the regression residual is measured (:func:`regression_residual`); outside it the two-index
+regression's error is not known from the bundled data (``docs/lab-notes.md``)."""
 
 
 def _regression_range(coefficients: xr.Dataset | None = None) -> tuple[xr.Dataset, float, float]:
@@ -279,9 +284,11 @@ def profile_observation(observations: xr.Dataset, grid_lon, *, assimilated=("nin
     """``observations`` with ``eq_sst`` at the longitudes of a grid, and its operator.
 
     A profile already on ``(time, lon)`` in ``observations`` is kept (its longitudes must lie
-    in the regression's range); otherwise it is reconstructed from ``nino3``/``nino4`` by the
-    regression (:func:`equatorial_sst_from_indices`), and its error is the regression residual
-    (:func:`regression_residual`). When ``nino3`` and ``nino4`` are both in ``assimilated`` the
+    in the regression's range). An idealized run's (``climatology=True``) is its own output at
+    every :func:`eq_sst_longitudes` of the grid. Observed indices get the profile reconstructed
+    from ``nino3``/``nino4`` by the regression (:func:`equatorial_sst_from_indices`) over
+    :data:`MEASURED_SPAN` only, where its error, the regression residual
+    (:func:`regression_residual`), is measured. When ``nino3`` and ``nino4`` are both in ``assimilated`` the
     operator observes only the profile's shape (module notes: no double counting).
 
     Parameters
@@ -310,7 +317,10 @@ def profile_observation(observations: xr.Dataset, grid_lon, *, assimilated=("nin
         out = observations
     else:
         lon = np.mod(np.asarray(grid_lon, dtype=float), 360.0)
-        lons = eq_sst_longitudes(float(lon.min()), float(lon.max()))
+        lo, hi = float(lon.min()), float(lon.max())
+        if not climatology:  # derived from observed indices: only where the residual is measured
+            lo, hi = max(lo, MEASURED_SPAN[0]), min(hi, MEASURED_SPAN[1])
+        lons = eq_sst_longitudes(lo, hi)
         if climatology:
             out = with_equatorial_sst(observations, lons)
         else:
