@@ -333,6 +333,7 @@ def cases(f: dict[str, Path], d: Path) -> list[tuple[str, list[str], str | None]
         ("demo seed -1", ["demo", "--quick", "--seed", "-1"], None),
         ("demo parameter draws -1", ["demo", "--quick", "--parameter-draws", "-1"], None),
         ("demo parameter draws 10^9", ["demo", "--quick", "--out", str(d / "demo"), "--parameter-draws", "1000000000"], None),
+        ("demo parameter source unknown", ["demo", "--quick", "--out", str(d / "demo"), "--parameter-source", "uniform"], None),
         ("demo seed abc", ["demo", "--seed", "abc"], None),
         ("bench only bogus", ["bench", "--only", "bogus"], None), ("bench only comma", ["bench", "--only", ","], None),
         ("bench json folder", ["bench", "--tiny", "--only", "idealized", "--json", str(f["a_folder"])], None),

@@ -329,3 +329,24 @@ def test_batched_results_keep_runs_and_pool_composites():
     expect = 1.5 * (delta[hi] @ codec.W).mean(0)  # mean over the two runs (1x and 2x)
     np.testing.assert_allclose(_at_points(comp.composites.sel(regime="high_I"), codec), expect, atol=1e-5)
     assert comp.counts.sel(regime="high_I") == hi.sum()
+
+
+@pytest.mark.parametrize("method", ["svi"])
+def test_engines_without_a_filter_ensemble_are_explained_with_the_filter_of_the_same_model(method):
+    # the demo's explanation step used to fail for svi, whose result holds no filter
+    from bayesbridge.apps.explanation import explain_assimilation
+    from bayesbridge.apps.reanalysis import default_operational
+    from bayesbridge.bridge import Bridge, BridgeConfig
+    from bayesbridge.datasets import make_twin_experiment
+
+    twin = make_twin_experiment(years=10, seed=3)
+    ops = default_operational(years=20)
+    obs = twin.idealized_observations
+    options = {"svi": {"method_options": {"steps": 50}}}[method]
+    results = {}
+    for m in (method, "kalman"):
+        b = Bridge(BridgeConfig(latent_dim=6, members=20, method=m, **(options if m == method else {}))).fit(ops, seed=0)
+        results[m] = explain_assimilation(b.assimilate(obs[["nino3", "nino4", "h_w"]], seed=0), b.codec, obs, seed=0)
+    gains, exact = results[method].gains, results["kalman"].gains
+    for name in gains.maps.data_vars:
+        np.testing.assert_allclose(gains.maps[name].values, exact.maps[name].values, rtol=1e-6, atol=1e-9)

@@ -127,8 +127,12 @@ def _check_param_uq(result, out):
         assert result.metrics[f"twin.param_uq.{stat}.mean"] == pytest.approx(values.mean())
         assert result.metrics[f"twin.param_uq.{stat}.q05"] == pytest.approx(np.quantile(values, 0.05))
         assert result.metrics[f"twin.param_uq.{stat}.q95"] == pytest.approx(np.quantile(values, 0.95))
+        split = prop.variance_split().loc[stat]
+        for col in ("between", "within", "between_fraction"):
+            assert result.metrics[f"twin.param_uq.{stat}.var_{col}"] == pytest.approx(split[col])
     report = (out / "report.md").read_text()
-    assert "## Idealized-model parameter uncertainty" in report and "prior, not posterior" in report
+    assert "## Idealized-model parameter uncertainty" in report and "calibration posterior" in report
+    assert "var between" in report
 
 
 def test_demo_parameter_draws_add_metrics_and_a_report_section(tmp_path):
@@ -157,3 +161,55 @@ def test_demo_parameter_draws_leave_the_default_outputs_unchanged(tmp_path):
     assert {k: with_uq.metrics[k] for k in shared} == shared
     assert not any(k.startswith("twin.param_uq") for k in base.metrics)
     assert "parameter uncertainty" not in (tmp_path / "k0" / "report.md").read_text()
+
+
+def test_variance_split_is_the_law_of_total_variance(propagated):
+    draws = propagated.bridged_draw_statistics
+    split = propagated.variance_split()
+    # population variance of all draws = between + within, computed here from the raw table
+    for stat in draws.columns:
+        values = draws[stat].unstack("draw").to_numpy()  # (run, draw)
+        assert split.loc[stat, "total"] == pytest.approx(values.var())
+        assert split.loc[stat, "between"] == pytest.approx(values.mean(axis=1).var())
+        assert split.loc[stat, "within"] == pytest.approx(values.var(axis=1).mean())
+        assert 0.0 <= split.loc[stat, "between_fraction"] <= 1.0
+    pd.testing.assert_frame_equal(draws.groupby(level="run").mean(), propagated.bridged_statistics,
+                                  check_names=False)
+
+
+def test_bundled_calibration_posterior_is_inside_the_prior_box_and_records_its_provenance():
+    from bayesbridge.apps.propagate import parameter_draws
+    from bayesbridge.idealized.calibrate import CalibrationConfig
+    from bayesbridge.idealized.calibrated import calibration_posterior
+
+    post = calibration_posterior()
+    config = CalibrationConfig()
+    assert post.parameters == config.parameters
+    assert int(post.provenance["seed"]) == 0 and int(post.provenance["record_years"]) == 70
+    assert int(post.provenance["design_points"]) == config.design_points
+    for name, (lo, hi) in config.priors.items():
+        assert post.draws[name].between(lo, hi).all()
+    # a posterior, not the prior: narrower than the uniform box (sd (hi - lo) / sqrt(12))
+    assert (post.draws.std() < 0.9 * pd.Series({n: (hi - lo) / 12**0.5 for n, (lo, hi) in config.priors.items()})).all()
+    draws = parameter_draws(50, seed=3)
+    pd.testing.assert_frame_equal(draws, parameter_draws(50, seed=3))
+    assert not draws.equals(parameter_draws(50, seed=4))
+    assert draws.merge(post.draws, how="left", indicator=True)["_merge"].eq("both").all()  # stored draws only
+    with pytest.raises(errors.ParameterError, match="source"):
+        parameter_draws(2, seed=0, source="uniform")
+    from bayesbridge.apps.demo import DemoConfig
+
+    with pytest.raises(errors.ParameterError, match="parameter_source.*'posterior', 'prior'"):
+        DemoConfig(quick=True, parameter_source="uniform")
+
+
+@pytest.mark.slow
+def test_bundled_calibration_posterior_is_reproduced_by_its_command():
+    from bayesbridge.datasets import observed_indices
+    from bayesbridge.idealized.calibrate import CalibrationConfig, calibrate, calibration_statistics
+    from bayesbridge.idealized.calibrated import calibration_posterior
+
+    stored = calibration_posterior()
+    obs = calibration_statistics(observed_indices(), start="1950-01", end="2019-12")
+    result = calibrate(obs, CalibrationConfig(seed=int(stored.provenance["seed"])))
+    np.testing.assert_allclose(result.posterior.to_numpy(), stored.draws.to_numpy(), rtol=1e-6)

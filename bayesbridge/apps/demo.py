@@ -15,8 +15,8 @@ Steps (each timed into ``metrics.json`` as ``timing.<step>_s``):
    decoding through the operational model's patterns
    (:func:`~bayesbridge.apps.scoring.pattern_bound_maps`);
 7. ``param_uq`` (only with ``parameter_draws = K > 0``) - idealized-model parameter
-   uncertainty: ``K`` parameter vectors (:func:`~bayesbridge.apps.propagate.prior_parameter_draws`),
-   one idealized run each, assimilated as one batch
+   uncertainty: ``K`` parameter vectors from the bundled calibration posterior
+   (:func:`~bayesbridge.apps.propagate.parameter_draws`), one idealized run each, assimilated as one batch
    (:func:`bayesbridge.apps.propagate.propagate_parameter_uncertainty`);
 8. ``explain`` - gain maps and latent increments;
 9. ``write`` - ``posterior.nc``, ``inference_data.nc``, ``metrics.json``, ``report.md`` and
@@ -32,14 +32,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
 
 from bayesbridge.apps.explanation import explain_assimilation
-from bayesbridge.apps.propagate import prior_parameter_draws
+from bayesbridge.apps.propagate import PARAMETER_SOURCES, parameter_draws
 from bayesbridge.apps.rendering import start_rendering
 from bayesbridge.apps.report import REPORT_FIGURES, report_figure_jobs, write_report
 from bayesbridge.apps.scoring import (
@@ -95,8 +95,12 @@ class DemoConfig:
         ``eq_sst`` is its equatorial SST profile, :mod:`bayesbridge.idealized.eq_sst`).
     parameter_draws : int
         ``K > 0``: also propagate idealized-model parameter uncertainty, ``K`` parameter vectors
-        from :func:`prior_parameter_draws` (no calibration is run), one run each, assimilated as
-        one batch (``twin.param_uq.*`` metrics); 0 (default) skips this step.
+        (:func:`~bayesbridge.apps.propagate.parameter_draws`), one run each, assimilated as one
+        batch (``twin.param_uq.*`` metrics, with the law-of-total-variance split of each
+        statistic); 0 (default) skips this step.
+    parameter_source : {"posterior", "prior"}
+        Where the ``K`` vectors come from: the bundled calibration posterior (default,
+        :mod:`bayesbridge.idealized.calibrated`) or the calibration's uniform prior box.
     """
 
     quick: bool = False
@@ -110,10 +114,12 @@ class DemoConfig:
     twin: TwinSetting = "synchronized"
     observables: tuple[str, ...] = DEFAULT_OBSERVABLES
     parameter_draws: int = 0
+    parameter_source: str = "posterior"
 
     def __post_init__(self) -> None:
         check_choice(self.twin, "twin", TWIN_SETTINGS)
         self.observables = tuple(self.observables)
+        check_choice(self.parameter_source, "parameter_source", PARAMETER_SOURCES)
         if self.years is None:
             self.years = 40 if self.quick else 200
         if self.members is None:
@@ -337,12 +343,15 @@ def _propagate(cfg: DemoConfig, twin, bridge, metrics: dict, timer):
 
     with timer("param_uq"):
         propagation = propagate_parameter_uncertainty(
-            bridge, prior_parameter_draws(cfg.parameter_draws, cfg.seed), cfg.years, seed=cfg.seed,
-            start=int(twin.metadata.get("start_year", 1850)), stat_draws=cfg.stat_draws)
-        spread = propagation.spread()
+            bridge, parameter_draws(cfg.parameter_draws, cfg.seed, cfg.parameter_source), cfg.years,
+            seed=cfg.seed, start=int(twin.metadata.get("start_year", 1850)), stat_draws=cfg.stat_draws)
+        propagation = replace(propagation, source=cfg.parameter_source)
+        spread, split = propagation.spread(), propagation.variance_split()
         for stat in PARAM_UQ_STATS:
             for col in ("mean", "q05", "q95"):
                 metrics[f"twin.param_uq.{stat}.{col}"] = float(spread.loc[stat, col])
+            for col in ("between", "within", "between_fraction"):
+                metrics[f"twin.param_uq.{stat}.var_{col}"] = float(split.loc[stat, col])
     return propagation
 
 

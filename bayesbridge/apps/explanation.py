@@ -81,11 +81,13 @@ def explain_assimilation(res, codec, observed: xr.Dataset, seed: int) -> Explana
     # gain converges within a few years), without decoding the forecast ensemble of the whole
     # run. The window's first forecast starts from the model's prior (one step in 120).
     recent = slice(max(0, result.n_steps - 120), result.n_steps)
+    filtered = result if result.filtered_ensemble is not None else _filter_for_gains(res, seed)
     window = dataclasses.replace(
-        result,
-        filtered_mean=result.filtered_mean[..., recent, :],
-        filtered_ensemble=result.filtered_ensemble[..., recent, :, :],
-        smoothed_mean=None, smoothed_ensemble=None, log_weights=None,
+        filtered,
+        filtered_mean=filtered.filtered_mean[..., recent, :],
+        filtered_ensemble=None if filtered.filtered_ensemble is None else filtered.filtered_ensemble[..., recent, :, :],
+        filtered_cov=None if filtered.filtered_cov is None else filtered.filtered_cov[..., recent, :, :],
+        smoothed_mean=None, smoothed_ensemble=None, smoothed_cov=None, log_weights=None,
         diagnostics=None,
     )
     gains = explain.gain_maps(model, window, codec, time=time.values[recent],
@@ -99,3 +101,18 @@ def explain_assimilation(res, codec, observed: xr.Dataset, seed: int) -> Explana
     order = [r for r in ("ep", "cp") if (regimes == r).any()]
     enso_comp = explain.regime_composites(correction, regimes, order=order or None)
     return Explanation(gains, increments, walker, enso_comp)
+
+
+def _filter_for_gains(res, seed: int):
+    """A filter run of the same model and observations, for engines whose result holds no filter
+    ensemble (SVI): the gain is a property of the model and the observing system, so the exact
+    Kalman filter gives it for an affine bridge and an ensemble Kalman filter otherwise."""
+    import numpy as np
+
+    from bayesbridge.infer import assimilate
+
+    model = res.model
+    y = np.stack([res.observations[n].values for n in model.obs_names], axis=-1)
+    if model.affine_structure(y.shape[-2]) is not None:
+        return assimilate(model, y, method="kalman")
+    return assimilate(model, y, method="enkf", members=100, seed=seed)

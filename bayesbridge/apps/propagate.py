@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -40,9 +41,22 @@ from bayesbridge.errors import (
     ParameterError,
     ShapeMismatchError,
     VariableNotFoundError,
+    check_choice,
 )
 
-__all__ = ["ParameterPropagation", "propagate_parameter_uncertainty", "parameter_table", "prior_parameter_draws", "thin_indices"]
+__all__ = [
+    "PARAMETER_SOURCES",
+    "ParameterPropagation",
+    "propagate_parameter_uncertainty",
+    "parameter_draws",
+    "parameter_table",
+    "prior_parameter_draws",
+    "thin_indices",
+]
+
+ParameterSource = Literal["posterior", "prior"]
+PARAMETER_SOURCES: tuple[str, ...] = get_args(ParameterSource)
+"""Where parameter draws come from: the bundled calibration posterior or the prior box."""
 
 _SIMULATED = ("nino3", "nino4", "h_w")
 
@@ -56,11 +70,12 @@ def _parameter_names() -> tuple[str, ...]:
 def prior_parameter_draws(k: int, seed: int):
     """``k`` MultiscaleENSO parameter vectors from the calibration's prior, ``(draw, parameter)``.
 
-    No calibration posterior is bundled, so draws are uniform from the prior box of
-    :func:`bayesbridge.idealized.calibrate.calibrate` for its default calibrated parameters
+    Uniform draws from the prior box of :func:`bayesbridge.idealized.calibrate.calibrate` for its
+    default calibrated parameters
     (:data:`~bayesbridge.idealized.calibrate.DEFAULT_PRIORS`: ``f`` 0.5-0.8, ``wind_amp``
     0.6-1.2, ``noise_scale`` 0.5-1.5, ``m`` 1.5-2.5), a box centred on the published 2024 values
-    (0.65, 0.9, 1, 2). Stream 61 of ``numpy.random.default_rng([seed, stream])``.
+    (0.65, 0.9, 1, 2). Stream 61 of ``numpy.random.default_rng([seed, stream])``. The default of
+    the demo is the calibration posterior instead (:func:`parameter_draws`).
 
     Parameters
     ----------
@@ -81,6 +96,26 @@ def prior_parameter_draws(k: int, seed: int):
     rng = np.random.default_rng([seed, 61])
     names = CalibrationConfig().parameters
     return pd.DataFrame({n: rng.uniform(*DEFAULT_PRIORS[n], size=k) for n in names})
+
+
+def parameter_draws(k: int, seed: int, source: str = "posterior") -> pd.DataFrame:
+    """``k`` idealized-parameter vectors, ``(draw, parameter)``, from the posterior or the prior.
+
+    Parameters
+    ----------
+    k, seed : int
+        Number of draws (>= 1) and their seed.
+    source : {"posterior", "prior"}
+        ``posterior``: the bundled calibration posterior
+        (:func:`bayesbridge.idealized.calibrated.posterior_parameter_draws`); ``prior``: the
+        calibration's uniform prior box (:func:`prior_parameter_draws`).
+    """
+    check_choice(source, "source", PARAMETER_SOURCES)
+    if source == "prior":
+        return prior_parameter_draws(k, seed)
+    from bayesbridge.idealized.calibrated import posterior_parameter_draws
+
+    return posterior_parameter_draws(k, seed)
 
 
 def parameter_table(parameter_draws) -> pd.DataFrame:
@@ -173,6 +208,11 @@ class ParameterPropagation:
     bridged_statistics : pandas.DataFrame
         The same statistics of the bridged Nino 3 / Nino 4 draws of each run, averaged over
         ``stat_draws`` draws of that run, ``(run, statistic)``.
+    bridged_draw_statistics : pandas.DataFrame
+        The statistics of each of those draws, ``((run, draw), statistic)``.
+    source : str
+        Where the parameter draws came from: ``posterior`` (the bundled calibration posterior),
+        ``prior`` (the prior box) or ``given`` (passed by the caller, the default).
     """
 
     bridge_result: object = field(repr=False)
@@ -181,6 +221,8 @@ class ParameterPropagation:
     runs: xr.Dataset = field(repr=False)
     statistics: pd.DataFrame
     bridged_statistics: pd.DataFrame
+    bridged_draw_statistics: pd.DataFrame
+    source: str = "given"
 
     @property
     def posterior(self):
@@ -199,6 +241,33 @@ class ParameterPropagation:
             raise ParameterError(f"source: expected one of bridged, idealized, got {source!r}.")
         table = self.bridged_statistics if source == "bridged" else self.statistics
         return pd.DataFrame({"mean": table.mean(), "q05": table.quantile(0.05), "q95": table.quantile(0.95)})
+
+    def variance_split(self) -> pd.DataFrame:
+        """Each bridged statistic's variance split by the law of total variance, ``(statistic, part)``.
+
+        With :math:`s_{ki}` the statistic of draw :math:`i` of run :math:`k` (parameter vector
+        :math:`\\theta^{(k)}`),
+
+        .. math::
+
+            \\operatorname{Var}(s) = \\underbrace{\\operatorname{Var}_k\\big(\\bar s_{k\\cdot}\\big)}_{\\text{between}}
+            + \\underbrace{\\operatorname{E}_k\\big[\\operatorname{Var}_i(s_{ki})\\big]}_{\\text{within}},
+
+        population variances (``ddof = 0``), so the parts add up to ``total`` exactly. ``between``
+        holds the parameters' share (and each run's own internal variability), ``within`` the
+        assimilation's posterior spread given the run.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``total``, ``between``, ``within``, ``between_fraction``; one row per statistic.
+        """
+        grouped = self.bridged_draw_statistics.groupby(level="run")
+        between = grouped.mean().var(ddof=0)
+        within = grouped.var(ddof=0).mean()
+        total = between + within
+        fraction = (between / total.where(total > 0)).fillna(0.0)
+        return pd.DataFrame({"total": total, "between": between, "within": within, "between_fraction": fraction})
 
 
 def propagate_parameter_uncertainty(
@@ -285,10 +354,11 @@ def propagate_parameter_uncertainty(
     members = post.n_draws // len(runs)
     n3, n4 = post.index_draws("nino3").values, post.index_draws("nino4").values
     time = ensemble["time"].values
-    bridged = []
-    for k in range(len(runs)):
-        rows = [index_statistics(n3[i], n4[i], time) for i in range(k * members, k * members + min(stat_draws, members))]
-        bridged.append({s: float(np.mean([r[s] for r in rows])) for s in STATS})
+    per_run = min(stat_draws, members)
+    rows = [index_statistics(n3[k * members + i], n4[k * members + i], time)
+            for k in range(len(runs)) for i in range(per_run)]  # fmt: skip
+    draw_stats = pd.DataFrame(rows, index=pd.MultiIndex.from_product([range(len(runs)), range(per_run)],
+                                                                     names=["run", "draw"]))[list(STATS)]
     index = pd.RangeIndex(len(runs), name="run")
     return ParameterPropagation(
         bridge_result=result,
@@ -296,5 +366,6 @@ def propagate_parameter_uncertainty(
         seed=int(seed),
         runs=ensemble,
         statistics=pd.DataFrame(stats, index=index)[list(STATS)],
-        bridged_statistics=pd.DataFrame(bridged, index=index)[list(STATS)],
+        bridged_statistics=draw_stats.groupby(level="run").mean().rename_axis("run"),
+        bridged_draw_statistics=draw_stats,
     )

@@ -21,8 +21,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from bayesbridge.apps.structural import structural_error as estimate_structural_error
 from bayesbridge.bridge import OBSERVABLES, Bridge, BridgeConfig, BridgeResult, observations_from
 from bayesbridge.bridge.observations import screen_observations
+from bayesbridge.bridge.structural import PREDICTORS
 from bayesbridge.dims import RUN_DIMS
 from bayesbridge.errors import (
     AllMissingError,
@@ -414,12 +416,16 @@ class Reconstruction:
         Known indices present in the observations but not assimilated.
     validation : pandas.DataFrame
         Per index: correlation of the posterior mean with the observations and 90 % coverage.
+    structural : StructuralError or None
+        The structural-error terms given to the unobserved boxes
+        (:func:`bayesbridge.apps.structural.structural_error`), ``None`` when switched off.
     """
 
     bridge_result: BridgeResult
     assimilated: tuple[str, ...]
     withheld: tuple[str, ...]
     validation: pd.DataFrame
+    structural: object = None
 
 
 def _check_profile_grid(operational: xr.Dataset) -> None:
@@ -441,6 +447,7 @@ def reconstruct(
     operational: xr.Dataset | None = None,
     config: BridgeConfig | None = None,
     seed: int = 0,
+    structural_error: bool = True,
 ) -> Reconstruction:
     """Assimilate ``variables`` of ``observations`` into the operational model's latent space.
 
@@ -460,6 +467,10 @@ def reconstruct(
         Default: EOF codec, seasonal linear dynamics, ensemble Kalman smoother.
     seed : int
         Seed of codec fitting, the engine and the representation noise.
+    structural_error : bool
+        Give the boxes that are not assimilated the structural error of the operational patterns
+        (:mod:`bayesbridge.apps.structural`: how the observed relation of each box to Niño 3 and
+        Niño 4 differs from the operational model's; needs both assimilated).
 
     Returns
     -------
@@ -484,7 +495,11 @@ def reconstruct(
                      and v in bridge.observables
                      and bool(np.isfinite(observations[v].sel(time=obs["time"]).values.astype(float)).any()))
     extra = observations[list(withheld)].sel(time=obs["time"]) if withheld else None
-    res = bridge.assimilate(obs, list(variables), seed=seed, withheld=extra, operators=operators)
+    structural = None
+    if structural_error and all(p in variables for p in PREDICTORS):
+        structural = estimate_structural_error(bridge, [b for b in bridge.observables if b not in variables])
+    res = bridge.assimilate(obs, list(variables), seed=seed, withheld=extra, operators=operators,
+                            structural_error=structural.terms() if structural is not None else None)
     summary = res.posterior.summary()
     rows = {}
     for name in (*boxes, *withheld):
@@ -500,7 +515,7 @@ def reconstruct(
         }
     validation = pd.DataFrame.from_dict(rows, orient="index")
     validation.index.name = "index"
-    return Reconstruction(res, tuple(variables), withheld, validation)
+    return Reconstruction(res, tuple(variables), withheld, validation, structural)
 
 
 def _one_member(observations: xr.Dataset) -> xr.Dataset:

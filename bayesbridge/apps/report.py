@@ -29,27 +29,34 @@ def _parameter_section(metrics: dict[str, float], per_source: dict, propagation)
     if not stats:
         return []
     k = len(propagation.parameters) if propagation is not None else 0
+    source = propagation.source if propagation is not None else "given"
+    origin = {
+        "posterior": "the bundled calibration posterior (`bayesbridge idealized calibrate` against ERSST v5 / "
+                     "GODAS 1950-2019; `bayesbridge.idealized.calibrated`)",
+        "prior": "the calibration's uniform prior box centred on the published 2024 parameters (f 0.5-0.8, "
+                 "wind_amp 0.6-1.2, noise_scale 0.5-1.5, m 1.5-2.5): the spread is prior, not posterior, uncertainty",
+    }.get(source, "the caller's draws")
     lines = [
         "## Idealized-model parameter uncertainty",
         "",
-        f"{k} parameter vectors of the multiscale ENSO model, one idealized run each, assimilated as "
-        "one batch; the pooled posterior mixes the runs. No calibration posterior is bundled, so the "
-        "vectors are drawn from the calibration's uniform prior box centred on the published 2024 "
-        "parameters (f 0.5-0.8, wind_amp 0.6-1.2, noise_scale 0.5-1.5, m 1.5-2.5; "
-        "`bayesbridge.apps.propagate.prior_parameter_draws`): the spread below is prior, not posterior, "
-        "parameter uncertainty. Each bridged statistic is averaged over draws of one run; mean and "
-        "5-95 % range are over the runs.",
+        f"{k} parameter vectors of the multiscale ENSO model from {origin}, one idealized run each, "
+        "assimilated as one batch; the pooled posterior mixes the runs. Each bridged statistic is "
+        "averaged over draws of one run; mean and 5-95 % range are over the runs. The last columns split "
+        "the variance of the statistic over all draws (law of total variance): between runs (the "
+        "parameters, with each run's own internal variability) and within runs (the assimilation).",
         "",
-        "| statistic | truth | idealized runs mean [q05, q95] | bridged mean [q05, q95] |",
-        "|---|---|---|---|",
+        "| statistic | truth | idealized runs mean [q05, q95] | bridged mean [q05, q95] | var between | var within | between share |",
+        "|---|---|---|---|---|---|---|",
     ]
     ideal = propagation.spread("idealized") if propagation is not None else None
     for stat in stats:
-        m = {c: metrics.get(f"twin.param_uq.{stat}.{c}", np.nan) for c in ("mean", "q05", "q95")}
+        m = {c: metrics.get(f"twin.param_uq.{stat}.{c}", np.nan)
+             for c in ("mean", "q05", "q95", "var_between", "var_within", "var_between_fraction")}
         idl = (f"{_fmt(ideal.loc[stat, 'mean'])} [{_fmt(ideal.loc[stat, 'q05'])}, {_fmt(ideal.loc[stat, 'q95'])}]"
                if ideal is not None and stat in ideal.index else "")
         truth = _fmt(per_source.get("truth", {}).get(stat, np.nan))
-        lines.append(f"| {stat} | {truth} | {idl} | {_fmt(m['mean'])} [{_fmt(m['q05'])}, {_fmt(m['q95'])}] |")
+        lines.append(f"| {stat} | {truth} | {idl} | {_fmt(m['mean'])} [{_fmt(m['q05'])}, {_fmt(m['q95'])}] | "
+                     f"{_fmt(m['var_between'])} | {_fmt(m['var_within'])} | {_fmt(m['var_between_fraction'])} |")
     return [*lines, ""]
 
 

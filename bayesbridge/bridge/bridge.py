@@ -443,6 +443,7 @@ class Bridge:
         withheld=None,
         boxes: Sequence[str] | None = None,
         operators=None,
+        structural_error=None,
     ) -> BridgeResult:
         """Assimilate index observations and return the decoded posterior.
 
@@ -476,6 +477,9 @@ class Bridge:
             :func:`bayesbridge.idealized.equatorial_sst_operator`); a multi-row one is observed by
             a variable of the same name with its row dimension (``eq_sst(time, lon)``,
             :mod:`bayesbridge.bridge.observables`).
+        structural_error : mapping, optional
+            Structural-error terms of unobserved boxes (:class:`~bayesbridge.bridge.posterior.Posterior`;
+            :func:`bayesbridge.apps.structural.structural_error` estimates them).
 
         Returns
         -------
@@ -532,6 +536,7 @@ class Bridge:
             seed=seed,
             boxes=boxes,
             regions={n: self._region(n, self.codec.variables) for n in OBSERVABLES},
+            structural_error=structural_error,
         )
         return BridgeResult(
             posterior=posterior,

@@ -45,6 +45,7 @@ from bayesbridge.bridge.decoding import (
     quantile_lastdim,
 )
 from bayesbridge.bridge.draws import LatentDraws, Source
+from bayesbridge.bridge.structural import add_structural_terms, check_structural
 from bayesbridge.bridge.summaries import (
     FIELD_STATS,
     QUANTILES,
@@ -121,6 +122,11 @@ class Posterior:
         Units per variable (default from the codec, else :data:`DEFAULT_UNITS`).
     progress : bool
         Show a progress bar (tqdm) while the summaries are decoded.
+    structural_error : mapping of str to (float, float), optional
+        Structural-error terms of boxes that are not assimilated: per box the coefficient
+        differences on Niño 3 and Niño 4 between the observed and the operational relation
+        (:mod:`bayesbridge.bridge.structural`, estimated by
+        :func:`bayesbridge.apps.structural.structural_error`); added to the box's index draws.
 
     Attributes
     ----------
@@ -159,6 +165,7 @@ class Posterior:
         lon=None,
         units: Mapping[str, str] | None = None,
         progress: bool = False,
+        structural_error: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         if not isinstance(result, AssimilationResult):
             raise InputTypeError(
@@ -202,6 +209,7 @@ class Posterior:
         self.assimilated = self._assimilated(assimilated)
         self._boxes = box_weights_for(self.points, self.variables, self.lat, self.lon, boxes, area, regions)
         self.boxes = self._boxes.names
+        self.structural_error = check_structural(structural_error, self.boxes)
         self._summary: xr.Dataset | None = None
         self._index_draws: np.ndarray | None = None
         self._moments: tuple[np.ndarray, np.ndarray] | None = None
@@ -348,6 +356,7 @@ class Posterior:
         from bayesbridge.bridge.reduction import reduce_posterior
 
         reduced = reduce_posterior(self, moment_draws)
+        add_structural_terms(reduced.index, self.boxes, self.assimilated, self.structural_error, self.seed)
         self._index_draws = reduced.index
         self._moments = (reduced.moment_draws, reduced.moment_sums) if moment_draws is not None else None
         self._summary = assemble_summary(
@@ -430,6 +439,7 @@ class Posterior:
             "std_ddof": 1,
             "assimilated": ",".join(self.assimilated),
             "boxes": ",".join(self.boxes),
+            "structural_error_boxes": ",".join(b for b in self.structural_error if b not in self.assimilated),
         }
 
     def summary(self) -> xr.Dataset:

@@ -27,11 +27,15 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the twin experiment and of the assimilation.")] = 0,
     parameter_draws: Annotated[int, typer.Option(
         "--parameter-draws", min=0,
-        help="K > 0: also propagate idealized-model parameter uncertainty (K prior parameter draws, "
+        help="K > 0: also propagate idealized-model parameter uncertainty (K parameter draws, "
              "one run each, assimilated as one batch).")] = 0,
     twin: Annotated[str, typer.Option(
         help="synchronized: assimilate the idealized run that drives the truth (coverage is scored); "
              "statistical: an independent run of the same model (statistics and maps only).")] = "synchronized",
+    parameter_source: Annotated[str, typer.Option(
+        "--parameter-source",
+        help="Where --parameter-draws come from: posterior (the bundled calibration posterior) or prior "
+             "(the calibration's uniform prior box).")] = "posterior",
 ) -> None:
     """Run the twin experiment end to end and write posterior.nc, inference_data.nc,
     metrics.json, report.md and figures/ into OUT."""
@@ -41,8 +45,13 @@ def demo(
     check_seed(seed)
     check_count(parameter_draws, "--parameter-draws", minimum=0)
     check_option_choice(twin, "--twin", ("synchronized", "statistical"))
+    from bayesbridge.apps.propagate import PARAMETER_SOURCES
+    from bayesbridge.errors import check_choice
+
+    check_choice(parameter_source, "--parameter-source", PARAMETER_SOURCES)
     out = check_output_dir(out, "--out")
-    config = DemoConfig(quick=quick, seed=seed, parameter_draws=parameter_draws, twin=twin)
+    config = DemoConfig(quick=quick, seed=seed, parameter_draws=parameter_draws, parameter_source=parameter_source,
+                        twin=twin)
     if parameter_draws:
         # each draw is one idealized run, assimilated with the others in one batch
         months = config.years * 12
@@ -76,8 +85,10 @@ def demo(
     if parameter_draws:
         from bayesbridge.apps.scoring import PARAM_UQ_STATS
 
-        console.print(f"Parameter uncertainty ({parameter_draws} prior draws), bridged mean [q05, q95]: " + "; ".join(
+        console.print(f"Parameter uncertainty ({parameter_draws} {parameter_source} draws), bridged mean [q05, q95] "
+                      "(share of variance between parameter draws): " + "; ".join(
             f"{s} {m[f'twin.param_uq.{s}.mean']:.2f} [{m[f'twin.param_uq.{s}.q05']:.2f}, "
-            f"{m[f'twin.param_uq.{s}.q95']:.2f}]" for s in PARAM_UQ_STATS))
+            f"{m[f'twin.param_uq.{s}.q95']:.2f}] ({m[f'twin.param_uq.{s}.var_between_fraction']:.0%})"
+            for s in PARAM_UQ_STATS))
     console.print(f"wrote {out}/posterior.nc, inference_data.nc, metrics.json, report.md, figures/")
 

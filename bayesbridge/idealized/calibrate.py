@@ -198,6 +198,25 @@ class CalibrationResult:
         return pd.DataFrame({"low": self.posterior.quantile(a), "high": self.posterior.quantile(1.0 - a)})
 
 
+def _provenance(config: CalibrationConfig, obs: ObservedRecord) -> dict[str, object]:
+    """Attributes that say how a calibration was made (stored with the bundled posterior)."""
+    from bayesbridge import __version__
+
+    return {
+        "method": "adaptive Metropolis on an emulated Gaussian synthetic likelihood",
+        "record_years": obs.years,
+        "calibrated_parameters": ",".join(config.parameters),
+        "prior_box": "; ".join(f"{n} {lo:g}..{hi:g}" for n, (lo, hi) in config.priors.items()),
+        "design_points": config.design_points,
+        "replicates": config.replicates,
+        "num_chains": config.num_chains,
+        "num_warmup": config.num_warmup,
+        "num_samples": config.num_samples,
+        "seed": config.seed,
+        "bayesbridge_version": __version__,
+    }
+
+
 def calibrate(
     observations: xr.Dataset | ObservedRecord,
     config: CalibrationConfig | None = None,
@@ -252,7 +271,7 @@ def calibrate(
         sample_stats={"acceptance_rate": np.repeat(accept[:, None], draws.shape[1], axis=1)},
         coords={"statistic": np.array(names)},
         dims={"statistics": ["statistic"]},
-        attrs={"method": "adaptive Metropolis on an emulated Gaussian synthetic likelihood", "record_years": obs.years},
+        attrs=_provenance(config, obs),
     )
     summary = arviz_compat.summary(idata, var_names=list(config.parameters))
     return CalibrationResult(idata, posterior, summary, predictive, emu, config)
