@@ -137,6 +137,22 @@ def synthetic_bridge():
     return fields, Bridge(cfg).fit(fields, seed=0)
 
 
+def _assert_exact_kalman(bridge, out, y):
+    """``out`` (a Kalman assimilation) against the numpy oracle with ``y - c = H z + e``, where the
+    functional ``c + H z`` of each row is obtained by decoding the basis and applying the gridded
+    operators (``y``: callable from a decoded ``tos`` field to the rows ``(sample, m)``)."""
+    model, d = out.model, bridge.codec.latent_dim
+    A = model.transition_mean(torch.eye(d, dtype=torch.float64)).numpy().T
+    Q = model.transition_cov(0).numpy()
+    m0, P0 = (v.numpy() for v in model.initial())
+    rows = y(bridge.codec.decode(np.vstack([np.zeros((1, d)), np.eye(d)]))["tos"])
+    c, H = rows[0], (rows[1:] - rows[0]).T
+    R = np.diag(model.obs_scale.numpy() ** 2)
+    _, _, ms, Ps, _ = kalman_oracle(A, Q, H, R, m0, P0, out.observed_rows - c)
+    np.testing.assert_allclose(out.result.smoothed_mean.numpy(), ms, atol=1e-6)
+    np.testing.assert_allclose(out.result.smoothed_cov.numpy(), Ps, atol=1e-6)
+
+
 def test_profile_assimilation_is_the_exact_kalman_smoother(synthetic_bridge):
     fields, bridge = synthetic_bridge
     op = equatorial_sst_operator(np.arange(150.0, 271.0, 30.0), shape_only=False)
@@ -147,24 +163,27 @@ def test_profile_assimilation_is_the_exact_kalman_smoother(synthetic_bridge):
     obs = xr.Dataset({"nino3": nino3.drop_vars(["area", "mask"], errors="ignore"), "eq_sst": profile})
     obs["eq_sst"][5, 2] = np.nan  # a missing row is dropped, as in the oracle
     out = bridge.assimilate(obs, ["nino3", "eq_sst"], seed=0, operators=[op])
-    model = out.model
-    d = 4
-    A = model.transition_mean(torch.eye(d, dtype=torch.float64)).numpy().T
-    Q = model.transition_cov(0).numpy()
-    m0, P0 = (v.numpy() for v in model.initial())
-    # the observation functional, independently: decode the basis and apply the gridded operators
-    basis = bridge.codec.decode(np.vstack([np.zeros((1, d)), np.eye(d)]))["tos"]
-    rows = np.concatenate([regions.box_index(basis, "nino3").values[:, None], op.apply(basis).values], axis=1)
-    c, H = rows[0], (rows[1:] - rows[0]).T
-    R = np.diag(model.obs_scale.numpy() ** 2)
-    y = np.concatenate([obs["nino3"].values[:, None], obs["eq_sst"].values], axis=1) - c
-    _, _, ms, Ps, _ = kalman_oracle(A, Q, H, R, m0, P0, y)
-    np.testing.assert_allclose(out.result.smoothed_mean.numpy(), ms, atol=1e-6)
-    np.testing.assert_allclose(out.result.smoothed_cov.numpy(), Ps, atol=1e-6)
+    out.observed_rows = np.concatenate([obs["nino3"].values[:, None], obs["eq_sst"].values], axis=1)
+    _assert_exact_kalman(bridge, out, lambda f: np.concatenate(
+        [regions.box_index(f, "nino3").values[:, None], op.apply(f).values], axis=1))
     # each profile row's error: the regression floor (+) the codec residual under that row
-    floor = op.floors()
-    assert np.all(out.obs_error.values[1:] >= floor - 1e-12)
+    assert np.all(out.obs_error.values[1:] >= op.floors() - 1e-12)
     assert list(out.obs_error.index) == ["nino3", *[f"eq_sst[{v:g}]" for v in op.row_coord]]
+
+
+def test_point_and_custom_box_assimilation_is_the_exact_kalman_smoother(synthetic_bridge):
+    fields, bridge = synthetic_bridge
+    moor = PointOperator("moorings", lats=(0.0, 2.0), lons=(220.0, 250.0), method="bilinear", error_floor=0.1)
+    box = BoxOperator("mybox", region=(-2.0, 2.0, 200.0, 220.0))
+    sst = fields["tos"].isel(time=slice(0, 24))
+    noise = 0.1 * np.random.default_rng(6).normal(size=(24, 3))
+    obs = xr.Dataset({"moorings": moor.apply(sst) + noise[:, :2], "mybox": box.apply(sst) + noise[:, 2]})
+    obs["nino3"] = regions.box_index(sst, "nino3").drop_vars(["area", "mask"], errors="ignore")
+    out = bridge.assimilate(obs, ["mybox", "moorings"], seed=0, operators=[moor, box])
+    assert list(out.obs_error.index) == ["mybox", "moorings[0]", "moorings[1]"]
+    out.observed_rows = np.concatenate([obs["mybox"].values[:, None], obs["moorings"].values], axis=1)
+    _assert_exact_kalman(bridge, out, lambda f: np.concatenate([box.apply(f).values[:, None], moor.apply(f).values],
+                                                               axis=1))
 
 
 # ---------------------------------------------------------------- bad input

@@ -503,7 +503,9 @@ class Bridge:
         parts = [p for op in given.values() for p in getattr(op, "part_names", ())]
         if wanted is not None:  # the parts of a contrast are read even when not assimilated
             wanted += [p for p in dict.fromkeys(parts) if p not in wanted and isinstance(rest, xr.Dataset) and p in rest]
-        obs = observations_from(rest, wanted, runs=True)
+        # only operator series wanted: the standard indices present give the checked time axis
+        obs = observations_from(rest, wanted or None, runs=True)
+        obs = obs if wanted or wanted is None else obs.drop_vars(list(obs.data_vars))
         names = [v for v in (variables if variables is not None else [*obs.data_vars, *profiles])]
         missing = [v for v in names if v not in obs and v not in profiles]
         if missing:

@@ -75,17 +75,17 @@ def stored_dim(op: ObservationOperator) -> str | None:
 
 
 def split_profiles(observations, operators: Mapping[str, ObservationOperator]):
-    """``(rest, profiles)``: ``observations`` without its multi-row variables, and those by name.
+    """``(rest, profiles)``: ``observations`` without the variables of given operators, and those by name.
 
     ``operators`` maps names to :class:`~bayesbridge.operators.ObservationOperator` objects.
 
-    Only variables named after a multi-row operator are taken out (a Dataset input); the
-    rest goes through :func:`~bayesbridge.bridge.observations.observations_from`.
+    Variables named after an operator (one or several rows) are taken out (a Dataset input) and
+    checked by :func:`profile_rows`; the standard indices go through
+    :func:`~bayesbridge.bridge.observations.observations_from`.
     """
-    multi = [n for n, op in operators.items() if op.row_dim is not None]
-    if not isinstance(observations, xr.Dataset) or not multi:
+    if not isinstance(observations, xr.Dataset) or not operators:
         return observations, {}
-    present = [n for n in multi if n in observations.data_vars]
+    present = [n for n in operators if n in observations.data_vars]
     return observations.drop_vars(present), {n: observations[n] for n in present}
 
 
@@ -107,6 +107,8 @@ def profile_rows(da: xr.DataArray, op: ObservationOperator, time: xr.DataArray) 
     ShapeMismatchError
         Missing or mismatched rows, other dimensions or other months, naming both sides.
     """
+    if op.row_dim is None:
+        return _series_rows(da, op, time)
     dim = stored_dim(op)
     cand = [d for d in (op.row_dim, dim) if d in da.dims]
     if not cand:
@@ -140,14 +142,37 @@ def profile_rows(da: xr.DataArray, op: ObservationOperator, time: xr.DataArray) 
             f"observations[{op.name!r}]: its {da.sizes['time']} months differ from the other observations' "
             f"{time.size}; give all series on the same months."
         )
+    _check_values(da, op)
+    order = [d for d in ("run", "time", dim) if d in da.dims]
+    return da.astype("float64").transpose(*order)
+
+
+def _check_values(da: xr.DataArray, op: ObservationOperator) -> None:
     values = np.asarray(da.values, dtype=float)
     if np.isinf(values).any() or (np.abs(np.nan_to_num(values)) > 1e3).any():
         raise ObservationValueError(
             f"observations[{op.name!r}]: holds infinite or implausible values (|y| > 1000); mark missing values "
             f"with NaN and give anomalies in the operator's units ({op.units or 'field units'})."
         )
-    order = [d for d in ("run", "time", dim) if d in da.dims]
-    return da.astype("float64").transpose(*order)
+
+
+def _series_rows(da: xr.DataArray, op: ObservationOperator, time: xr.DataArray) -> xr.DataArray:
+    """A one-row operator's series on ``(run?, time)``, on the months ``time``."""
+    extra = [d for d in da.dims if d != "time"]
+    if "time" not in da.dims or len(extra) > 1 or (extra and extra[0] not in RUN_DIMS):
+        raise ShapeMismatchError(
+            f"observations[{op.name!r}]: expected dimensions (time,) and at most one run dimension "
+            f"({', '.join(RUN_DIMS)}), got {tuple(da.dims)}."
+        )
+    if extra and extra[0] != "run":
+        da = da.rename({extra[0]: "run"})
+    if da.sizes["time"] != time.size or not np.array_equal(np.asarray(da["time"].values), np.asarray(time.values)):
+        raise ShapeMismatchError(
+            f"observations[{op.name!r}]: its {da.sizes['time']} months differ from the other observations' "
+            f"{time.size}; give all series on the same months."
+        )
+    _check_values(da, op)
+    return da.astype("float64").transpose(*[d for d in ("run", "time") if d in da.dims])
 
 
 def stacked_rows(operators: Sequence[ObservationOperator], points) -> np.ndarray:
@@ -188,7 +213,10 @@ def observation_rows(series: xr.Dataset, profiles: Mapping[str, xr.DataArray], n
     """
     blocks, labels, stored = [], [], {}
     for name, op in zip(names, operators, strict=True):
-        if op.row_dim is None:
+        if op.row_dim is None and name in profiles:  # a series of a given operator
+            values = np.asarray(profiles[name].values, dtype=float)[..., None]
+            stored[name] = profiles[name]
+        elif op.row_dim is None:
             if name not in series:
                 raise VariableNotFoundError(f"observations: no series {name!r}; the data has {', '.join(series.data_vars)}.")
             values = np.asarray(series[name].values, dtype=float)[..., None]
