@@ -230,11 +230,17 @@ def test_profile_observation_is_derived_from_the_indices():
         profile_observation(obs[["nino3"]], lon)
 
 
-def test_statistical_twin_demo_assimilates_an_independent_run_with_its_profile(tmp_path):
+def test_statistical_twin_demo_assimilates_an_independent_run_with_its_profile(tmp_path, monkeypatch):
     import json
 
+    import bayesbridge.apps.demo as demo
     from bayesbridge.apps.demo import DemoConfig, run_demo
+    from bayesbridge.apps.explanation import Explanation
     from bayesbridge.datasets.twin import independent_idealized_run
+
+    # figures are tested elsewhere; leaving them out keeps this test to the assimilation
+    monkeypatch.setattr(demo, "report_figure_jobs", lambda *args, **kwargs: {})
+    monkeypatch.setattr(Explanation, "figure_jobs", lambda self: {})
 
     cfg = DemoConfig(quick=True, years=10, members=10, latent_dim=6, stat_draws=2, cache_dir=str(tmp_path / "c"),
                      twin="statistical")
