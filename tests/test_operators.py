@@ -294,3 +294,17 @@ def test_reconstruct_assimilates_eq_sst_derived_from_the_indices():
     assert "eq_sst" not in rec.validation.index and rec.validation.loc["nino34", "correlation"] > 0.9
     with pytest.raises(errors.VariableNotFoundError, match="nino4 is missing"):
         reconstruct(obs[["nino3"]], ["nino3", "eq_sst"], operational=fields, config=cfg)
+
+
+def test_equatorial_section_and_hovmoller(grid):
+    from bayesbridge.apps.report import equatorial_section
+    from bayesbridge.plots.report import plot_equatorial_hovmoller
+
+    time = pd.date_range("2000-01-01", periods=3, freq="MS")
+    sst = xr.concat([grid * (k + 1) for k in range(3)], dim=xr.DataArray(time, dims="time", name="time"))
+    sec = equatorial_section(sst)  # 5S-5N: the -2 and 2 rows
+    want = (COS[1] * grid.sel(lat=-2.0) + COS[2] * grid.sel(lat=2.0)) / (COS[1] + COS[2])
+    want = want.where(grid.sel(lat=2.0).notnull(), grid.sel(lat=-2.0))  # land at (2N, 200E)
+    np.testing.assert_allclose(sec.isel(time=1).values, 2 * want.values, rtol=1e-12)
+    fig = plot_equatorial_hovmoller({"truth": sec, "bridged": sec * 0.5})
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["truth", "bridged"]
