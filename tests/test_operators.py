@@ -115,9 +115,17 @@ def test_equatorial_regression_profile_and_error():
 
     c = equatorial_regression().sel(lon=[249.5, 250.5])
     assert be[2] == pytest.approx(float(c["b_e"].mean()), rel=1e-6)
-    res = regression_residual(np.arange(120.0, 281.0, 10.0))
+    lons = np.arange(120.0, 281.0, 10.0)
+    res = regression_residual(lons)
     assert res.n_in_box == 6 and 0.0 < res.box_std < 0.5
     np.testing.assert_allclose(res.per_longitude, res.box_std * np.sqrt(6))
+    # independent rows by correlation: the same; identical rows: box mean error sigma, inflated by sqrt(k / 1)
+    np.testing.assert_allclose(regression_residual(lons, np.eye(17)).per_longitude, res.box_std * np.sqrt(6))
+    same = regression_residual(lons, np.ones((17, 17)))
+    assert same.effective_rows == pytest.approx(1.0)
+    np.testing.assert_allclose(same.per_longitude, res.box_std * np.sqrt(17))
+    with pytest.raises(errors.BayesBridgeError, match="correlation"):
+        regression_residual(lons, np.eye(3))
     # the run's profile uses anomalies to its own monthly climatology
     time = pd.date_range("2000-01-01", periods=24, freq="MS")
     run = xr.Dataset({k: ("time", np.random.default_rng(i).normal(size=24) + 5.0) for i, k in enumerate(("nino3", "nino4"))},
@@ -287,8 +295,12 @@ def test_reconstruct_assimilates_eq_sst_derived_from_the_indices():
     res = rec.bridge_result
     rows = [k for k in res.obs_error.index if k.startswith("eq_sst[")]
     assert len(rows) == 6  # 190E..240E every 10 degrees: where the regression residual is measured
-    floor = regression_residual(np.arange(190.0, 241.0, 10.0)).per_longitude
+    # floor: the measured residual with the operational shape's row correlation (+) representation error
+    from bayesbridge.idealized.eq_sst import profile_observation
+
+    floor = profile_observation(obs, fields["lon"].values, fields=fields).operator.floors()
     assert np.all(res.obs_error[rows].values >= floor - 1e-12)
+    assert np.all(floor > 0.5 * regression_residual(np.arange(190.0, 241.0, 10.0)).per_longitude)
     # derived from the indices, the profile is on the regression: its shape rows are observed as 0
     assert res.observations["eq_sst"].dims == ("time", "eq_sst_lon")
     assert "eq_sst" not in rec.validation.index and rec.validation.loc["nino34", "correlation"] > 0.9

@@ -320,7 +320,7 @@ def _idealized_observables(twin, cfg: DemoConfig, fields):
     run = twin.idealized_observations if cfg.twin == "synchronized" else independent_idealized_run(twin, cfg.seed)
     if EQ_SST not in cfg.observables:
         return run, []
-    prof = profile_observation(run, fields["lon"].values, assimilated=cfg.observables, climatology=True)
+    prof = profile_observation(run, fields["lon"].values, assimilated=cfg.observables, climatology=True, fields=fields)
     return prof.observations, [prof.operator]
 
 

@@ -487,7 +487,8 @@ def reconstruct(
                       observations=obs)
     operators = []
     if EQ_SST in variables:  # the profile of the file, or derived from its nino3/nino4 by the regression
-        prof = profile_observation(observations.sel(time=obs["time"]), operational["lon"].values, assimilated=boxes)
+        prof = profile_observation(observations.sel(time=obs["time"]), operational["lon"].values, assimilated=boxes,
+                                   fields=operational)
         obs, operators = obs.assign({EQ_SST: prof.observations[EQ_SST]}), [prof.operator]
     bridge = Bridge(cfg).fit(operational, seed=seed)
     # withheld: the other known indices of the file, observed by the grid, with a value in the period

@@ -48,7 +48,7 @@ import numpy as np
 import xarray as xr
 
 from bayesbridge.datasets.observed import equatorial_regression, observed_indices
-from bayesbridge.errors import GridCoverageError, VariableNotFoundError
+from bayesbridge.errors import GridCoverageError, InputValueError, VariableNotFoundError
 from bayesbridge.operators import BoxOperator, ContrastOperator, ProfileOperator
 
 __all__ = [
@@ -195,17 +195,21 @@ class RegressionResidual:
         Standard deviation (degC) of observed Nino 3.4 minus its regression reconstruction from
         observed Nino 3 and Nino 4 (ERSST v5).
     per_longitude : numpy.ndarray
-        ``(k,)`` error standard deviation per profile row, ``box_std * sqrt(n_in_box)``.
+        ``(k,)`` error standard deviation per profile row (:func:`regression_residual`).
     n_in_box : int
         Rows inside Nino 3.4 (190E-240E).
     months : int
         Months of the record used.
+    effective_rows : float
+        Effective number of independent rows ``(tr C)^2 / tr(C^2)`` of the residual's correlation
+        ``C`` (``k`` without a correlation).
     """
 
     box_std: float
     per_longitude: np.ndarray
     n_in_box: int
     months: int
+    effective_rows: float = np.nan
 
 
 @functools.lru_cache(maxsize=1)
@@ -219,16 +223,34 @@ def _nino34_residual() -> tuple[float, int]:
     return float(diff[ok].std(ddof=1)), int(ok.sum())
 
 
-def regression_residual(longitudes=None) -> RegressionResidual:
-    """The per-row error of ``eq_sst`` at ``longitudes`` from the ERSST Nino 3.4 residual (module notes)."""
+def regression_residual(longitudes=None, correlation=None) -> RegressionResidual:
+    """The per-row error of ``eq_sst`` at ``longitudes`` from the ERSST Nino 3.4 residual.
+
+    Without ``correlation`` the rows' residuals are taken as independent: ``s = sigma_34 sqrt(k_b)``
+    for ``k_b`` rows in Nino 3.4 (module notes). With the residual's row-to-row correlation
+    ``C`` ``(k, k)`` (estimated from the operational model's own profile shape,
+    :func:`profile_observation`), ``s`` is the row error whose correlated box mean has the
+    measured variance, ``sigma_34 k_b / sqrt(1' C_b 1)``, times ``sqrt(k / k_eff)`` with
+    ``k_eff = (tr C)^2 / tr(C^2)``: the bridge's errors are independent per row, so the diagonal
+    is inflated until the ``k`` rows carry the information of ``k_eff`` independent ones.
+    """
     lon = eq_sst_longitudes() if longitudes is None else np.asarray(longitudes, dtype=float)
     box_std, months = _nino34_residual()
     x = np.mod(lon, 360.0)
-    k = max(1, int(((x >= _NINO34[0]) & (x <= _NINO34[1])).sum()))
-    return RegressionResidual(box_std, np.full(lon.size, box_std * np.sqrt(k)), k, months)
+    box = (x >= _NINO34[0]) & (x <= _NINO34[1])
+    k = max(1, int(box.sum()))
+    if correlation is None:
+        return RegressionResidual(box_std, np.full(lon.size, box_std * np.sqrt(k)), k, months, float(lon.size))
+    C = np.asarray(correlation, dtype=float)
+    if C.shape != (lon.size, lon.size) or not np.all(np.isfinite(C)):
+        raise InputValueError(f"correlation: expected a finite ({lon.size}, {lon.size}) matrix, got shape {C.shape}.")
+    k_eff = float(np.trace(C) ** 2 / np.trace(C @ C))
+    in_box = float(C[np.ix_(box, box)].sum()) if box.any() else float(k)
+    s = box_std * k / np.sqrt(max(in_box, 1e-12)) * np.sqrt(lon.size / k_eff)
+    return RegressionResidual(box_std, np.full(lon.size, s), k, months, k_eff)
 
 
-def equatorial_sst_operator(longitudes=None, *, shape_only: bool = True, variable: str = "tos"):
+def equatorial_sst_operator(longitudes=None, *, shape_only: bool = True, variable: str = "tos", correlation=None):
     """The ``eq_sst`` observation operator (5S-5N mean of ``variable`` at ``longitudes``).
 
     Parameters
@@ -241,6 +263,8 @@ def equatorial_sst_operator(longitudes=None, *, shape_only: bool = True, variabl
         ``nino4`` are assimilated too; module notes), else the profile itself.
     variable : str
         The SST variable of the fields.
+    correlation : numpy.ndarray, optional
+        ``(k, k)`` row-to-row correlation of the residual (:func:`regression_residual`).
 
     Returns
     -------
@@ -249,7 +273,7 @@ def equatorial_sst_operator(longitudes=None, *, shape_only: bool = True, variabl
     """
     lon = eq_sst_longitudes() if longitudes is None else np.asarray(longitudes, dtype=float)
     be, bc = regression_coefficients(lon)
-    floor = tuple(float(v) for v in regression_residual(lon).per_longitude)
+    floor = tuple(float(v) for v in regression_residual(lon, correlation).per_longitude)
     profile = ProfileOperator(EQ_SST, variable=variable, units="degC", error_floor=floor,
                               at=tuple(float(v) for v in lon), band=EQ_SST_BAND, along="lon")
     if not shape_only:
@@ -280,7 +304,7 @@ class ProfileObservation:
 
 
 def profile_observation(observations: xr.Dataset, grid_lon, *, assimilated=("nino3", "nino4"),
-                        climatology: bool = False, variable: str = "tos") -> ProfileObservation:
+                        climatology: bool = False, variable: str = "tos", fields=None) -> ProfileObservation:
     """``observations`` with ``eq_sst`` at the longitudes of a grid, and its operator.
 
     A profile already on ``(time, lon)`` in ``observations`` is kept (its longitudes must lie
@@ -306,6 +330,10 @@ def profile_observation(observations: xr.Dataset, grid_lon, *, assimilated=("nin
         climatology first (:func:`with_equatorial_sst`).
     variable : str
         The SST variable of the fields.
+    fields : xarray.Dataset, optional
+        The operational model's anomalies ``(time, lat, lon)``: the row-to-row correlation of
+        the shape of their profile stands for that of the regression residual
+        (:func:`regression_residual`); without them the rows' errors are taken as independent.
 
     Returns
     -------
@@ -333,4 +361,9 @@ def profile_observation(observations: xr.Dataset, grid_lon, *, assimilated=("nin
             out = observations.assign({EQ_SST: equatorial_sst_from_indices(observations["nino3"],
                                                                            observations["nino4"], lons)})
     shape = "nino3" in assimilated and "nino4" in assimilated
-    return ProfileObservation(out, equatorial_sst_operator(lons, shape_only=shape, variable=variable), not given)
+    correlation = None
+    if fields is not None and lons.size > 1:  # the residual is a shape: its correlation is the model's shape's
+        series = equatorial_sst_operator(lons, shape_only=True, variable=variable).apply(fields[variable])
+        correlation = np.corrcoef(np.asarray(series.values, dtype=float).T)
+    op = equatorial_sst_operator(lons, shape_only=shape, variable=variable, correlation=correlation)
+    return ProfileObservation(out, op, not given)
