@@ -22,6 +22,13 @@ set so that this assumption reproduces the measured box-mean error: with ``k`` r
 190E-240E, :math:`s = \\sigma_{34} \\sqrt{k}` (the variance of the mean of ``k`` independent
 errors of variance ``s^2`` is :math:`\\sigma_{34}^2`). This is conservative for the shape
 between rows and right for their box means.
+With the operational model's fields at hand (:func:`profile_observation` with ``fields``),
+the residual's row-to-row correlation ``C`` is taken to be that of the model's own profile shape
+(the residual *is* a shape), the row error is set so that the correlated box mean has the
+measured variance, and it is inflated by :math:`\\sqrt{k / k_{eff}}`,
+:math:`k_{eff} = (\\mathrm{tr}\\, C)^2 / \\mathrm{tr}(C^2)`, so that the bridge's independent
+row errors carry the information of :math:`k_{eff}` independent rows
+(:func:`regression_residual`).
 
 No double counting. The profile is a deterministic function of Nino 3 and Nino 4, so when
 those are assimilated too, the profile's amplitude information is theirs. Assimilating it as
