@@ -39,6 +39,7 @@ def test_written_groups_read_back_as_arviz_builds_them(tmp_path):
             for coord in var.coords:
                 np.testing.assert_array_equal(got[name][coord].values, var[coord].values)
     assert list(arviz_compat.summary(back, var_names=["s"]).index) == ["s[0]", "s[1]"]
+    assert list(arviz_compat.summary(back, var_names=["s"], coords={"observable": [1]}).index) == ["s[1]"]
 
 
 def test_building_and_writing_import_no_arviz(tmp_path):

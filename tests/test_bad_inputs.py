@@ -348,12 +348,20 @@ def _run_ids(folder: Path) -> set[str]:
 
 def test_the_command_line_checks_agree_with_the_library():
     # the CLI checks months and methods before torch loads, with its own copy of the rules
+    from typing import get_args
+
+    from bayesbridge.apps import bridge_options
     from bayesbridge.apps.reanalysis import parse_month
-    from bayesbridge.cli.assimilate import METHODS
+    from bayesbridge.bridge.bridge import CodecKind, DynamicsKind
+    from bayesbridge.cli import checks
     from bayesbridge.cli.checks import month
     from bayesbridge.infer import METHODS as ENGINES
 
-    assert set(METHODS) == set(ENGINES)
+    assert set(checks.METHODS) == set(ENGINES)
+    assert checks.CODECS == get_args(CodecKind) and checks.DYNAMICS == get_args(DynamicsKind)
+    assert checks.PROPOSALS == bridge_options.PROPOSALS
+    assert checks.MIN_PARTICLES == bridge_options.MIN_PARTICLES
+    assert checks.DEFAULT_PARTICLES == bridge_options.DEFAULT_PARTICLES
     for text in ("1950-01", "1-01", "850-3", "1950-01-16", "2000/02", "1950-01-01T00:00:00Z", "2000-13", "1950",
                  "bogus", "", "0-01", "2019-12-32", " 1950-01 "):
         try:
@@ -365,3 +373,52 @@ def test_the_command_line_checks_agree_with_the_library():
         except errors.TimeAxisError:
             got = errors.TimeAxisError
         assert got == expected, text
+
+
+# ---------------------------------------------------------------------------- issues 14 and 15: bridge options
+
+
+@pytest.mark.parametrize("command", ["assimilate", "demo"])
+def test_bridge_options_are_checked_before_the_work(files, capsys, tmp_path, command):
+    base = (["assimilate", "--observations", files["ok.csv"], "--vars", "nino3", *TINY] if command == "assimilate"
+            else ["demo", "--quick"])
+    base = [*base, "--out", tmp_path / "o"]
+    for args, expected in [
+        (("--codec", "pca"), "--codec: expected one of eof, autoencoder, vae, got 'pca'"),
+        (("--dynamics", "gru"), "--dynamics: expected one of linear, seasonal, neural, lstm, got 'gru'"),
+        (("--method", "mcmc"), "--method: expected one of enks, enkf, etkf, pf, svi, kalman"),
+        (("--method", "svi", "--dynamics", "lstm"), "--method, --dynamics: svi cannot fit"),
+        (("--method", "pf", "--particles", "1"), "--particles: a particle filter needs at least 10 particles"),
+        (("--method", "pf", "--proposal", "optimal"), "--proposal: expected one of auto, guided, bootstrap"),
+        (("--method", "enks", "--proposal", "guided"), "--proposal: only the particle filter uses --proposal"),
+        (("--particles", "500",), "--particles: only the particle filter uses --particles, got --method enks"),
+        (("--method", "pf", "--particles", "10000000000000"), "use --particles"),
+    ]:
+        assert expected in clear_error(capsys, *base, *args), args
+    assert not (tmp_path / "o").exists()
+
+
+def test_bridge_config_maps_particles_and_draws():
+    from bayesbridge.apps import bridge_options
+    from bayesbridge.apps.bridge_options import bridge_config
+    from bayesbridge.apps.demo import DemoConfig
+
+    cfg = bridge_config(method="pf", members=30, particles=500, proposal="bootstrap", codec="autoencoder",
+                        dynamics="lstm", latent_dim=3)
+    assert (cfg.method, cfg.members, cfg.codec, cfg.dynamics, cfg.latent_dim) == ("pf", 500, "autoencoder", "lstm", 3)
+    assert cfg.method_options == {"proposal": "bootstrap", "n_trajectories": 30}
+    default = bridge_config(method="pf", members=40)  # 2,000 particles carry the 40 smoothed draws
+    assert default.members == bridge_options.DEFAULT_PARTICLES == 2000
+    assert default.method_options == {"proposal": "auto", "n_trajectories": 40}
+    assert bridge_config(method="pf", members=3000).members == 3000  # never fewer particles than draws
+    assert bridge_config(method="etkf", members=12).method_options == {}
+    with pytest.raises(errors.ParameterError, match="particles: only the particle filter"):
+        bridge_config(method="enks", particles=100)
+    with pytest.raises(errors.ParameterError, match="particles: a particle filter needs"):
+        bridge_config(method="pf", members=5, particles=5)
+    with pytest.raises(errors.ParameterError, match="proposal: expected one of .auto., .guided., .bootstrap."):
+        bridge_config(method="pf", proposal="optimal")
+    demo = DemoConfig(quick=True, method="pf", particles=300, codec="vae", dynamics="neural")
+    assert demo.bridge_config().members == 300 and demo.bridge_config().method_options["n_trajectories"] == 40
+    with pytest.raises(errors.ParameterError, match="'svi' cannot fit"):
+        DemoConfig(quick=True, method="svi", dynamics="lstm")

@@ -134,6 +134,9 @@ def test_demo_quick_cli_writes_contract_outputs(tmp_path):
     for box in ("nino12", "nino3", "nino34", "nino4", "h_w"):
         for s in ("mean", "q05", "q95"):
             assert post[f"{box}_{s}"].dims == ("time",)
+    # h_w coverage: the truth's thermocline index inside the posterior's 5-95 % band
+    inside = ((truth["h_w"].values >= post["h_w_q05"].values) & (truth["h_w"].values <= post["h_w_q95"].values)).mean()
+    assert metrics["twin.uq.coverage90_h_w"] == pytest.approx(inside, abs=0.02)
     post.close()
     assert (out / "inference_data.nc").exists() and (out / "report.md").exists()
     assert len(list((out / "figures").glob("*.png"))) >= 5

@@ -1,5 +1,6 @@
 """Applications built on the library: the twin-experiment demo, reanalysis of observed indices,
-idealized-parameter propagation, Sobol sensitivity and the report.
+idealized-parameter propagation, Sobol sensitivity and the report, and the bridge settings the
+commands offer (``bridge_options``).
 
 Each module loads on first use (``bayesbridge.apps.demo`` ...).
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-__all__ = ["demo", "reanalysis", "propagate", "sensitivity", "sobol", "report", "scoring"]
+__all__ = ["demo", "bridge_options", "reanalysis", "propagate", "sensitivity", "sobol", "report", "scoring"]
 
 
 def __getattr__(name: str):

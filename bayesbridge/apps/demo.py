@@ -82,6 +82,15 @@ class DemoConfig:
         Ensemble members (default 40 with ``quick``, else 100).
     method : str
         Inference engine (see :func:`bayesbridge.infer.assimilate`).
+    codec : {"eof", "autoencoder", "vae"}
+        Latent codec (:class:`~bayesbridge.bridge.BridgeConfig`).
+    dynamics : {"linear", "seasonal", "neural", "lstm"}
+        Latent dynamics (:class:`~bayesbridge.bridge.BridgeConfig`; ``lstm`` not with ``svi``).
+    particles : int, optional
+        ``method="pf"`` only: particles of the filter (default 2,000, at least ``members``, the
+        number of smoothed trajectories; :mod:`bayesbridge.apps.bridge_options`).
+    proposal : {"auto", "guided", "bootstrap"}, optional
+        ``method="pf"`` only: the particle proposal (default ``"auto"``).
     stat_draws : int
         Posterior draws averaged for the bridged statistics (``docs/design.md`` section 6: about 20).
     cache_dir : str, optional
@@ -101,6 +110,8 @@ class DemoConfig:
     parameter_source : {"posterior", "prior"}
         Where the ``K`` vectors come from: the bundled calibration posterior (default,
         :mod:`bayesbridge.idealized.calibrated`) or the calibration's uniform prior box.
+    error_scales : {"fixed", "integrate"}
+        Error scales of the bridge (:attr:`~bayesbridge.bridge.BridgeConfig.error_scales`).
     """
 
     quick: bool = False
@@ -109,17 +120,24 @@ class DemoConfig:
     latent_dim: int = 20
     members: int | None = None
     method: str = "enks"
+    codec: str = "eof"
+    dynamics: str = "seasonal"
+    particles: int | None = None
+    proposal: str | None = None
     stat_draws: int = 20
     cache_dir: str | None = None
     twin: TwinSetting = "synchronized"
     observables: tuple[str, ...] = DEFAULT_OBSERVABLES
     parameter_draws: int = 0
     parameter_source: str = "posterior"
+    error_scales: str = "fixed"
 
     def __post_init__(self) -> None:
         check_choice(self.twin, "twin", TWIN_SETTINGS)
         self.observables = tuple(self.observables)
         check_choice(self.parameter_source, "parameter_source", PARAMETER_SOURCES)
+        # the choices of bayesbridge.bridge.scales.ERROR_SCALES, listed here so that no torch loads
+        check_choice(self.error_scales, "error_scales", ("integrate", "fixed"))
         if self.years is None:
             self.years = 40 if self.quick else 200
         if self.members is None:
@@ -132,6 +150,16 @@ class DemoConfig:
             raise ParameterError(
                 f"parameter_draws: expected an integer >= 0 (0 skips parameter uncertainty), got {self.parameter_draws!r}."
             )
+        self.bridge_config()  # refuses a bad codec, dynamics, method or particle setting now
+
+    def bridge_config(self):
+        """The :class:`~bayesbridge.bridge.BridgeConfig` of the demo's bridge
+        (:func:`~bayesbridge.apps.bridge_options.bridge_config`)."""
+        from bayesbridge.apps.bridge_options import bridge_config  # torch loads with it
+
+        return bridge_config(method=self.method, members=self.members, particles=self.particles,
+                             proposal=self.proposal, latent_dim=self.latent_dim, codec=self.codec,
+                             dynamics=self.dynamics, error_scales=self.error_scales)
 
 
 @dataclass
@@ -217,7 +245,7 @@ def run_demo(
 
 def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
     from bayesbridge import regions
-    from bayesbridge.bridge import Bridge, BridgeConfig
+    from bayesbridge.bridge import Bridge
     from bayesbridge.datasets import make_twin_experiment
     timer = _Timer(progress)
 
@@ -227,7 +255,7 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
         operational = twin.anomalies("operational")  # io.open_operational, cached with the twin
         truth = twin.anomalies("truth")
     with timer("fit"):
-        bridge = Bridge(BridgeConfig(latent_dim=cfg.latent_dim, members=cfg.members, method=cfg.method))
+        bridge = Bridge(cfg.bridge_config())
         bridge.fit(operational, seed=cfg.seed)
     with timer("assimilate"):
         run, operators = _idealized_observables(twin, cfg, operational)

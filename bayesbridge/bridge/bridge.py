@@ -44,6 +44,7 @@ import torch
 import xarray as xr
 
 from bayesbridge.bridge.observations import observations_from
+from bayesbridge.bridge.scales import ERROR_SCALES, ErrorScales, assimilate_error_scales
 from bayesbridge.devices import single_torch_thread
 from bayesbridge.dims import RUN_DIMS
 from bayesbridge.errors import (
@@ -54,8 +55,9 @@ from bayesbridge.errors import (
     ParameterError,
     VariableNotFoundError,
     check_choice,
+    check_int,
 )
-from bayesbridge.infer import METHODS, AssimilationResult, assimilate
+from bayesbridge.infer import METHODS, AssimilationResult
 from bayesbridge.regions import REGIONS, STANDARD_BOXES, Region, get_region
 
 __all__ = ["BridgeConfig", "Bridge", "BridgeResult", "OBSERVABLES", "RUN_DIMS", "DEFAULT_OBS_ERROR_FLOOR"]
@@ -104,6 +106,12 @@ class BridgeConfig:
         Extra arguments of the codec, dynamics and engine.
     progress : bool
         Progress bars for training steps.
+    error_scales : {"fixed", "integrate"}
+        Observation- and model-error scales at their nominal values (the representation error,
+        ``sigma = 1``), or integrated over their posterior under priors floored at the
+        representation error, one smoother draw per scale draw (:mod:`bayesbridge.bridge.scales`).
+    scale_draws : int
+        Scale draws ``K`` of ``error_scales="integrate"`` (``members // K`` trajectories each).
     device : str
         Where the torch work runs: ``"cpu"`` (default) or ``"cuda"`` / ``"cuda:<index>"``. Passed to
         the neural codec and dynamics (training and decoding) and to the inference engine; the
@@ -123,6 +131,8 @@ class BridgeConfig:
     dynamics_options: dict = field(default_factory=dict)
     method_options: dict = field(default_factory=dict)
     progress: bool = False
+    error_scales: ErrorScales = "fixed"
+    scale_draws: int = 10
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -134,6 +144,8 @@ class BridgeConfig:
         check_choice(self.codec, "codec", get_args(CodecKind))
         check_choice(self.dynamics, "dynamics", get_args(DynamicsKind))
         check_choice(self.method, "method", METHODS)
+        check_choice(self.error_scales, "error_scales", ERROR_SCALES)
+        check_int(self.scale_draws, "scale_draws", minimum=1)
         if self.dynamics == "lstm" and self.method == "svi":
             raise ParameterError(
                 "method: 'svi' cannot fit the lag-augmented state of dynamics='lstm' (its lag blocks "
@@ -184,7 +196,10 @@ class BridgeResult:
     observations : xarray.Dataset
         The assimilated indices on ``time``, or ``(run, time)`` for a batch of runs.
     obs_error : pandas.Series
-        Observation-error standard deviation used per index.
+        Observation-error standard deviation used per index (the nominal one, the floor of
+        integrated scales).
+    scales : ScaledAssimilation, optional
+        How the error scales were treated, and their draws when integrated.
     """
 
     posterior: object
@@ -192,6 +207,7 @@ class BridgeResult:
     model: object
     observations: xr.Dataset
     obs_error: pd.Series
+    scales: object = None
 
 
 class _ScaledBoxes:
@@ -522,8 +538,10 @@ class Bridge:
         if cfg.method in ("enkf", "etkf", "enks"):
             options.setdefault("inflation", cfg.inflation)
         with single_torch_thread():
-            result = assimilate(model, y, method=cfg.method, members=cfg.members, seed=seed, device=cfg.device,
-                                **options)
+            scaled = assimilate_error_scales(model, y, requested=cfg.error_scales, method=cfg.method,
+                                             members=cfg.members, seed=seed, device=cfg.device,
+                                             scale_draws=cfg.scale_draws, **options)
+        result = scaled.result
         series = [] if batched else [obs]
         if withheld is not None:
             series.append(observations_from(withheld))
@@ -546,4 +564,5 @@ class Bridge:
             model=model,
             observations=obs,
             obs_error=pd.Series(model.obs_scale.cpu().numpy(), index=list(rows.labels), name="obs_error"),
+            scales=scaled,
         )

@@ -31,7 +31,8 @@ def posterior_groups(post, include_latent: bool = True) -> dict:
     ``post``, as Datasets (:func:`bayesbridge.io.arviz_compat.build_groups`; no ArviZ import).
 
     Groups: ``posterior`` (latent states ``z`` on ``(chain, draw, time, latent)`` when
-    ``include_latent``, and the hyperparameters; ensemble/variational draws form one chain),
+    ``include_latent``, and the hyperparameters, e.g. integrated error scales ``obs_error_scale``
+    on ``(chain, draw, index)`` and ``model_error_scale``; ensemble/variational draws form one chain),
     ``posterior_predictive`` (index draws per box, ``(chain, draw, time)``), ``observed_data``
     (the observed indices on ``time``), ``sample_stats`` (``log_evidence`` of each draw's run and
     the engine's ``ess`` per step where it weighs particles, ``(chain, draw[, time])``; the draws
@@ -49,6 +50,10 @@ def posterior_groups(post, include_latent: bool = True) -> dict:
     posterior = {name: thin_draws(arr, n_post)[None] for name, arr in hyper.items()}
     dims: dict[str, list[str]] = {}
     coords: dict[str, np.ndarray] = {"time": np.asarray(post.time)}
+    if "obs_error_scale" in posterior:  # integrated scales (bayesbridge.bridge.scales), one per observable
+        m = posterior["obs_error_scale"].shape[-1]
+        dims["obs_error_scale"] = ["index"]
+        coords["index"] = np.asarray(post.assimilated if len(post.assimilated) == m else np.arange(m))
     if include_latent:
         z = post.latent_draws().permute(1, 0, 2).numpy().astype(np.float32)  # (draw, T, d), as decoded
         posterior["z"] = thin_draws(z, n_post)[None]

@@ -16,10 +16,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from bayesbridge.cli.bridge_options import (
+    CODEC_HELP,
+    DYNAMICS_HELP,
+    MEMBERS_HELP,
+    PARTICLES_HELP,
+    PROPOSAL_HELP,
+    check_engine_memory,
+)
 from bayesbridge.cli.checks import (
-    available_memory,
+    check_bridge_options,
     check_count,
-    check_memory,
     check_option_choice,
     check_seed,
     month_range,
@@ -31,8 +38,6 @@ from bayesbridge.cli.progress import status
 __all__ = ["assimilate_command"]
 
 DEFAULT_TWIN = {"years": 200, "seed": 0}  # the twin experiment of apps.reanalysis.default_operational
-METHODS = ("enks", "enkf", "etkf", "pf", "svi", "kalman")
-"""The engines (:data:`bayesbridge.infer.METHODS`), listed here so that options are checked before torch loads."""
 
 
 def assimilate_command(
@@ -44,12 +49,20 @@ def assimilate_command(
         list[Path] | None, typer.Option(help="Operational model files (CMIP6 netCDF; repeat or use a glob). Default: the bundled synthetic model.")
     ] = None,
     method: Annotated[str, typer.Option(help="enkf, etkf, enks, pf, svi or kalman.")] = "enks",
-    members: Annotated[int, typer.Option(help="Ensemble members / particles / draws (>= 2).")] = 100,
-    latent_dim: Annotated[int, typer.Option(help="Latent size of the EOF codec.")] = 20,
+    members: Annotated[int, typer.Option(help=MEMBERS_HELP)] = 100,
+    latent_dim: Annotated[int, typer.Option(help="Latent size of the codec.")] = 20,
+    codec: Annotated[str, typer.Option(help=CODEC_HELP)] = "eof",
+    dynamics: Annotated[str, typer.Option(help=DYNAMICS_HELP)] = "seasonal",
+    particles: Annotated[int | None, typer.Option(help=PARTICLES_HELP)] = None,
+    proposal: Annotated[str | None, typer.Option(help=PROPOSAL_HELP)] = None,
     start: Annotated[str | None, typer.Option(help="First month (YYYY-MM).")] = None,
     end: Annotated[str | None, typer.Option(help="Last month (YYYY-MM).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the assimilation (0 to 4294967295).")] = 0,
     member: Annotated[int | None, typer.Option(help="Member to read from a netCDF file holding an ensemble (member dimension).")] = None,
+    error_scales: Annotated[str, typer.Option(
+        help="integrate: average over the observation- and model-error scales' posterior (priors floored at "
+             "the representation error; enks/kalman, svi infers them; others use fixed); fixed: hold them at "
+             "the representation error.")] = "fixed",
 ) -> None:
     """Reconstruct fields with uncertainty from observed index series (reanalysis mode).
 
@@ -61,8 +74,8 @@ def assimilate_command(
     from bayesbridge.regions import STANDARD_BOXES
 
     names = parse_names(vars, "--vars", (*STANDARD_BOXES, "eq_sst"))
-    check_option_choice(method, "--method", METHODS)
-    check_count(members, "--members", minimum=2)
+    check_bridge_options(method, codec, dynamics, members, particles, proposal)
+    check_option_choice(error_scales, "--error-scales", ("integrate", "fixed"))
     check_count(latent_dim, "--latent-dim", minimum=1)
     check_seed(seed)
     start, end = month_range(start, end)
@@ -71,6 +84,7 @@ def assimilate_command(
     from bayesbridge.io import check_output_dir
 
     out = check_output_dir(out, "--out")
+    from bayesbridge.apps.bridge_options import bridge_config
     from bayesbridge.apps.reanalysis import (
         check_operational,
         default_operational,
@@ -78,7 +92,7 @@ def assimilate_command(
         reconstruct,
         reconstruction_memory,
     )
-    from bayesbridge.bridge import BridgeConfig, observations_from
+    from bayesbridge.bridge import observations_from
     from bayesbridge.bridge.export import posterior_groups
     from bayesbridge.devices import single_torch_thread
     from bayesbridge.io import arviz_compat, open_operational, output_set, write_netcdf
@@ -93,15 +107,13 @@ def assimilate_command(
             from bayesbridge.datasets import make_twin_experiment
 
             fields = make_twin_experiment(**DEFAULT_TWIN).operational
-        check_operational(fields, names, latent_dim=latent_dim, observations=selected)
+        check_operational(fields, names, latent_dim=latent_dim, seasonal=dynamics == "seasonal", observations=selected)
         months = int(selected.sizes["time"])
-        base = reconstruction_memory(months, 0, latent_dim, fields)
-        per_member = reconstruction_memory(months, 1, latent_dim, fields) - base
-        need = base + per_member * members
-        fits = max(0, int((available_memory() * 0.9 - base) // max(per_member, 1)))
-        fix = (f"use --members {fits} or fewer" if fits >= 2 else "shorten the period with --start/--end")
-        check_memory(need, f"--members {members} with --latent-dim {latent_dim} over {months} months", fix)
-    config = BridgeConfig(method=method, members=members, latent_dim=latent_dim)
+        check_engine_memory(lambda n, d: reconstruction_memory(months, n, d, fields), method=method,
+                            members=members, latent_dim=latent_dim, dynamics=dynamics, particles=particles,
+                            what=f"over {months} months", fix_period="shorten the period with --start/--end")
+    config = bridge_config(method=method, members=members, particles=particles, proposal=proposal,
+                           latent_dim=latent_dim, codec=codec, dynamics=dynamics, error_scales=error_scales)
     with status("reading the operational fields"):
         fields = fields.load() if operational else default_operational(**DEFAULT_TWIN)
     with status(f"fitting the latent space and assimilating {', '.join(names)} ({method})"), single_torch_thread():

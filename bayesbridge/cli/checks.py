@@ -13,11 +13,28 @@ from pathlib import Path
 
 from bayesbridge.errors import InputTypeError, ParameterError, ResourceLimitError, TimeAxisError
 
-__all__ = ["SEED_MAX", "check_seed", "check_count", "check_option_choice", "parse_names", "month",
-           "month_range", "available_memory", "check_memory"]
+__all__ = ["SEED_MAX", "METHODS", "CODECS", "DYNAMICS", "PROPOSALS", "MIN_PARTICLES", "DEFAULT_PARTICLES", "check_seed", "check_count",
+           "check_option_choice", "check_bridge_options", "parse_names", "month", "month_range",
+           "available_memory", "check_memory"]
 
 SEED_MAX = 2**32 - 1
 """Largest seed a command accepts (every generator of the package takes it)."""
+
+# The choices of the library, copied here so that options are checked before torch loads
+# (tests/test_bad_inputs.py checks that they agree with bayesbridge.infer, bayesbridge.bridge and
+# bayesbridge.apps.bridge_options).
+METHODS = ("enks", "enkf", "etkf", "pf", "svi", "kalman")
+"""The engines (:data:`bayesbridge.infer.METHODS`)."""
+CODECS = ("eof", "autoencoder", "vae")
+"""The codecs of :class:`bayesbridge.bridge.BridgeConfig`."""
+DYNAMICS = ("linear", "seasonal", "neural", "lstm")
+"""The latent dynamics of :class:`bayesbridge.bridge.BridgeConfig`."""
+PROPOSALS = ("auto", "guided", "bootstrap")
+"""The particle proposals (:data:`bayesbridge.apps.bridge_options.PROPOSALS`)."""
+MIN_PARTICLES = 10
+"""Fewest particles of the particle filter (:data:`bayesbridge.apps.bridge_options.MIN_PARTICLES`)."""
+DEFAULT_PARTICLES = 2000
+"""Particles of the filter without ``--particles`` (:data:`bayesbridge.apps.bridge_options.DEFAULT_PARTICLES`)."""
 
 # the rule of bayesbridge.apps.reanalysis.parse_month (kept here so that options are checked
 # before the heavy modules load; tests/test_bad_inputs.py checks that both agree)
@@ -49,6 +66,43 @@ def check_option_choice(value: str, option: str, options: Sequence[str]) -> str:
     if value not in options:
         raise ParameterError(f"{option}: expected one of {', '.join(options)}, got {value!r}.")
     return value
+
+
+def check_bridge_options(method: str, codec: str, dynamics: str, members: int | None, particles: int | None = None,
+                         proposal: str | None = None) -> None:
+    """Check ``--method``, ``--codec``, ``--dynamics``, ``--members``, ``--particles`` and ``--proposal`` together.
+
+    Each choice must be one of its options; ``svi`` cannot run with the LSTM's lag-augmented
+    state; ``--members`` is at least 2; ``--particles`` (at least :data:`MIN_PARTICLES`) and
+    ``--proposal`` belong to ``--method pf`` only, whose filter runs :data:`DEFAULT_PARTICLES`
+    (at least ``--members``) particles when ``--particles`` is not given
+    (:mod:`bayesbridge.apps.bridge_options`). ``members=None``:
+    a command without ``--members`` (its own sizes are valid).
+    """
+    if members is not None:
+        check_count(members, "--members", minimum=2)
+    check_option_choice(method, "--method", METHODS)
+    check_option_choice(codec, "--codec", CODECS)
+    check_option_choice(dynamics, "--dynamics", DYNAMICS)
+    if method == "svi" and dynamics == "lstm":
+        raise ParameterError(
+            "--method, --dynamics: svi cannot fit the lag-augmented state of the LSTM dynamics; use --method "
+            "enks, enkf, etkf or pf with --dynamics lstm, or --method svi with --dynamics linear, seasonal or neural."
+        )
+    given = [option for option, value in (("--particles", particles), ("--proposal", proposal)) if value is not None]
+    if given and method != "pf":
+        raise ParameterError(
+            f"{', '.join(given)}: only the particle filter uses {' and '.join(given)}, got --method {method}; "
+            f"drop {' and '.join(given)} or use --method pf."
+        )
+    if particles is not None:
+        if not isinstance(particles, int) or isinstance(particles, bool) or particles < MIN_PARTICLES:
+            raise ParameterError(
+                f"--particles: a particle filter needs at least {MIN_PARTICLES} particles (1000 or more for a "
+                f"posterior that does not collapse), got {particles!r}; pass e.g. --particles 1000."
+            )
+    if proposal is not None:
+        check_option_choice(proposal, "--proposal", PROPOSALS)
 
 
 def parse_names(text: str, option: str, known: Sequence[str]) -> list[str]:

@@ -8,8 +8,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from bayesbridge.cli.bridge_options import (
+    CODEC_HELP,
+    DEMO_PARTICLES_HELP,
+    DYNAMICS_HELP,
+    PROPOSAL_HELP,
+    check_engine_memory,
+)
 from bayesbridge.cli.checks import (
     available_memory,
+    check_bridge_options,
     check_count,
     check_memory,
     check_option_choice,
@@ -36,6 +44,14 @@ def demo(
         "--parameter-source",
         help="Where --parameter-draws come from: posterior (the bundled calibration posterior) or prior "
              "(the calibration's uniform prior box).")] = "posterior",
+    method: Annotated[str, typer.Option(help="Inference engine: enks, enkf, etkf, pf, svi or kalman.")] = "enks",
+    codec: Annotated[str, typer.Option(help=CODEC_HELP)] = "eof",
+    dynamics: Annotated[str, typer.Option(help=DYNAMICS_HELP)] = "seasonal",
+    particles: Annotated[int | None, typer.Option(help=DEMO_PARTICLES_HELP)] = None,
+    proposal: Annotated[str | None, typer.Option(help=PROPOSAL_HELP)] = None,
+    error_scales: Annotated[str, typer.Option(
+        help="integrate: average over the observation- and model-error scales' posterior (priors floored at "
+             "the representation error); fixed: hold them at the representation error.")] = "fixed",
 ) -> None:
     """Run the twin experiment end to end and write posterior.nc, inference_data.nc,
     metrics.json, report.md and figures/ into OUT."""
@@ -49,13 +65,24 @@ def demo(
     from bayesbridge.errors import check_choice
 
     check_choice(parameter_source, "--parameter-source", PARAMETER_SOURCES)
+    check_bridge_options(method, codec, dynamics, None, particles, proposal)
+    check_option_choice(error_scales, "--error-scales", ("integrate", "fixed"))
     out = check_output_dir(out, "--out")
     config = DemoConfig(quick=quick, seed=seed, parameter_draws=parameter_draws, parameter_source=parameter_source,
-                        twin=twin)
+                        method=method, codec=codec, dynamics=dynamics, particles=particles, proposal=proposal,
+                        error_scales=error_scales, twin=twin)
+    months = config.years * 12
+
+    def run_memory(n: int, d: int) -> int:
+        """Bytes of one assimilated run of ``n`` members of a ``d``-dimensional state (rough)."""
+        return months * (n * d * 8 * 6 + 6 * 8 * 5)
+
+    check_engine_memory(run_memory, method=method, members=config.members, latent_dim=config.latent_dim,
+                        dynamics=dynamics, particles=particles, what=f"over {months} months",
+                        fix_period="use --quick", members_option=False)
     if parameter_draws:
         # each draw is one idealized run, assimilated with the others in one batch
-        months = config.years * 12
-        per_draw = months * config.members * config.latent_dim * 8 * 6 + months * 6 * 8 * 5
+        per_draw = run_memory(config.members, config.latent_dim)
         fits = max(0, int(0.9 * available_memory() // per_draw) - 1)
         check_memory(per_draw * (parameter_draws + 1), f"--parameter-draws {parameter_draws}",
                      f"use --parameter-draws {fits} or fewer" + ("" if quick else ", or --quick"))

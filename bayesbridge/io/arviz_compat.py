@@ -176,12 +176,14 @@ def group_dataset(idata, name: str) -> xr.Dataset:
     return getattr(idata, name)
 
 
-def summary(idata, var_names: list[str] | None = None) -> pd.DataFrame:
+def summary(idata, var_names: list[str] | None = None, coords: Mapping[str, object] | None = None) -> pd.DataFrame:
     """Posterior summary table of ``idata``: mean, sd, HDI, ``ess_bulk``, ``ess_tail``, ``r_hat``.
 
-    ``var_names`` selects variables (default all of the posterior group).
+    ``var_names`` selects variables (default all of the posterior group); ``coords`` selects
+    labels along their other dimensions, e.g. ``{"latent": [0, 1], "time": [t]}`` for a few of
+    the ``(time, latent)`` states ``z`` (all of them make a table of ``T d`` rows).
     """
-    return _az().summary(idata, var_names=var_names)
+    return _az().summary(idata, var_names=var_names, coords=dict(coords) if coords else None)
 
 
 def rhat(idata, var_names: list[str] | None = None) -> xr.Dataset:
