@@ -39,6 +39,7 @@ __all__ = [
     "region_mask",
     "box_weights",
     "point_box_weights",
+    "grid_of_points",
     "box_index",
     "indices",
     "observable",
@@ -297,6 +298,43 @@ def box_weights(
     return (weights / total).transpose("lat", "lon").rename(f"{reg.name}_weights")
 
 
+def grid_of_points(points, variable: str, lat=None, lon=None, reader: str = "the operator"):
+    """The ``(lat, lon)`` grid of a codec's stacked points and where ``variable``'s points lie on it.
+
+    Parameters
+    ----------
+    points : pandas.MultiIndex
+        Levels ``(variable, lat, lon)``, one entry per stacked value.
+    variable : str
+        The variable whose points are wanted.
+    lat, lon : array-like, optional
+        The full grid (default: the distinct coordinates of ``variable``'s points).
+    reader : str
+        Who reads ``variable``, for the error message.
+
+    Returns
+    -------
+    sel, ii, jj : numpy.ndarray
+        ``(n,)`` positions of ``variable``'s entries in ``points`` and their grid indices.
+    lat, lon : numpy.ndarray
+        The grid coordinates.
+    """
+    names = np.asarray(points.get_level_values(0)).astype(str)
+    sel = np.flatnonzero(names == variable)
+    if sel.size == 0:
+        raise VariableNotFoundError(
+            f"variable: {reader} reads {variable!r}, but the points hold "
+            f"{', '.join(dict.fromkeys(names.tolist()))}; pass variable= explicitly (one of these)."
+        )
+    plat = np.asarray(points.get_level_values(1), dtype=float)[sel]
+    plon = np.asarray(points.get_level_values(2), dtype=float)[sel]
+    lat = np.unique(plat) if lat is None else np.asarray(lat, dtype=float)
+    lon = np.unique(plon) if lon is None else np.asarray(lon, dtype=float)
+    ii = np.abs(plat[:, None] - lat[None, :]).argmin(axis=1)
+    jj = np.abs(plon[:, None] - lon[None, :]).argmin(axis=1)
+    return sel, ii, jj, lat, lon
+
+
 def point_box_weights(
     points,
     region: str | Region,
@@ -335,20 +373,7 @@ def point_box_weights(
         As :func:`box_weights`.
     """
     reg = get_region(region)
-    name = variable or reg.variable
-    var = np.asarray(points.get_level_values(0)).astype(str)
-    sel = np.flatnonzero(var == name)
-    if sel.size == 0:
-        raise VariableNotFoundError(
-            f"variable: box {reg.name!r} averages {name!r}, but the points hold "
-            f"{', '.join(dict.fromkeys(var.tolist()))}; pass variable= explicitly."
-        )
-    plat = np.asarray(points.get_level_values(1), dtype=float)[sel]
-    plon = np.asarray(points.get_level_values(2), dtype=float)[sel]
-    lat = np.unique(plat) if lat is None else np.asarray(lat, dtype=float)
-    lon = np.unique(plon) if lon is None else np.asarray(lon, dtype=float)
-    ii = np.abs(plat[:, None] - lat[None, :]).argmin(axis=1)
-    jj = np.abs(plon[:, None] - lon[None, :]).argmin(axis=1)
+    sel, ii, jj, lat, lon = grid_of_points(points, variable or reg.variable, lat, lon, f"box {reg.name!r}")
     valid = np.zeros((lat.size, lon.size), dtype=bool)
     valid[ii, jj] = True
     coords = {"lat": lat, "lon": lon}

@@ -20,7 +20,7 @@ PACKAGE = ROOT / "bayesbridge"
 MAX_LINES = 600
 MAX_TOP_LEVEL = 8
 
-CORE = {"errors", "dims", "devices", "regions", "parallel"}
+CORE = {"errors", "dims", "devices", "regions", "operators", "parallel"}
 # room -> rooms it may import (besides itself); `data` is datasets.observed (the bundled records)
 ALLOWED: dict[str, set[str]] = {
     "core": {"core"},

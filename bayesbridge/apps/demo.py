@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -53,7 +54,14 @@ from bayesbridge.apps.scoring import (
 from bayesbridge.errors import ParameterError, check_choice
 from bayesbridge.io.outputs import output_set
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo"]
+__all__ = ["DemoConfig", "DemoResult", "run_demo", "TWIN_SETTINGS", "DEFAULT_OBSERVABLES"]
+
+TwinSetting = Literal["synchronized", "statistical"]
+TWIN_SETTINGS: tuple[str, ...] = get_args(TwinSetting)
+"""``synchronized``: the idealized run that drives the truth is assimilated (trajectory coverage is
+scored); ``statistical``: an idealized run independent of the truth (statistics and maps only)."""
+DEFAULT_OBSERVABLES: tuple[str, ...] = ("nino3", "nino4", "h_w", "eq_sst")
+"""What the demo assimilates from the idealized run (its own output, never the truth's fields)."""
 
 
 @dataclass
@@ -87,6 +95,13 @@ class DemoConfig:
         Posterior draws averaged for the bridged statistics (``docs/design.md`` section 6: about 20).
     cache_dir : str, optional
         Cache of the twin experiment (default ``$BAYESBRIDGE_CACHE_DIR``).
+    twin : {"synchronized", "statistical"}
+        Which idealized run is assimilated (:data:`TWIN_SETTINGS`): the one that drives the truth
+        (month-by-month coverage scored), or an independent run of the same model
+        (:func:`bayesbridge.datasets.twin.independent_idealized_run`; statistics and maps only).
+    observables : tuple of str
+        What is assimilated from the idealized run (default :data:`DEFAULT_OBSERVABLES`;
+        ``eq_sst`` is its equatorial SST profile, :mod:`bayesbridge.idealized.eq_sst`).
     parameter_draws : int
         ``K > 0``: also propagate idealized-model parameter uncertainty, ``K`` parameter vectors
         (:func:`~bayesbridge.apps.propagate.parameter_draws`), one run each, assimilated as one
@@ -111,11 +126,15 @@ class DemoConfig:
     proposal: str | None = None
     stat_draws: int = 20
     cache_dir: str | None = None
+    twin: TwinSetting = "synchronized"
+    observables: tuple[str, ...] = DEFAULT_OBSERVABLES
     parameter_draws: int = 0
     parameter_source: str = "posterior"
     error_scales: str = "fixed"
 
     def __post_init__(self) -> None:
+        check_choice(self.twin, "twin", TWIN_SETTINGS)
+        self.observables = tuple(self.observables)
         check_choice(self.parameter_source, "parameter_source", PARAMETER_SOURCES)
         # the choices of bayesbridge.bridge.scales.ERROR_SCALES, listed here so that no torch loads
         check_choice(self.error_scales, "error_scales", ("integrate", "fixed"))
@@ -228,8 +247,6 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
     from bayesbridge import regions
     from bayesbridge.bridge import Bridge
     from bayesbridge.datasets import make_twin_experiment
-    from bayesbridge.diagnostics import uq
-
     timer = _Timer(progress)
 
     with timer("twin"):
@@ -241,8 +258,8 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
         bridge = Bridge(cfg.bridge_config())
         bridge.fit(operational, seed=cfg.seed)
     with timer("assimilate"):
-        observed = twin.idealized_observations[["nino3", "nino4", "h_w"]]
-        res = bridge.assimilate(observed, seed=cfg.seed)
+        run, operators = _idealized_observables(twin, cfg, operational)
+        res = bridge.assimilate(run, list(cfg.observables), seed=cfg.seed, operators=operators)
     post = res.posterior
     n_stat = min(cfg.stat_draws, post.n_draws)
     with timer("decode"):
@@ -274,21 +291,18 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
             for src in ("operational", "bridged"):
                 metrics[f"twin.map_rmse.{stat}.{src}"] = weighted_rmse(maps[src][stat], maps["truth"][stat])
             metrics[f"twin.map_rmse.{stat}.pattern_bound"] = weighted_rmse(bound[stat], maps["truth"][stat])
-        scores = uq.uq_scores(post.index_draws("nino34"), idx_truth["nino34"].drop_vars(["area", "mask"], errors="ignore"))
-        metrics.update(scores.to_dict("twin.uq"))
-        for box in ("nino12", "nino3", "nino4", "h_w"):
-            if box not in idx_truth or box not in post.boxes:
-                continue
-            cov = uq.interval_coverage(post.index_draws(box), idx_truth[box], 0.9)
-            metrics[f"twin.uq.coverage90_{box}"] = float(cov)
+        metrics["twin.synchronized"] = float(cfg.twin == "synchronized")
+        if cfg.twin == "synchronized":  # month-by-month scores need the run that drives the truth
+            _coverage(metrics, post, idx_truth)
     with output_set(out) as stage:
         # the figures are drawn by forked processes while the job goes on and writes its files
-        report_figs = start_rendering(report_figure_jobs(maps, summary, idx_truth, post), stage / "figures")
+        sst = {"truth": truth["tos"], "operational": operational["tos"], "bridged (posterior mean)": summary["tos_mean"]}
+        report_figs = start_rendering(report_figure_jobs(maps, summary, idx_truth, post, sst), stage / "figures")
         explain_figs = None
         try:
             propagation = _propagate(cfg, twin, bridge, metrics, timer)
             with timer("explain"):
-                explanation = explain_assimilation(res, bridge.codec, twin.idealized_observations, cfg.seed)
+                explanation = explain_assimilation(res, bridge.codec, run, cfg.seed)
                 metrics.update(explanation.to_dict())
             explain_figs = start_rendering(explanation.figure_jobs(), stage / "figures")
             with timer("write"):
@@ -311,6 +325,42 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
         files = {k: out / p.relative_to(stage) for k, p in files.items()}
     return DemoResult(out_dir=out, metrics=metrics, files=files, bridge_result=res, twin=twin,
                       propagation=propagation)
+
+
+def _idealized_observables(twin, cfg: DemoConfig, fields):
+    """The idealized run to assimilate (``cfg.twin``) with its ``eq_sst`` profile, and the operators.
+
+    The profile is the run's own (:func:`bayesbridge.idealized.eq_sst.with_equatorial_sst`) at
+    :data:`~bayesbridge.idealized.eq_sst.EQ_SST_SPACING_DEG` spacing inside the operational grid;
+    with ``nino3`` and ``nino4`` assimilated too, only its shape is observed (no double counting,
+    :mod:`bayesbridge.idealized.eq_sst`).
+
+    Returns
+    -------
+    run : xarray.Dataset
+        The run's outputs on ``time``, ``eq_sst`` on ``(time, lon)``.
+    operators : list of ObservationOperator
+        The ``eq_sst`` operator when it is observed, else empty.
+    """
+    from bayesbridge.datasets.twin import independent_idealized_run
+    from bayesbridge.idealized.eq_sst import EQ_SST, profile_observation
+
+    run = twin.idealized_observations if cfg.twin == "synchronized" else independent_idealized_run(twin, cfg.seed)
+    if EQ_SST not in cfg.observables:
+        return run, []
+    prof = profile_observation(run, fields["lon"].values, assimilated=cfg.observables, climatology=True, fields=fields)
+    return prof.observations, [prof.operator]
+
+
+def _coverage(metrics: dict, post, idx_truth) -> None:
+    """Month-by-month UQ scores of the posterior box series against the truth (synchronized twin)."""
+    from bayesbridge.diagnostics import uq
+
+    scores = uq.uq_scores(post.index_draws("nino34"), idx_truth["nino34"].drop_vars(["area", "mask"], errors="ignore"))
+    metrics.update(scores.to_dict("twin.uq"))
+    for box in ("nino12", "nino3", "nino4", "h_w"):
+        if box in post.boxes and box in idx_truth:
+            metrics[f"twin.uq.coverage90_{box}"] = float(uq.interval_coverage(post.index_draws(box), idx_truth[box], 0.9))
 
 
 def _propagate(cfg: DemoConfig, twin, bridge, metrics: dict, timer):

@@ -328,6 +328,9 @@ def check_operational(operational: xr.Dataset, variables: Sequence[str], *, late
     from bayesbridge.regions import observable
 
     for name in variables:
+        if name == "eq_sst":  # the equatorial profile reads tos along the equator
+            _check_profile_grid(operational)
+            continue
         region = get_region(name)
         needed = region.variable
         if needed not in operational.data_vars:
@@ -425,6 +428,18 @@ class Reconstruction:
     structural: object = None
 
 
+def _check_profile_grid(operational: xr.Dataset) -> None:
+    from bayesbridge.idealized.eq_sst import eq_sst_longitudes
+
+    if "tos" not in operational.data_vars:
+        raise VariableNotFoundError(
+            f"operational: observing 'eq_sst' needs the variable 'tos', but the operational files only provide "
+            f"{', '.join(map(str, operational.data_vars)) or 'no variables'}; add the tos files or drop eq_sst."
+        )
+    lon = np.mod(np.asarray(operational["lon"].values, dtype=float), 360.0)
+    eq_sst_longitudes(float(lon.min()), float(lon.max()))
+
+
 def reconstruct(
     observations: xr.Dataset,
     variables: Sequence[str],
@@ -441,7 +456,10 @@ def reconstruct(
     observations : xarray.Dataset
         Monthly indices on ``time`` (see :func:`read_observations`).
     variables : sequence of str
-        Indices to assimilate (from :data:`bayesbridge.bridge.OBSERVABLES`).
+        Indices to assimilate (from :data:`bayesbridge.bridge.OBSERVABLES`), and ``eq_sst``: the
+        equatorial SST profile of the file, or derived from its ``nino3``/``nino4`` through the
+        regression (:func:`bayesbridge.idealized.eq_sst.profile_observation`), with the regression
+        residual in its error.
     operational : xarray.Dataset, optional
         Operational anomalies on ``(time, lat, lon)`` (:func:`bayesbridge.io.open_operational`);
         default :func:`default_operational`.
@@ -458,12 +476,20 @@ def reconstruct(
     -------
     Reconstruction
     """
+    from bayesbridge.idealized.eq_sst import EQ_SST, profile_observation
+
     observations = _one_member(observations)
-    obs = observations_from(observations, list(variables))  # validates names, time axis, values
+    boxes = [v for v in variables if v != EQ_SST]
+    obs = observations_from(observations, boxes)  # validates names, time axis, values
     operational = default_operational() if operational is None else operational
     cfg = config or BridgeConfig()
     check_operational(operational, variables, latent_dim=cfg.latent_dim, seasonal=cfg.dynamics == "seasonal",
                       observations=obs)
+    operators = []
+    if EQ_SST in variables:  # the profile of the file, or derived from its nino3/nino4 by the regression
+        prof = profile_observation(observations.sel(time=obs["time"]), operational["lon"].values, assimilated=boxes,
+                                   fields=operational)
+        obs, operators = obs.assign({EQ_SST: prof.observations[EQ_SST]}), [prof.operator]
     bridge = Bridge(cfg).fit(operational, seed=seed)
     # withheld: the other known indices of the file, observed by the grid, with a value in the period
     withheld = tuple(v for v in OBSERVABLES if v in observations.data_vars and v not in variables
@@ -473,11 +499,11 @@ def reconstruct(
     structural = None
     if structural_error and all(p in variables for p in PREDICTORS):
         structural = estimate_structural_error(bridge, [b for b in bridge.observables if b not in variables])
-    res = bridge.assimilate(obs, seed=seed, withheld=extra,
+    res = bridge.assimilate(obs, list(variables), seed=seed, withheld=extra, operators=operators,
                             structural_error=structural.terms() if structural is not None else None)
     summary = res.posterior.summary()
     rows = {}
-    for name in (*variables, *withheld):
+    for name in (*boxes, *withheld):
         y = observations[name].sel(time=obs["time"]).values.astype(float)
         mean, lo, hi = (summary[f"{name}_{s}"].values for s in ("mean", "q05", "q95"))
         ok = np.isfinite(y)

@@ -14,12 +14,13 @@ import xarray as xr
 
 from bayesbridge.plots.report import (
     SOURCES,
+    plot_equatorial_hovmoller,
     plot_index_pdfs,
     plot_index_posterior,
     plot_statistic_maps,
 )
 
-__all__ = ["write_report", "report_figure_jobs", "REPORT_FIGURES"]
+__all__ = ["write_report", "report_figure_jobs", "REPORT_FIGURES", "equatorial_section"]
 
 
 def _parameter_section(metrics: dict[str, float], per_source: dict, propagation) -> list[str]:
@@ -59,6 +60,15 @@ def _parameter_section(metrics: dict[str, float], per_source: dict, propagation)
     return [*lines, ""]
 
 
+def _twin_text(twin: str) -> str:
+    if twin == "statistical":
+        return ("Twin setting: **statistical**. The assimilated idealized run is independent of the run that "
+                "drives the truth (the paper's setting): only statistics and maps are scored, not month-by-month "
+                "agreement or coverage.")
+    return ("Twin setting: **synchronized**. The assimilated idealized run is the one that drives the truth, so "
+            "the posterior series can be scored month by month (coverage, CRPS).")
+
+
 def _fmt(x: float) -> str:
     return "nan" if x is None or not np.isfinite(x) else f"{x:.3f}"
 
@@ -68,12 +78,22 @@ REPORT_FIGURES: dict[str, str] = {
     "nino34_posterior": "Nino 3.4 posterior",
     "nino12_posterior": "Nino 1+2 posterior",
     "nino3_pdf": "Nino 3 PDF",
+    "equatorial_hovmoller": "equatorial SST anomaly: truth / operational / bridged",
 }
 """The report's own figures: file stem and caption."""
 
 
+def equatorial_section(sst: xr.DataArray, band: tuple[float, float] = (-5.0, 5.0)) -> xr.DataArray:
+    """The ``cos(lat)``-weighted band mean of ``sst`` ``(time, lat, lon)`` -> ``(time, lon)`` (land skipped)."""
+    band_sst = sst.sel(lat=(sst["lat"] >= band[0]) & (sst["lat"] <= band[1]))
+    weights = np.cos(np.deg2rad(band_sst["lat"])) * band_sst.notnull()
+    out = (band_sst.fillna(0.0) * weights).sum("lat") / weights.sum("lat").where(weights.sum("lat") > 0)
+    out.attrs["units"] = sst.attrs.get("units", "degC")
+    return out
+
+
 def report_figure_jobs(maps: dict[str, xr.Dataset], summary: xr.Dataset, truth_indices: xr.Dataset,
-                       posterior) -> dict:
+                       posterior, sst_fields: dict[str, xr.DataArray] | None = None) -> dict:
     """Callables drawing the figures of :data:`REPORT_FIGURES` (for
     :func:`bayesbridge.apps.rendering.start_rendering`).
 
@@ -87,6 +107,10 @@ def report_figure_jobs(maps: dict[str, xr.Dataset], summary: xr.Dataset, truth_i
         True ``nino34``, ``nino12`` and ``nino3`` series.
     posterior : Posterior
         Source of the Nino 3 draws of the PDF figure (up to 20).
+    sst_fields : dict of str to xarray.DataArray, optional
+        SST anomaly on ``(time, lat, lon)`` per source: their last ten years' equatorial sections
+        (:func:`equatorial_section`, computed in the drawing process) make the Hovmoeller
+        figure (left out when not given).
     """
     n_pdf = min(20, posterior.n_draws)
     pdf_series = {"truth": truth_indices["nino3"].values, "bridged": posterior.index_draws("nino3").values[:n_pdf]}
@@ -95,6 +119,9 @@ def report_figure_jobs(maps: dict[str, xr.Dataset], summary: xr.Dataset, truth_i
         "nino34_posterior": lambda: plot_index_posterior(summary, truth_indices["nino34"]),
         "nino12_posterior": lambda: plot_index_posterior(summary, truth_indices["nino12"], box="nino12"),
         "nino3_pdf": lambda: plot_index_pdfs(pdf_series),
+        **({"equatorial_hovmoller": lambda: plot_equatorial_hovmoller(
+            {k: equatorial_section(v.isel(time=slice(-120, None))) for k, v in sst_fields.items()})}
+           if sst_fields else {}),
     }
 
 
@@ -164,10 +191,12 @@ def write_report(
             "# bayesbridge twin experiment",
             "",
             "A synthetic operational model with documented ENSO biases is bridged to the idealized "
-            "multiscale ENSO model by assimilating the idealized run's Nino 3, Nino 4 and h_W in the "
-            "operational model's latent space. Bridged statistics come from whole-trajectory posterior "
-            f"draws ({metrics.get('twin.uq.n_members', float('nan')):.0f} draws; statistics averaged "
-            "over up to 20) plus the decoder's representation error, never from the posterior mean.",
+            f"multiscale ENSO model by assimilating the idealized run's {', '.join(config.get('observables', ()))} "
+            "in the operational model's latent space. Bridged statistics come from whole-trajectory "
+            "posterior draws (statistics averaged over up to 20) plus the decoder's representation "
+            "error, never from the posterior mean.",
+            "",
+            _twin_text(config.get("twin", "synchronized")),
             "",
             f"Configuration: `{config}`",
             "",
@@ -184,7 +213,7 @@ def write_report(
             *_parameter_section(metrics, per_source, propagation),
             "## Uncertainty of the posterior Nino 3.4 series against the truth",
             "",
-            *uq_rows,
+            *(uq_rows if len(uq_rows) > 2 else ["Not scored: the statistical twin's run is independent of the truth."]),
             "",
             "## Timings",
             "",

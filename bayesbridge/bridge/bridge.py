@@ -58,7 +58,7 @@ from bayesbridge.errors import (
     check_int,
 )
 from bayesbridge.infer import METHODS, AssimilationResult
-from bayesbridge.regions import STANDARD_BOXES, Region, get_region
+from bayesbridge.regions import REGIONS, STANDARD_BOXES, Region, get_region
 
 __all__ = ["BridgeConfig", "Bridge", "BridgeResult", "OBSERVABLES", "RUN_DIMS", "DEFAULT_OBS_ERROR_FLOOR"]
 
@@ -346,7 +346,7 @@ class Bridge:
 
         out = {}
         for name in OBSERVABLES:
-            reg = self.config.region(name)
+            reg = self._region(name, residual.data_vars)
             if reg.variable not in residual:
                 continue
             try:
@@ -355,6 +355,13 @@ class Bridge:
                 continue
             out[name] = float(series.std())
         return out
+
+    def _region(self, name: str, variables) -> Region:
+        """:meth:`BridgeConfig.region`, with ``h_w`` read from ``d20`` (m, scale 1) when ``variables`` holds it."""
+        reg = self.config.region(name)
+        if reg.name == "h_w" and "d20" in variables:
+            return dataclasses.replace(reg, variable="d20", scale=1.0, units="m")
+        return reg
 
     def _require(self) -> None:
         if self.codec is None:
@@ -379,20 +386,37 @@ class Bridge:
         return np.nan_to_num(out)
 
     # ------------------------------------------------------------------ assimilation
-    def state_space_model(self, names: Sequence[str], start_month: int):
-        """The :class:`~bayesbridge.model.StateSpaceModel` observing ``names`` (run starting in ``start_month``)."""
-        from bayesbridge.model import BoxObservation, StateSpaceModel
+    def _operators(self, names: Sequence[str], given: Mapping) -> list:
+        """The operator of each of ``names``: given, else the standard box's."""
+        from bayesbridge.bridge.observables import standard_operator
+
+        return [given[n] if n in given else standard_operator(n, self.config, self.codec.variables) for n in names]
+
+    def state_space_model(self, names: Sequence[str], start_month: int, operators=None):
+        """The :class:`~bayesbridge.model.StateSpaceModel` observing ``names`` (run starting in ``start_month``).
+
+        ``operators`` (:class:`~bayesbridge.operators.ObservationOperator` objects, a sequence or a
+        mapping by name) define the observables that are not standard boxes (a profile such as
+        ``eq_sst``, points, user operators); the others are :func:`~bayesbridge.bridge.observables.standard_operator`.
+        The latent observation operator is built once from their stacked rows
+        (:mod:`bayesbridge.bridge.observables`).
+        """
+        from bayesbridge.bridge.observables import operator_mapping, stacked_rows
+        from bayesbridge.model import OperatorObservation, StateSpaceModel
 
         self._require()
-        cannot = [n for n in names if n not in self.box_residual_std]
+        given = operator_mapping(operators)
+        cannot = [n for n in names if n not in self.box_residual_std and n not in given]
         if cannot:
+            needs = ", ".join(get_region(n).variable if n in REGIONS else "its operator" for n in cannot)
             raise VariableNotFoundError(
-                f"variables: {cannot} cannot be observed by this operational model (needs variable "
-                f"{', '.join(get_region(n).variable for n in cannot)}); observable: {', '.join(self.observables)}."
+                f"variables: {cannot} cannot be observed by this operational model (needs variable {needs}; "
+                f"an observable other than a box, e.g. eq_sst, needs its operator: pass "
+                f"operators=[bayesbridge.idealized.equatorial_sst_operator()]); observable: {', '.join(self.observables)}."
             )
-        boxes = BoxObservation(self.codec, tuple(names))
-        scale = torch.tensor([self.config.region(n).scale for n in names], dtype=torch.float64, device="cpu")
-        observe = _ScaledBoxes(boxes, scale)
+        ops = self._operators(names, given)
+        rows = stacked_rows(ops, self.codec.points)
+        observe = OperatorObservation(self.codec, torch.as_tensor(rows, dtype=torch.float64, device="cpu"))
         if self.config.codec == "eof":
             # A linear decoder makes the operator affine, h(z) = c + H z: precompute it instead of
             # decoding every member's full field at every step (exact, and far cheaper).
@@ -401,8 +425,17 @@ class Bridge:
                 probe = observe(torch.cat([torch.zeros(1, d, device="cpu"), torch.eye(d, device="cpu")]).to(torch.float64))
             observe = _AffineObservation(probe[0], (probe[1:] - probe[0]).mT.contiguous())
 
-        floor = self.config.obs_error_floor
-        obs_error = np.array([np.hypot(floor[n], self.box_residual_std[n]) for n in names])
+        # representation error per row: the codec residual of the training data under the row
+        represent = np.std(self.residual_points.astype(np.float64) @ rows.T, axis=0)
+        errors, labels = [], []
+        for n, op in zip(names, ops, strict=True):
+            k = len(labels)
+            labels.extend(op.row_labels())
+            if n in given:
+                errors.append(np.hypot(op.floors(), represent[k: len(labels)]))
+            else:
+                errors.append([np.hypot(self.config.obs_error_floor[n], self.box_residual_std[n])])
+        obs_error = np.concatenate([np.asarray(e, dtype=float) for e in errors])
         dynamics = copy.copy(self.dynamics)
         if hasattr(dynamics, "start_month"):
             dynamics.start_month = int(start_month)
@@ -414,7 +447,7 @@ class Bridge:
             obs_error,
             initial_mean=torch.zeros(z.shape[1], dtype=torch.float64, device="cpu"),
             initial_cov=cov,
-            obs_names=tuple(names),
+            obs_names=tuple(labels),
         )
 
     def assimilate(
@@ -425,6 +458,7 @@ class Bridge:
         seed: int = 0,
         withheld=None,
         boxes: Sequence[str] | None = None,
+        operators=None,
         structural_error=None,
     ) -> BridgeResult:
         """Assimilate index observations and return the decoded posterior.
@@ -454,6 +488,11 @@ class Bridge:
             for validation.
         boxes : sequence of str, optional
             Boxes whose posterior series are reported (default: all standard boxes available).
+        operators : sequence of ObservationOperator, optional
+            Operators of observables other than the standard boxes (e.g.
+            :func:`bayesbridge.idealized.equatorial_sst_operator`); a multi-row one is observed by
+            a variable of the same name with its row dimension (``eq_sst(time, lon)``,
+            :mod:`bayesbridge.bridge.observables`).
         structural_error : mapping, optional
             Structural-error terms of unobserved boxes (:class:`~bayesbridge.bridge.posterior.Posterior`;
             :func:`bayesbridge.apps.structural.structural_error` estimates them).
@@ -465,15 +504,35 @@ class Bridge:
             ``(run, time)`` and the posterior holds ``run x members`` draws; its stored
             observation series are then only the ``withheld`` ones (one series per name).
         """
+        from bayesbridge.bridge.observables import (
+            observation_rows,
+            operator_mapping,
+            profile_rows,
+            split_profiles,
+        )
         from bayesbridge.bridge.posterior import Posterior
 
         self._require()
-        obs = observations_from(observations, variables, runs=True)
-        names = list(obs.data_vars)
+        given = operator_mapping(operators)
+        rest, profiles = split_profiles(observations, given)
+        wanted = None if variables is None else [v for v in variables if v not in profiles]
+        parts = [p for op in given.values() for p in getattr(op, "part_names", ())]
+        if wanted is not None:  # the parts of a contrast are read even when not assimilated
+            wanted += [p for p in dict.fromkeys(parts) if p not in wanted and isinstance(rest, xr.Dataset) and p in rest]
+        # only operator series wanted: the standard indices present give the checked time axis
+        obs = observations_from(rest, wanted or None, runs=True)
+        obs = obs if wanted or wanted is None else obs.drop_vars(list(obs.data_vars))
+        names = [v for v in (variables if variables is not None else [*obs.data_vars, *profiles])]
+        missing = [v for v in names if v not in obs and v not in profiles]
+        if missing:
+            raise VariableNotFoundError(f"variables: {missing} not in the observations.")
+        profiles = {n: profile_rows(profiles[n], given[n], obs["time"]) for n in names if n in profiles}
         batched = "run" in obs.dims
         start_month = int(obs["time"].dt.month.values[0])
-        model = self.state_space_model(names, start_month)
-        y = np.stack([obs[n].values for n in names], axis=-1)  # (T, m) or (run, T, m)
+        model = self.state_space_model(names, start_month, given)
+        rows = observation_rows(obs, profiles, names, self._operators(names, given))
+        y = rows.y  # (T, m) or (run, T, m)
+        obs = rows.stored
         cfg = self.config
         options = dict(cfg.method_options)
         if cfg.method in ("enkf", "etkf", "enks"):
@@ -496,7 +555,7 @@ class Bridge:
             representation_residuals=self.residual_points if cfg.representation_error else None,
             seed=seed,
             boxes=boxes,
-            regions={n: cfg.region(n) for n in OBSERVABLES},
+            regions={n: self._region(n, self.codec.variables) for n in OBSERVABLES},
             structural_error=structural_error,
         )
         return BridgeResult(
@@ -504,6 +563,6 @@ class Bridge:
             result=result,
             model=model,
             observations=obs,
-            obs_error=pd.Series(model.obs_scale.cpu().numpy(), index=names, name="obs_error"),
+            obs_error=pd.Series(model.obs_scale.cpu().numpy(), index=list(rows.labels), name="obs_error"),
             scales=scaled,
         )

@@ -68,6 +68,11 @@ def posterior_groups(post, include_latent: bool = True) -> dict:
     for name, values in post.observations.items():
         observed[name] = values
         dims[name] = ["time"]
+    for name, da in post.profile_observations.items():  # e.g. eq_sst on (time, eq_sst_lon)
+        observed[name] = np.asarray(da.values)
+        dims[name] = list(da.dims)
+        if da.dims[1] in da.coords:
+            coords[da.dims[1]] = np.asarray(da[da.dims[1]].values)
     n_batch, members = post.draws.n_batch, post.draws.members
     per_draw_run = np.repeat(np.arange(n_batch), members)
     log_ev = result.log_evidence.detach().reshape(-1).to(torch.float64).cpu().numpy()

@@ -201,6 +201,10 @@ class Posterior:
             self.grid, self.n_draws, self.seed, residuals=representation_residuals,
             std=as_representation_std(representation_std, self.grid, codec),
         )
+        from bayesbridge.bridge.observables import split_stored
+
+        # multi-row observations (a profile on (time, <name>_lon)) are kept apart from the series
+        self.profile_observations, observations = split_stored(observations, self.n_steps)
         self.observations = self._observations(observations)
         self.assimilated = self._assimilated(assimilated)
         self._boxes = box_weights_for(self.points, self.variables, self.lat, self.lon, boxes, area, regions)
@@ -258,7 +262,7 @@ class Posterior:
         if assimilated is None:
             return tuple(self.observations)
         names = tuple(assimilated)
-        unknown = [n for n in names if n not in self.observations]
+        unknown = [n for n in names if n not in self.observations and n not in self.profile_observations]
         if unknown:
             raise VariableNotFoundError(
                 f"assimilated: {', '.join(unknown)} not among the observations "
@@ -270,7 +274,7 @@ class Posterior:
         if assimilated is None:
             return tuple(self.observations)
         names = tuple(assimilated)
-        unknown = [n for n in names if n not in self.observations]
+        unknown = [n for n in names if n not in self.observations and n not in self.profile_observations]
         if unknown:
             raise VariableNotFoundError(
                 f"assimilated: {', '.join(unknown)} not among the observations "
@@ -359,6 +363,10 @@ class Posterior:
             reduced.grids, reduced.index, time=self.time, lat=self.lat, lon=self.lon, units=self.units,
             boxes=self._boxes, observations=self.observations, assimilated=self.assimilated,
             attrs=self._global_attrs())
+        if self.profile_observations:
+            from bayesbridge.bridge.observables import with_stored_profiles
+
+            self._summary = with_stored_profiles(self._summary, self.profile_observations, self.assimilated)
 
     def draw_statistic_maps(self, draws, variable: str = "tos") -> xr.Dataset:
         """Standard-deviation and skewness maps of whole-trajectory draws, averaged over ``draws``.

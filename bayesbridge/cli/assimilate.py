@@ -42,7 +42,8 @@ DEFAULT_TWIN = {"years": 200, "seed": 0}  # the twin experiment of apps.reanalys
 
 def assimilate_command(
     observations: Annotated[Path, typer.Option(help="Index file: CSV with a 'time' column (YYYY-MM) or netCDF.")],
-    vars: Annotated[str, typer.Option("--vars", help="Indices to assimilate, comma-separated (nino3,nino4[,h_w,nino34,nino12]).")],
+    vars: Annotated[str, typer.Option("--vars", help="Indices to assimilate, comma-separated (nino3,nino4[,h_w,nino34,nino12,eq_sst]); eq_sst: "
+                                                      "the equatorial SST profile, derived from nino3/nino4 by the regression.")],
     out: Annotated[Path, typer.Option(help="Output folder (created if missing; other files in it are kept).")],
     operational: Annotated[
         list[Path] | None, typer.Option(help="Operational model files (CMIP6 netCDF; repeat or use a glob). Default: the bundled synthetic model.")
@@ -72,7 +73,7 @@ def assimilate_command(
     """
     from bayesbridge.regions import STANDARD_BOXES
 
-    names = parse_names(vars, "--vars", STANDARD_BOXES)
+    names = parse_names(vars, "--vars", (*STANDARD_BOXES, "eq_sst"))
     check_bridge_options(method, codec, dynamics, members, particles, proposal)
     check_option_choice(error_scales, "--error-scales", ("integrate", "fixed"))
     check_count(latent_dim, "--latent-dim", minimum=1)
@@ -98,7 +99,7 @@ def assimilate_command(
 
     with status("checking the observations and the operational model"):
         obs = read_observations(observations, start=start, end=end, member=member)
-        selected = observations_from(obs, names)
+        selected = observations_from(obs, [n for n in names if n != "eq_sst"])
         if operational:
             sources = [str(p) for p in operational]
             fields = open_operational(sources[0] if len(sources) == 1 else sources, region=None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from bayesbridge.model.affine import AffineStructure
 from bayesbridge.model.linear_gaussian import LinearGaussianModel, LinearTransition
-from bayesbridge.model.observation import BoxObservation
+from bayesbridge.model.observation import BoxObservation, OperatorObservation
 from bayesbridge.model.protocol import StateSpace
 from bayesbridge.model.state_space import StateSpaceModel, as_state_space_model
 from bayesbridge.model.tensors import as_tensor
@@ -24,6 +24,7 @@ __all__ = [
     "StateSpaceModel",
     "LinearTransition",
     "BoxObservation",
+    "OperatorObservation",
     "AffineStructure",
     "as_state_space_model",
 ]

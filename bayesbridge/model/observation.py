@@ -1,4 +1,4 @@
-"""Observation operators on decoded fields: box averages in observation units."""
+"""Observation operators on decoded fields: box averages and operator rows, in observation units."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from bayesbridge.errors import InputTypeError
 
-__all__ = ["BoxObservation"]
+__all__ = ["BoxObservation", "OperatorObservation"]
 
 
 class BoxObservation:
@@ -74,3 +74,31 @@ class BoxObservation:
         new = copy.copy(self)
         new.weights = self.weights.to(resolve_device(device))
         return new
+
+
+class OperatorObservation:
+    """``h(z) = decode(z) @ W^T`` for operator rows ``W`` ``(m, n_points)`` (scales included).
+
+    The nonlinear-codec counterpart of an affine operator: every member's field is decoded and
+    the rows applied, without linearisation.
+
+    Parameters
+    ----------
+    codec : Codec
+        With ``decode_tensor`` ``(*batch, d) -> (*batch, n_points)``.
+    weights : torch.Tensor
+        ``(m, n_points)`` float64.
+    """
+
+    def __init__(self, codec, weights) -> None:
+        self.codec, self.weights = codec, weights
+
+    def __call__(self, z):
+        """Observables ``(*batch, m)`` of ``z`` ``(*batch, d)`` (float64)."""
+        return self.codec.decode_tensor(z).to(torch.float64) @ self.weights.to(z.device).mT
+
+    def to(self, device) -> OperatorObservation:
+        """A copy with the rows on ``device`` (the codec is shared)."""
+        from bayesbridge.devices import resolve_device
+
+        return OperatorObservation(self.codec, self.weights.to(resolve_device(device)))

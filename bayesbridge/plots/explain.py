@@ -76,9 +76,23 @@ def plot_gain_maps(gains: GainMaps, *, month: int | None = None, cmap: str = "Rd
             ds = ds.sel(month=month)
         else:
             raise InputValueError(f"month: expected an integer in 1..12 or None, got {month!r}.")
-    labels = [f"unit {k} innovation" for k in ds["index"].values]
+    ds, labels = _profiles_summed(ds)
     when = f", month {month}" if month is not None else ""
     return _panel_grid(ds, "index", labels, f"Physical gain ({gains.method}{when})", cmap)
+
+
+def _profiles_summed(ds: xr.Dataset) -> tuple[xr.Dataset, list[str]]:
+    """Gains with the rows of each profile (``name[coord]``) summed: the gain of a unit innovation
+    of the whole profile, one panel instead of one per row; and the panel labels."""
+    names = [str(k) for k in ds["index"].values]
+    groups = list(dict.fromkeys(n.split("[")[0] for n in names))
+    if len(groups) == len(names):
+        return ds, [f"unit {k} innovation" for k in names]
+    key = xr.DataArray([n.split("[")[0] for n in names], dims="index")
+    out = ds.groupby(key.rename("group")).sum("index", keep_attrs=True).rename({"group": "index"}).sel(index=groups)
+    out = out.where(ds.isel(index=0).notnull())  # land stays NaN
+    labels = [f"unit {k} innovation" if k in names else f"unit {k} profile innovation (all rows)" for k in groups]
+    return out, labels
 
 
 def plot_increment_maps(increments: LatentIncrements, *, cmap: str = "RdBu_r") -> Figure:

@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 
 from bayesbridge.plots.layout import fixed_margins, map_axes
 
-__all__ = ["SOURCES", "plot_statistic_maps", "plot_index_posterior", "plot_index_pdfs", "save_figure"]
+__all__ = [
+    "plot_equatorial_hovmoller","SOURCES", "plot_statistic_maps", "plot_index_posterior", "plot_index_pdfs", "save_figure"]
 
 SOURCES: tuple[str, ...] = ("truth", "operational", "bridged")
 """The three sources compared in every figure, in panel order."""
@@ -162,4 +163,43 @@ def plot_index_pdfs(series: dict[str, np.ndarray], box: str = "nino3"):
     ax.set_ylim(1e-4, None)
     ax.legend()
     ax.set_title(f"{box} distribution (log scale: tails)", y=1.0)
+    return fig
+
+
+def plot_equatorial_hovmoller(sections: dict[str, xr.DataArray], last_months: int = 120, cmap: str = "RdBu_r"):
+    """Time-longitude (Hovmoeller) diagrams of the equatorial SST anomaly, one panel per source.
+
+    Parameters
+    ----------
+    sections : dict of str to xarray.DataArray
+        The 5S-5N mean SST anomaly on ``(time, lon)`` per source (e.g. ``truth``,
+        ``operational``, ``bridged``), monthly, same length; one shared symmetric colour scale.
+    last_months : int
+        Number of final months drawn; the y axis is years since the start of the run.
+    cmap : str
+        Diverging colormap (centred at 0).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from matplotlib.colors import TwoSlopeNorm
+
+    fig = Figure(figsize=(3.6 * len(sections) + 1.2, 6.0))
+    axes = fig.subplots(1, len(sections), squeeze=False, sharey=True)[0]
+    fixed_margins(fig, left=0.75, right=1.0, bottom=0.55, top=0.65, wspace=0.25)
+    cut = {k: v.isel(time=slice(max(0, v.sizes["time"] - last_months), None)) for k, v in sections.items()}
+    vmax = max(float(np.nanmax(np.abs(v.values))) for v in cut.values()) or 1.0
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-vmax, vmax=vmax)
+    mesh = None
+    for ax, (name, da) in zip(axes, cut.items(), strict=True):
+        years = np.arange(da.sizes["time"]) / 12.0
+        mesh = ax.pcolormesh(da["lon"].values, years, np.asarray(da.transpose("time", "lon").values), cmap=cmap,
+                             norm=norm, shading="auto")
+        ax.set_title(name, y=1.0)
+        ax.set_xlabel("longitude (°E)")
+    axes[0].set_ylabel(f"years (last {last_months // 12})")
+    units = next(iter(sections.values())).attrs.get("units", "degC")
+    fig.colorbar(mesh, ax=list(axes), shrink=0.9, fraction=0.04, pad=0.02).set_label(f"SST anomaly ({units})")
+    fig.suptitle("Equatorial (5S-5N) SST anomaly")
     return fig

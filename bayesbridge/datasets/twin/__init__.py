@@ -55,6 +55,7 @@ from bayesbridge.datasets.twin.drivers import OBSERVED_VARIABLES
 from bayesbridge.datasets.twin.experiment import (
     TwinExperiment,
     default_cache_dir,
+    independent_idealized_run,
     make_twin_experiment,
     twin_from_drivers,
 )
@@ -91,5 +92,6 @@ __all__ = [
     "twin_from_drivers",
     "default_cache_dir",
     "make_twin_experiment",
+    "independent_idealized_run",
     "write_cmip6",
 ]

@@ -36,7 +36,7 @@ from bayesbridge.datasets.twin.synthesis import (
 from bayesbridge.errors import DataFileError, InputValueError, check_int
 from bayesbridge.io import atomic_path, check_output_dir
 
-__all__ = ["TwinExperiment", "twin_from_drivers", "default_cache_dir", "make_twin_experiment"]
+__all__ = ["TwinExperiment", "twin_from_drivers", "default_cache_dir", "make_twin_experiment", "independent_idealized_run"]
 
 
 @dataclass
@@ -288,3 +288,35 @@ def make_twin_experiment(years: int = 200, seed: int = 0, *, cache_dir: str | os
                 f"set BAYESBRIDGE_CACHE_DIR to a writable folder, or pass use_cache=False."
             ) from exc
     return twin
+
+
+def independent_idealized_run(twin: TwinExperiment, seed: int) -> xr.Dataset:
+    """An idealized run independent of the truth, on the twin's months: the statistical twin.
+
+    ``MultiscaleENSO().simulate`` as in :func:`make_twin_experiment`, with its seed drawn from
+    stream ``STREAMS["statistical_driver"]`` of ``SeedSequence([seed, stream])`` instead of the
+    truth's: the same model and length, an unrelated trajectory. Only statistics (index
+    statistics, std and skewness maps) can be scored against the truth with it, not month by
+    month agreement.
+
+    Parameters
+    ----------
+    twin : TwinExperiment
+        Gives the months (``truth_driver``'s time axis).
+    seed : int
+        Master seed (>= 0).
+
+    Returns
+    -------
+    xarray.Dataset
+        Every output of the run on the twin's ``time`` (``nino3``, ``nino4``, ``h_w``, ...).
+    """
+    from bayesbridge.idealized import MultiscaleENSO
+
+    seed = check_int(seed, "seed", minimum=0)
+    time = twin.truth_driver["time"].values
+    years = -(-time.size // 12)
+    s = int(np.random.SeedSequence([seed, STREAMS["statistical_driver"]]).generate_state(1)[0])
+    run = MultiscaleENSO().simulate(years=years, members=1, seed=s).isel(member=0, drop=True)
+    arrays = {k: v[: time.size] for k, v in driver_arrays(run, "run").items()}
+    return index_dataset(arrays, time, {"bayesbridge_role": "idealized observations (independent of the truth)"})
