@@ -11,7 +11,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 import xarray as xr
-from scipy import stats
 
 __all__ = [
     "STATS",
@@ -61,10 +60,11 @@ def index_statistics(nino3: np.ndarray, nino4: np.ndarray, time) -> dict[str, fl
     n3 = xr.DataArray(np.asarray(nino3, float), dims="time", coords={"time": time})
     n4 = xr.DataArray(np.asarray(nino4, float), dims="time", coords={"time": time})
     rates = enso.event_rates_per_70yr(enso.classify_events(n3, n4))
+    skew3, kurt3 = enso.skew_kurtosis(n3.values)
     return {
-        "nino3_skew": float(stats.skew(n3.values)),
-        "nino4_skew": float(stats.skew(n4.values)),
-        "nino3_kurt": float(stats.kurtosis(n3.values, fisher=False)),
+        "nino3_skew": skew3,
+        "nino4_skew": enso.skew_kurtosis(n4.values)[0],
+        "nino3_kurt": kurt3,
         "nino3_std": float(n3.std()),
         "ep_per_70yr": float(rates["ep"]),
         "cp_per_70yr": float(rates["cp"]),

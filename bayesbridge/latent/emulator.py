@@ -17,8 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import scipy.signal
-import scipy.stats
 import torch
 import xarray as xr
 
@@ -59,6 +57,9 @@ def _acf(x: np.ndarray, lag: int) -> float:
 
 def series_statistics(series: np.ndarray, months: np.ndarray) -> IndexStatistics:
     """Statistics of ``series`` ``(member, time)`` (or ``(time,)``) with calendar ``months`` ``(time,)``."""
+    import scipy.signal  # lazy: scipy.signal and scipy.stats take about 1 s to import
+    import scipy.stats
+
     x = np.atleast_2d(np.asarray(series, dtype=float))
     months = np.asarray(months, dtype=int)
     if x.shape[-1] < 25:

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
-from scipy import optimize, signal, stats
 
 from bayesbridge.datasets.twin.drivers import OBSERVED_VARIABLES, driver_arrays
 from bayesbridge.errors import ParameterError
@@ -132,6 +131,8 @@ class OscillatorTarget:
         OscillatorTarget
             The estimated target.
         """
+        from scipy import optimize  # lazy: slow to import; the twin is cached
+
         a = {k: _anomalies(v) for k, v in driver_arrays(driver).items() if k in OBSERVED_VARIABLES}
         x = a["nino3"] - a["nino3"].mean()
         lags = np.arange(1, min(25, x.size // 2))
@@ -175,6 +176,8 @@ def centroid_period(x: np.ndarray) -> float:
     x : numpy.ndarray
         ``(time,)`` monthly values.
     """
+    from scipy import signal  # lazy: slow to import; the twin is cached
+
     x = np.asarray(x, dtype=float)
     f, s = signal.welch(x, fs=1.0, nperseg=min(x.size, 240), detrend="linear")
     band = (f >= 1.0 / _BAND_MONTHS[1]) & (f <= 1.0 / _BAND_MONTHS[0])
@@ -199,6 +202,8 @@ def _symmetric_marginal(x: np.ndarray, std: float, cap: float | None) -> np.ndar
     The quantiles are :math:`c \\tanh(a \\Phi^{-1}(p)/c)` (or :math:`a \\Phi^{-1}(p)` without a
     cap), :math:`p = (\\mathrm{rank} + 1/2)/n`, with ``a`` solved so the sample std is ``std``.
     """
+    from scipy import optimize, stats  # lazy: slow to import; the twin is cached
+
     q = stats.norm.ppf((np.argsort(np.argsort(x)) + 0.5) / x.size)
     if cap is None:
         return std * q / q.std()
@@ -231,6 +236,8 @@ def oscillator_indices(n: int, target: OscillatorTarget, rng: np.random.Generato
     dict of str to numpy.ndarray
         ``nino3``, ``nino4`` (degC) and ``h_w`` (m), each ``(n,)``.
     """
+    from scipy import signal  # lazy: slow to import; the twin is cached
+
     burn = 120
     lam = np.exp(-1.0 / target.decay_months + 2j * np.pi / target.period_months)
     xi = rng.standard_normal((2, n + burn))

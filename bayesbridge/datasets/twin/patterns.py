@@ -15,7 +15,7 @@ References: Chen, Fang & Yu (2022), npj Clim. Atmos. Sci. 5:16.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage, signal, special
+from scipy import special
 
 from bayesbridge.datasets.observed import equatorial_regression
 from bayesbridge.datasets.twin.grid import box_mean, westward_shift
@@ -133,6 +133,8 @@ def red_noise(rng: np.random.Generator, n: int, ny: int, nx: int, burn: int = 24
     numpy.ndarray
         ``(n, ny, nx)`` noise.
     """
+    from scipy import ndimage, signal  # lazy: slow to import; the twin is cached
+
     white = rng.standard_normal((n + burn, ny, nx), dtype=np.float32)
     smooth = ndimage.gaussian_filter(white, sigma=(0.0, 1.5, 4.0), mode="nearest")
     smooth /= smooth.std(axis=0, keepdims=True)
