@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,6 +53,8 @@ def _observed(start="2000-01", end="2004-12") -> pd.DataFrame:
         **{v: obs[v].values.astype(float) for v in ("nino3", "nino4", "nino34", "h_w")},
     })
 
+
+_NETCDF_LOCK = threading.Lock()
 
 def make_files(d: Path) -> dict[str, Path]:
     """Every input file the cases refer to, written into ``d``."""
@@ -391,10 +394,11 @@ def output_state(folder: Path) -> str:
     if not all((folder / n).exists() for n in names):
         return "missing " + ",".join(n for n in names if not (folder / n).exists())
     times = xr.coders.CFDatetimeCoder(use_cftime=True)
-    with xr.open_dataset(folder / "posterior.nc", decode_times=times) as post:
-        a = post.attrs.get("run_id")
-    with xr.open_dataset(folder / "inference_data.nc", group="posterior", decode_times=times) as idata:
-        b = idata.attrs.get("run_id")
+    with _NETCDF_LOCK:  # the HDF5 library is not thread-safe: two cases' checks at once crashed this driver
+        with xr.open_dataset(folder / "posterior.nc", decode_times=times) as post:
+            a = post.attrs.get("run_id")
+        with xr.open_dataset(folder / "inference_data.nc", group="posterior", decode_times=times) as idata:
+            b = idata.attrs.get("run_id")
     c = set(pd.read_csv(folder / "validation.csv")["run_id"].astype(str))
     return f"complete {a}" if a == b and c == {a} else f"mixed {a} {b} {c}"
 

@@ -247,6 +247,7 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
     from bayesbridge import regions
     from bayesbridge.bridge import Bridge
     from bayesbridge.datasets import make_twin_experiment
+
     timer = _Timer(progress)
 
     with timer("twin"):

@@ -210,20 +210,6 @@ class BridgeResult:
     scales: object = None
 
 
-class _ScaledBoxes:
-    """``h(z) = s * boxes(z)``: box means ``(*batch, m)`` of the decoded fields times per-box factors ``s`` ``(m,)``."""
-
-    def __init__(self, boxes, scale: torch.Tensor) -> None:
-        self.boxes, self.scale = boxes, scale
-
-    def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        return self.boxes(z) * self.scale
-
-    def to(self, device) -> _ScaledBoxes:
-        """A copy on ``device``."""
-        return _ScaledBoxes(self.boxes.to(device), self.scale.to(device))
-
-
 class _AffineObservation:
     """``h(z) = c + H z`` for ``z`` ``(*batch, d)``: ``c`` ``(m,)``, ``H`` ``(m, d)`` (an EOF decoder's box means)."""
 
