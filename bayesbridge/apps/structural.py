@@ -25,8 +25,7 @@ the decoded fields: they stay the operational patterns.
 
 The regression holds for the 5S-5N band; for a box off the equator (Niño 1+2 is 10S-0) the band
 at the box's longitudes stands in for it. Boxes of another variable, or outside the regression's
-longitudes, get no term. Cross-validation across the observed boxes was tried first and found no
-over-confidence between Niño 3 and Niño 4 (``docs/lab-notes.md``).
+longitudes, get no term. Measurements and the alternatives tried are in ``docs/lab-notes.md``.
 """
 
 from __future__ import annotations
