@@ -5,7 +5,8 @@ analysis is :func:`bridge_statistics`: one bridge fitted and assimilated on the 
 (``docs/design.md`` section 6) for given inputs, returning three scalar scores against the truth:
 
 * ``nino3_skew_error`` - absolute error of the Nino 3 skewness, the mean over posterior draws
-  of :func:`scipy.stats.skew` of each whole-trajectory draw, against the truth's;
+  of the skewness of each whole-trajectory draw
+  (:func:`bayesbridge.diagnostics.enso.skew_kurtosis`), against the truth's;
 * ``skew_map_rmse`` - area-weighted RMSE of the SST skewness map (mean of the per-draw maps of a
   few draws) against the truth's map;
 * ``coverage90_nino34`` - fraction of months whose true Nino 3.4 lies in the central 90 %
@@ -97,11 +98,9 @@ def bridge_statistics(
     The latent dynamics are the seasonal LIM when the twin has enough years for a per-month
     fit (``years - 1 >= latent_dim + 2``), else the stationary LIM.
     """
-    from scipy import stats
-
     from bayesbridge.apps.scoring import bridged_maps, weighted_rmse
     from bayesbridge.bridge import DEFAULT_OBS_ERROR_FLOOR, Bridge, BridgeConfig
-    from bayesbridge.diagnostics import uq
+    from bayesbridge.diagnostics import enso, uq
 
     twin, operational, idx_truth, truth_stats, truth_map = _twin(int(years), int(twin_seed), cache_dir)
     floor = float(obs_error_floor)
@@ -120,7 +119,7 @@ def bridge_statistics(
     res = bridge.assimilate(twin.idealized_observations[["nino3", "nino4", "h_w"]], seed=int(seed) % 2**31)
     post = res.posterior
     n3 = post.index_draws("nino3").values
-    skew = float(np.mean([stats.skew(d) for d in n3]))
+    skew = float(np.mean([enso.skew_kurtosis(d)[0] for d in n3]))
     maps = bridged_maps(post, min(map_draws, post.n_draws), int(seed) % 2**31)
     truth34 = idx_truth["nino34"].drop_vars(["area", "mask"], errors="ignore")
     coverage = uq.interval_coverage(post.index_draws("nino34"), truth34, 0.9)
