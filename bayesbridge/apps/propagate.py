@@ -205,11 +205,9 @@ class ParameterPropagation:
         The simulated indices on ``(run, time)`` that were assimilated.
     statistics : pandas.DataFrame
         :func:`~bayesbridge.apps.scoring.index_statistics` of each simulated run, ``(run, statistic)``.
-    bridged_statistics : pandas.DataFrame
-        The same statistics of the bridged Nino 3 / Nino 4 draws of each run, averaged over
-        ``stat_draws`` draws of that run, ``(run, statistic)``.
     bridged_draw_statistics : pandas.DataFrame
-        The statistics of each of those draws, ``((run, draw), statistic)``.
+        The same statistics of ``stat_draws`` bridged Nino 3 / Nino 4 draws of each run,
+        ``((run, draw), statistic)``; :attr:`bridged_statistics` averages them per run.
     source : str
         Where the parameter draws came from: ``posterior`` (the bundled calibration posterior),
         ``prior`` (the prior box) or ``given`` (passed by the caller, the default).
@@ -220,9 +218,13 @@ class ParameterPropagation:
     seed: int
     runs: xr.Dataset = field(repr=False)
     statistics: pd.DataFrame
-    bridged_statistics: pd.DataFrame
     bridged_draw_statistics: pd.DataFrame
     source: str = "given"
+
+    @property
+    def bridged_statistics(self) -> pd.DataFrame:
+        """The bridged statistics averaged over the draws of each run, ``(run, statistic)``."""
+        return self.bridged_draw_statistics.groupby(level="run").mean()
 
     @property
     def posterior(self):
@@ -366,6 +368,5 @@ def propagate_parameter_uncertainty(
         seed=int(seed),
         runs=ensemble,
         statistics=pd.DataFrame(stats, index=index)[list(STATS)],
-        bridged_statistics=draw_stats.groupby(level="run").mean().rename_axis("run"),
         bridged_draw_statistics=draw_stats,
     )
