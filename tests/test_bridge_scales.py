@@ -82,6 +82,9 @@ def test_svi_infers_the_scales_above_their_floors():
     assert out.scales.choice.used == "infer"
     s = out.result.hyperparameters["obs_error_scale"]
     assert s.shape == (40, 2) and bool((s >= torch.tensor(out.obs_error.to_numpy(copy=True)) - 1e-9).all())
+    # and the model-error scale stays at or above the operational model's own latent noise (sigma >= 1)
+    sigma = out.result.hyperparameters["model_error_scale"]
+    assert sigma.shape == (40,) and float(sigma.min()) >= 1.0 - 1e-9
 
 
 def test_routes_that_cannot_integrate_fall_back_and_say_why():

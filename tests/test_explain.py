@@ -332,21 +332,31 @@ def test_batched_results_keep_runs_and_pool_composites():
 
 
 @pytest.mark.parametrize("method", ["svi"])
-def test_engines_without_a_filter_ensemble_are_explained_with_the_filter_of_the_same_model(method):
-    # the demo's explanation step used to fail for svi, whose result holds no filter
+@pytest.mark.parametrize("profile", [False, True])
+def test_engines_without_a_filter_ensemble_are_explained_with_the_filter_of_the_same_model(method, profile):
+    # the demo's explanation step used to fail for svi, whose result holds no filter, and then
+    # again for a profile observable (eq_sst: one row per longitude, not one series per name)
     from bayesbridge.apps.explanation import explain_assimilation
     from bayesbridge.apps.reanalysis import default_operational
     from bayesbridge.bridge import Bridge, BridgeConfig
     from bayesbridge.datasets import make_twin_experiment
+    from bayesbridge.idealized.eq_sst import profile_observation
 
     twin = make_twin_experiment(years=10, seed=3)
     ops = default_operational(years=20)
     obs = twin.idealized_observations
+    names, operators, data = ["nino3", "nino4", "h_w"], [], obs[["nino3", "nino4", "h_w"]]
+    if profile:
+        prof = profile_observation(obs, ops["lon"].values, assimilated=[*names, "eq_sst"], climatology=True,
+                                   fields=ops)
+        names, operators, data = [*names, "eq_sst"], [prof.operator], prof.observations
     options = {"svi": {"method_options": {"steps": 50}}}[method]
     results = {}
     for m in (method, "kalman"):
         b = Bridge(BridgeConfig(latent_dim=6, members=20, method=m, **(options if m == method else {}))).fit(ops, seed=0)
-        results[m] = explain_assimilation(b.assimilate(obs[["nino3", "nino4", "h_w"]], seed=0), b.codec, obs, seed=0)
+        res = b.assimilate(data, names, seed=0, operators=operators)
+        assert res.y.shape == (obs.sizes["time"], len(res.model.obs_names))
+        results[m] = explain_assimilation(res, b.codec, obs, seed=0)
     gains, exact = results[method].gains, results["kalman"].gains
     for name in gains.maps.data_vars:
         np.testing.assert_allclose(gains.maps[name].values, exact.maps[name].values, rtol=1e-6, atol=1e-9)

@@ -37,20 +37,20 @@ def test_floored_half_normal_is_the_shifted_scipy_half_normal():
     assert float(t(torch.tensor([-30.0]))) >= FLOOR
 
 
-def _problem(T=80, seed=5):
+def _problem(T=80, seed=5, true_sigma=1.5, sigma_prior=None):
     A, Q, H, _, m0, P0 = random_lg_problem(d=2, m=1, seed=seed, obs_noise=0.5)
-    truth = LinearGaussianModel(A, 1.5**2 * Q, H, np.diag([0.45**2]), m0, P0)
+    truth = LinearGaussianModel(A, true_sigma**2 * Q, H, np.diag([0.45**2]), m0, P0)
     _, y = truth.simulate(T, generator=torch.Generator().manual_seed(seed))
     model = StateSpaceModel(LinearTransition(A, np.linalg.cholesky(Q)), H, FLOOR, initial_mean=m0, initial_cov=P0,
-                            obs_scale_prior=floored_scale_prior([FLOOR], TAU / FLOOR))
+                            obs_scale_prior=floored_scale_prior([FLOOR], TAU / FLOOR), model_error_prior=sigma_prior)
     return model, (A, Q, H, m0, P0), y
 
 
-def _grid_moments(model, parts, y):
+def _grid_moments(model, parts, y, sig_grid=None):
     """Posterior means and sds of (s, sigma) by quadrature with the independent numpy Kalman filter."""
     A, Q, H, m0, P0 = parts
     s_grid = FLOOR + np.linspace(0.0, 1.2, 121)[1:]
-    sig_grid = np.linspace(0.5, 3.5, 121)
+    sig_grid = np.linspace(0.5, 3.5, 121) if sig_grid is None else sig_grid
     lp = kalman_loglik_grid(A, sig_grid[None, :, None, None] ** 2 * Q, H, s_grid[:, None, None, None] ** 2,
                             m0, P0, y.numpy())
     lp += stats.halfnorm(loc=FLOOR, scale=TAU).logpdf(s_grid)[:, None]
@@ -90,6 +90,26 @@ def test_draws_match_the_quadrature_posterior(sampler):
         assert 0.7 < float(got[name].std()) / sd < 1.4, name
     table = draws.table()
     assert list(table.columns) == [*model.obs_names, "model_error_scale"] and len(table) == 300
+
+
+def test_floored_model_error_prior_holds_sigma_at_its_floor():
+    # Data simulated with half the nominal model noise want sigma = 0.5; under the floored prior
+    # sigma = 1 + |N(0, 0.5^2)| every draw stays >= 1 and the draws match the quadrature
+    # posterior on [1, 3] (piled against the floor: the truncated-Gaussian coordinate of the sampler).
+    sigma_prior = FlooredHalfNormal(torch.tensor(1.0, dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64))
+    model, parts, y = _problem(T=120, true_sigma=0.5, sigma_prior=sigma_prior)
+    ref = _grid_moments(model, parts, y, sig_grid=1.0 + np.linspace(0.0, 2.0, 161)[1:])
+    ref.pop("log_evidence")
+    draws = sample_error_scales(model, y, ScaleSamplerConfig(draws=300, proposal_draws=2000),
+                                generator=torch.Generator().manual_seed(2))
+    assert draws.sampler == "laplace" and draws.stats["importance_ess"] > 200
+    assert float(draws.model_error_scale.min()) >= 1.0 and float(draws.mode["model_error_scale"]) >= 1.0
+    n_eff = min(draws.stats["importance_ess"], 300)
+    got = {"obs_scale": draws.obs_scale[:, 0], "model_error_scale": draws.model_error_scale}
+    for name, (mean, sd) in ref.items():
+        assert abs(float(got[name].mean()) - mean) < 4 * sd / np.sqrt(n_eff), (name, float(got[name].mean()), mean)
+        assert 0.7 < float(got[name].std()) / sd < 1.4, name
+    assert ref["model_error_scale"][0] < 1.2  # the posterior is piled against the floor
 
 
 def test_low_importance_ess_falls_back_to_nuts():

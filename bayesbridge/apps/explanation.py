@@ -112,7 +112,7 @@ def _filter_for_gains(res, seed: int):
     from bayesbridge.infer import assimilate
 
     model = res.model
-    y = np.stack([res.observations[n].values for n in model.obs_names], axis=-1)
+    y = res.y if res.y is not None else np.stack([res.observations[n].values for n in model.obs_names], axis=-1)
     if model.affine_structure(y.shape[-2]) is not None:
         return assimilate(model, y, method="kalman")
     return assimilate(model, y, method="enkf", members=100, seed=seed)

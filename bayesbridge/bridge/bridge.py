@@ -200,6 +200,9 @@ class BridgeResult:
         integrated scales).
     scales : ScaledAssimilation, optional
         How the error scales were treated, and their draws when integrated.
+    y : numpy.ndarray, optional
+        The rows the engine assimilated, ``(T, m)`` or ``(run, T, m)`` (NaN = missing), in the
+        order of ``model.obs_names`` (a profile such as ``eq_sst`` gives one row per longitude).
     """
 
     posterior: object
@@ -208,6 +211,7 @@ class BridgeResult:
     observations: xr.Dataset
     obs_error: pd.Series
     scales: object = None
+    y: np.ndarray | None = None
 
 
 class _AffineObservation:
@@ -551,4 +555,5 @@ class Bridge:
             observations=obs,
             obs_error=pd.Series(model.obs_scale.cpu().numpy(), index=list(rows.labels), name="obs_error"),
             scales=scaled,
+            y=y,
         )

@@ -7,10 +7,17 @@ the model-error scale :math:`\\sigma` multiplies the latent dynamics' noise lear
 operational model. With ``error_scales="fixed"`` the engines run at :math:`s = r`,
 :math:`\\sigma = 1`. With ``error_scales="integrate"`` the priors are
 
-.. math:: s_k = r_k + |e_k|,\\ e_k \\sim N(0, r_k^2),\\qquad \\sigma \\sim \\mathrm{LogNormal}(0, 1)
+.. math:: s_k = r_k + |e_k|,\\ e_k \\sim N(0, r_k^2),\\qquad \\sigma = 1 + |e_\\sigma|,\\ e_\\sigma \\sim N(0, 1)
 
-(:func:`~bayesbridge.model.scale_priors.floored_scale_prior`; the model's default
-``model_error_prior``), and the field posterior is the Rao-Blackwellised mixture
+(:func:`~bayesbridge.model.scale_priors.floored_scale_prior`,
+:class:`~bayesbridge.model.scale_priors.FlooredHalfNormal`): both floored. The latent noise
+learnt on the operational model is the least model error the bridge admits, as the
+representation error is the least observation error: the operational model's linear inverse
+model cannot predict another system (the truth, the real ocean) better than it predicts the
+operational model's own trajectories; and a few observed indices see only a few latent
+directions, so a ``sigma`` below 1 learnt from them would shrink the noise of all the others
+(the measurements are in ``docs/lab-notes.md``, "Error scales"). The field posterior is the
+Rao-Blackwellised mixture
 
 .. math:: p(z_{1:T} \\mid y) = \\int p(z_{1:T} \\mid y, s, \\sigma)\\, p(s, \\sigma \\mid y)\\, ds\\, d\\sigma
           \\approx \\frac1K \\sum_{j=1}^K p(z_{1:T} \\mid y, s^{(j)}, \\sigma^{(j)}),
@@ -41,7 +48,7 @@ import torch
 from bayesbridge.infer import AssimilationResult, assimilate
 from bayesbridge.infer.scale_mixture import scale_mixture_draws
 from bayesbridge.infer.scale_sampling import ScaleDraws, ScaleSamplerConfig, sample_error_scales
-from bayesbridge.model.scale_priors import floored_scale_prior
+from bayesbridge.model.scale_priors import FlooredHalfNormal, floored_scale_prior
 
 __all__ = ["ErrorScales", "ERROR_SCALES", "INTEGRATING_METHODS", "ScaleChoice", "ScaledAssimilation",
            "floored_model", "scale_choice", "assimilate_error_scales"]
@@ -91,10 +98,16 @@ def scale_choice(requested: str, method: str, affine: bool) -> ScaleChoice:
 
 
 def floored_model(model, excess_scale: float = 1.0):
-    """``model`` with the prior ``s_k = r_k + HalfNormal(excess_scale * r_k)`` on its observation-error
-    scales, ``r_k`` its nominal scales ``obs_scale (m,)`` (the representation error); a shallow copy."""
+    """``model`` with floored priors on its error scales; a shallow copy.
+
+    ``s_k = r_k + HalfNormal(excess_scale * r_k)``, ``r_k`` the nominal scales ``obs_scale (m,)``
+    (the representation error), and ``sigma = sigma_0 + HalfNormal(excess_scale * sigma_0)``,
+    ``sigma_0`` the nominal model-error scale (1: the latent noise learnt on the operational model).
+    """
     new = model.with_scales()
     new.obs_scale_prior = floored_scale_prior(model.obs_scale.detach().cpu(), excess_scale)
+    sigma0 = torch.tensor(float(model.model_error_scale), dtype=torch.float64)
+    new.model_error_prior = FlooredHalfNormal(sigma0, excess_scale * sigma0)
     return new
 
 
@@ -150,7 +163,8 @@ def assimilate_error_scales(model, y, *, requested: str, method: str, members: i
     if choice.used == "infer":
         # svi starts its scale guide at the nominal scales, in u = log(s - r): start at the prior's
         # median excess (0.674 r) instead of on the floor, where u = -inf
-        model = model.with_scales(obs_scale=model.obs_scale * (1.0 + 0.6745))
+        model = model.with_scales(obs_scale=model.obs_scale * (1.0 + 0.6745),
+                                  model_error_scale=model.model_error_scale * (1.0 + 0.6745))
         result = assimilate(model, y, method=method, members=members, seed=seed, device=device, **options)
         if "obs_scale" in result.hyperparameters:  # the name the integrating route uses (InferenceData ``index``)
             result.hyperparameters["obs_error_scale"] = result.hyperparameters.pop("obs_scale")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 __all__: list[str] = []
 
@@ -229,13 +229,14 @@ def _loglik_and_grad(A, b, LL, H, c, m0, P0, y, s, sigma, with_grad, tol):  # pr
     return ll, grad
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _loglik_and_grad_batch(A, b, LL, H, c, m0, P0, y, S, SIG, with_grad, tol):  # pragma: no cover - compiled
-    """:func:`_loglik_and_grad` at ``K`` scale pairs ``S (K, m)``, ``SIG (K,)``: ``(K,)``, ``(K, m + 1)``."""
+    """:func:`_loglik_and_grad` at ``K`` scale pairs ``S (K, m)``, ``SIG (K,)``: ``(K,)``, ``(K, m + 1)``.
+    The points are independent passes, spread over numba's threads (``prange``)."""
     K = S.shape[0]
     values = np.empty(K)
     grads = np.zeros((K, S.shape[1] + 1))
-    for k in range(K):
+    for k in prange(K):
         values[k], grads[k] = _loglik_and_grad(A, b, LL, H, c, m0, P0, y, np.ascontiguousarray(S[k]), SIG[k],
                                                with_grad, tol)
     return values, grads

@@ -72,6 +72,23 @@ class _LogNormalPotential(torch.autograd.Function):
         return grad_output.unsqueeze(-1) * g, None, None, None
 
 
+class _BatchLogLik(torch.autograd.Function):
+    """``log p(y | s_k, sigma_k)`` ``(K,)`` at ``S (K, m)``, ``sig (K,)`` in one compiled call (gradients
+    only when autograd asks for them), with the compiled sensitivities as its backward."""
+
+    @staticmethod
+    def forward(ctx, S, sig, lik, with_grad):  # noqa: D102 - autograd protocol
+        values, grads = lik.value_and_grad_batch(S.detach().numpy(), sig.detach().numpy(), grad=with_grad)
+        g = torch.as_tensor(grads, dtype=torch.float64)
+        ctx.save_for_backward(g[:, :-1], g[:, -1])
+        return torch.as_tensor(values, dtype=torch.float64)
+
+    @staticmethod
+    def backward(ctx, grad_output):  # noqa: D102 - autograd protocol
+        gs, gsig = ctx.saved_tensors
+        return grad_output.unsqueeze(-1) * gs, grad_output * gsig, None, None
+
+
 class ScalePosterior:
     """Unnormalised log posterior of ``(s, sigma)`` of an affine model, in unconstrained coordinates.
 
@@ -152,11 +169,28 @@ class ScalePosterior:
 
     def potential_batch(self, u: torch.Tensor) -> torch.Tensor:
         """:meth:`potential` at ``K`` points ``u (K, m + 1)`` (``log s`` then ``log sigma`` for the
-        default priors; the unconstrained values in general) -> ``(K,)``, in one compiled call
-        for log-normal priors."""
-        if self._lognormal is None:
-            return torch.stack([self.potential({"obs_scale": row[:-1], "model_error_scale": row[-1]}) for row in u])
-        return _LogNormalPotential.apply(u.to(torch.float64), *self._lognormal, self.likelihood)
+        default priors; the unconstrained values in general) -> ``(K,)``, with one compiled
+        likelihood call for all points (gradients only when ``u`` requires them)."""
+        if self._lognormal is not None:
+            return _LogNormalPotential.apply(u.to(torch.float64), *self._lognormal, self.likelihood)
+        u = u.to(torch.float64)
+        params = {"obs_scale": u[:, :-1], "model_error_scale": u[:, -1]}
+        total = torch.zeros(u.shape[0], dtype=torch.float64)
+        scales = {}
+        for k in SITES:
+            t = self.transforms[k]
+            x = t(params[k])
+            scales[k] = x
+            for term in (self.priors[k].log_prob(x), t.log_abs_det_jacobian(params[k], x)):
+                total = total + (term.sum(-1) if term.ndim > 1 else term)
+        if self.likelihood is None:
+            return -total
+        ok = torch.isfinite(total).detach()
+        S = torch.where(ok[:, None], scales["obs_scale"], torch.ones_like(scales["obs_scale"]))
+        sig = torch.where(ok, scales["model_error_scale"], torch.ones_like(scales["model_error_scale"]))
+        with_grad = torch.is_grad_enabled() and u.requires_grad
+        ll = _BatchLogLik.apply(S, sig, self.likelihood, with_grad)
+        return torch.where(ok, -(total + ll), torch.full_like(total, math.inf))
 
     def initial_params(self, generator: torch.Generator, radius: float = 2.0) -> dict[str, torch.Tensor]:
         """Dispersed starting point: every unconstrained coordinate uniform on ``(-radius, radius)``
