@@ -407,10 +407,10 @@ def test_bridge_config_maps_particles_and_draws():
                         dynamics="lstm", latent_dim=3)
     assert (cfg.method, cfg.members, cfg.codec, cfg.dynamics, cfg.latent_dim) == ("pf", 500, "autoencoder", "lstm", 3)
     assert cfg.method_options == {"proposal": "bootstrap", "n_trajectories": 30}
-    default = bridge_config(method="pf", members=40)  # 2,000 particles carry the 40 smoothed draws
-    assert default.members == bridge_options.DEFAULT_PARTICLES == 2000
+    default = bridge_config(method="pf", members=40)  # 5,000 particles carry the 40 smoothed draws
+    assert default.members == bridge_options.DEFAULT_PARTICLES == 5000
     assert default.method_options == {"proposal": "auto", "n_trajectories": 40}
-    assert bridge_config(method="pf", members=3000).members == 3000  # never fewer particles than draws
+    assert bridge_config(method="pf", members=6000).members == 6000  # never fewer particles than draws
     assert bridge_config(method="etkf", members=12).method_options == {}
     with pytest.raises(errors.ParameterError, match="particles: only the particle filter"):
         bridge_config(method="enks", particles=100)
@@ -419,6 +419,6 @@ def test_bridge_config_maps_particles_and_draws():
     with pytest.raises(errors.ParameterError, match="proposal: expected one of .auto., .guided., .bootstrap."):
         bridge_config(method="pf", proposal="optimal")
     demo = DemoConfig(quick=True, method="pf", particles=300, codec="vae", dynamics="neural")
-    assert demo.bridge_config().members == 300 and demo.bridge_config().method_options["n_trajectories"] == 40
+    assert demo.bridge_config().members == 300 and demo.bridge_config().method_options["n_trajectories"] == 100
     with pytest.raises(errors.ParameterError, match="'svi' cannot fit"):
         DemoConfig(quick=True, method="svi", dynamics="lstm")

@@ -32,10 +32,11 @@ __all__ = ["bridge_config", "DEFAULT_PARTICLES", "MIN_PARTICLES", "PROPOSALS"]
 MIN_PARTICLES = 10
 """Fewest particles :class:`~bayesbridge.infer.particle.ParticleConfig` accepts."""
 
-DEFAULT_PARTICLES = 2000
-"""Particles of the filter when none are asked for: with the guided proposal at latent size 20,
-40 or 100 particles (one per trajectory) gave smoothed posteriors covering the twin's truth in
-35-45 % of months, 2,000 in 80-86 % (``docs/lab-notes.md``)."""
+DEFAULT_PARTICLES = 5000
+"""Particles of the filter when none are asked for: with the guided proposal at latent size 20
+(quick twin, 100 smoothed trajectories, the ``eq_sst`` profile assimilated) 2,000 particles left
+the backward smoother narrower than the exact one (Nino 4 covered in 79 % of months), 5,000 match
+the ensemble smoother's coverage within 3 points (``docs/lab-notes.md``)."""
 
 PROPOSALS: tuple[str, ...] = get_args(Proposal)
 """The particle filter's proposals (``auto``, ``guided``, ``bootstrap``)."""

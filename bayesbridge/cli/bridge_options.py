@@ -19,10 +19,10 @@ MEMBERS_HELP = "Posterior draws (>= 2): ensemble members; with --method pf the s
 CODEC_HELP = "Latent codec: eof, autoencoder or vae."
 DYNAMICS_HELP = ("Latent dynamics: linear, seasonal (one linear model per calendar month), neural or lstm "
                  "(not with --method svi).")
-PARTICLES_HELP = ("--method pf only: particles of the filter (>= 10; default 2000, at least --members, the "
+PARTICLES_HELP = ("--method pf only: particles of the filter (>= 10; default 5000, at least --members, the "
                   "smoothed trajectories). More particles than trajectories is the remedy for collapsing weights.")
-DEMO_PARTICLES_HELP = ("--method pf only: particles of the filter (>= 10; default 2000; the smoothed trajectories "
-                       "are the 40 members of --quick, else 100).")
+DEMO_PARTICLES_HELP = ("--method pf only: particles of the filter (>= 10; default 5000; the smoothed trajectories "
+                       "are the 100 members).")
 PROPOSAL_HELP = "--method pf only: auto (default: guided where the observation operator allows), guided or bootstrap."
 
 LSTM_WINDOW = 6

@@ -33,7 +33,7 @@ PROPOSALS = ("auto", "guided", "bootstrap")
 """The particle proposals (:data:`bayesbridge.apps.bridge_options.PROPOSALS`)."""
 MIN_PARTICLES = 10
 """Fewest particles of the particle filter (:data:`bayesbridge.apps.bridge_options.MIN_PARTICLES`)."""
-DEFAULT_PARTICLES = 2000
+DEFAULT_PARTICLES = 5000
 """Particles of the filter without ``--particles`` (:data:`bayesbridge.apps.bridge_options.DEFAULT_PARTICLES`)."""
 
 # the rule of bayesbridge.apps.reanalysis.parse_month (kept here so that options are checked
