@@ -10,7 +10,7 @@ from scipy import stats
 
 from bayesbridge.errors import BayesBridgeError
 from bayesbridge.infer.scale_mixture import scale_mixture_draws
-from bayesbridge.infer.scale_sampling import ScaleSamplerConfig, sample_error_scales
+from bayesbridge.infer.scale_sampling import ScaleSamplerConfig, laplace_scales, sample_error_scales
 from bayesbridge.model import LinearGaussianModel, LinearTransition, StateSpaceModel
 from bayesbridge.model.scale_priors import FlooredHalfNormal, floored_scale_prior
 
@@ -184,3 +184,18 @@ def test_mixture_draws_of_several_runs_keep_run_and_component_order():
             z = res.smoothed_ensemble[r, :, j * n:(j + 1) * n].numpy()  # run r, component j
             sd = np.sqrt(np.diagonal(Ps, axis1=1, axis2=2))
             assert np.abs((z.mean(1) - ms) / sd).max() < 5.0 / np.sqrt(n), (r, j)
+
+
+def test_laplace_scales_start_inside_the_supports_near_the_posterior_mean():
+    # the starting point svi takes: above every floor, and within a posterior sd of the
+    # quadrature mean (the cut-Gaussian mean of a coordinate piled on its floor)
+    sigma_prior = FlooredHalfNormal(torch.tensor(1.0, dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64))
+    model, parts, y = _problem(T=120, true_sigma=0.5, sigma_prior=sigma_prior)
+    ref = _grid_moments(model, parts, y, sig_grid=1.0 + np.linspace(0.0, 2.0, 161)[1:])
+    start = laplace_scales(model, y)
+    assert start["obs_scale"].shape == (1,) and start["model_error_scale"].shape == ()
+    assert float(start["obs_scale"][0]) > FLOOR and float(start["model_error_scale"]) > 1.0
+    for name, value in (("obs_scale", float(start["obs_scale"][0])),
+                        ("model_error_scale", float(start["model_error_scale"]))):
+        mean, sd = ref[name]
+        assert abs(value - mean) < sd, (name, value, mean, sd)

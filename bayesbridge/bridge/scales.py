@@ -47,7 +47,12 @@ import torch
 
 from bayesbridge.infer import AssimilationResult, assimilate
 from bayesbridge.infer.scale_mixture import scale_mixture_draws
-from bayesbridge.infer.scale_sampling import ScaleDraws, ScaleSamplerConfig, sample_error_scales
+from bayesbridge.infer.scale_sampling import (
+    ScaleDraws,
+    ScaleSamplerConfig,
+    laplace_scales,
+    sample_error_scales,
+)
 from bayesbridge.model.scale_priors import FlooredHalfNormal, floored_scale_prior
 
 __all__ = ["ErrorScales", "ERROR_SCALES", "INTEGRATING_METHODS", "ScaleChoice", "ScaledAssimilation",
@@ -161,10 +166,16 @@ def assimilate_error_scales(model, y, *, requested: str, method: str, members: i
                                              **options), choice)
     model = floored_model(model)
     if choice.used == "infer":
-        # svi starts its scale guide at the nominal scales, in u = log(s - r): start at the prior's
-        # median excess (0.674 r) instead of on the floor, where u = -inf
-        model = model.with_scales(obs_scale=model.obs_scale * (1.0 + 0.6745),
-                                  model_error_scale=model.model_error_scale * (1.0 + 0.6745))
+        # svi starts its scale guide at the nominal scales, in u = log(s - r), so not on the
+        # floor (u = -inf): on an affine bridge at the mean of the Laplace proposal, just above
+        # the floors where the posterior piles up (the prior's median excess, 0.674 r, left
+        # about 100 more steps of walking down to them), else at that median
+        if affine:
+            start = laplace_scales(model, torch.as_tensor(y, dtype=torch.float64))
+            s0, sigma0 = start["obs_scale"], float(start["model_error_scale"])
+        else:
+            s0, sigma0 = model.obs_scale * (1.0 + 0.6745), model.model_error_scale * (1.0 + 0.6745)
+        model = model.with_scales(obs_scale=s0, model_error_scale=sigma0)
         result = assimilate(model, y, method=method, members=members, seed=seed, device=device, **options)
         if "obs_scale" in result.hyperparameters:  # the name the integrating route uses (InferenceData ``index``)
             result.hyperparameters["obs_error_scale"] = result.hyperparameters.pop("obs_scale")
