@@ -16,10 +16,10 @@ mean-field ``"normal"`` or ``"lowrank"`` in the unconstrained space) and
 :math:`\\log p(y \\mid s, \\sigma)` is the Kalman likelihood with its gradient from one compiled
 pass (:class:`~bayesbridge.infer.scale_likelihood.ScaleLikelihood`). The latent posterior is
 then exact given the scales: trajectories are drawn from :math:`p(z_{1:T} | y, s, \\sigma)`
-(:meth:`pyro.distributions.GaussianHMM.rsample_posterior`), one per draw of the scales
-(``latent="average"``, integrating their uncertainty) or all at the posterior-mean scales
-(``latent="posterior_mean"``); filtered and smoothed moments come from the exact Kalman engine
-at the posterior-mean scales.
+(compiled forward-filtering backward-sampling, :mod:`bayesbridge.infer.scale_mixture`), one per
+draw of the scales (``latent="average"``, integrating their uncertainty) or all at the
+posterior-mean scales (``latent="posterior_mean"``); filtered and smoothed moments come from the
+exact Kalman engine at the posterior-mean scales.
 
 *Nonlinear chains* (``trajectory="markov"``, the default for them, and available for affine
 models too) get a Gauss-Markov guide over the whole trajectory of every run
@@ -51,7 +51,7 @@ from bayesbridge.infer.result import AssimilationResult
 from bayesbridge.infer.scale_posterior import SITES, ScalePosterior
 from bayesbridge.infer.variational_fit import ELBOTrace, maximise_elbo
 from bayesbridge.model import LinearGaussianModel
-from bayesbridge.model.pyro_program import isolated_pyro, masked_gaussian_hmm
+from bayesbridge.model.pyro_program import masked_gaussian_hmm
 from bayesbridge.model.state_space import as_state_space_model
 
 __all__ = ["SVIConfig", "run", "fit_svi", "SVIFit"]
@@ -306,27 +306,19 @@ def _importance_resample(sg: ScaleGuide, post: ScalePosterior, n: int, factor: i
 
 
 def _exact_trajectories(ssm, y: torch.Tensor, s_draws: torch.Tensor, sig_draws: torch.Tensor, config: SVIConfig,
-                        generator: torch.Generator, budget_mb: float = 1024.0) -> torch.Tensor:
-    """Trajectories ``(draw, *batch, T, d)`` from ``p(z | y, s, sigma)``: one per scale draw
-    (``latent="average"``) or all at the posterior-mean scales, by
-    :meth:`pyro.distributions.GaussianHMM.rsample_posterior`, in chunks of draws whose parallel
-    scan (about ``6 T (2 d)^2`` float64 numbers per draw and run) fits ``budget_mb``."""
-    T, d = int(y.shape[-2]), ssm.latent_dim
-    runs = max(1, math.prod(y.shape[:-2]))
-    chunk = max(1, int(budget_mb * 2**20 // (6 * T * (2 * d) ** 2 * 8 * runs)))
-    per_draw = config.latent == "average" and config.scales == "infer"
-    out = []
-    with isolated_pyro(generator), torch.no_grad():
-        for start in range(0, config.members, chunk):
-            n = min(chunk, config.members - start)
-            if per_draw:
-                masked = masked_gaussian_hmm(ssm, y, obs_scale=s_draws[start:start + n],
-                                             model_error_scale=sig_draws[start:start + n])
-                out.append(masked.hmm.rsample_posterior(masked.filled))
-            else:
-                masked = masked_gaussian_hmm(ssm, y, obs_scale=s_draws.mean(0), model_error_scale=sig_draws.mean(0))
-                out.append(masked.hmm.rsample_posterior(masked.filled, torch.Size([n])))
-    return torch.cat(out, 0)
+                        generator: torch.Generator) -> torch.Tensor:
+    """Trajectories ``(*batch, T, draw, d)`` from ``p(z | y, s, sigma)``: one per scale draw
+    (``latent="average"``) or all at the posterior-mean scales, by the compiled
+    forward-filtering backward-sampling of :func:`~bayesbridge.infer.scale_mixture.scale_mixture_draws`
+    (periodic steady state reused)."""
+    from bayesbridge.infer.scale_mixture import scale_mixture_draws
+
+    if config.latent == "average" and config.scales == "infer":
+        res = scale_mixture_draws(ssm, y, s_draws, sig_draws, 1, generator=generator)
+    else:
+        res = scale_mixture_draws(ssm, y, s_draws.mean(0, keepdim=True), sig_draws.mean(0, keepdim=True),
+                                  config.members, generator=generator)
+    return res.smoothed_ensemble.to(y.device)
 
 
 def _posterior_mean_model(ssm, obs_scale: torch.Tensor, sigma: torch.Tensor, T: int):
@@ -380,7 +372,7 @@ def run(model, y: torch.Tensor, config: SVIConfig, generator: torch.Generator) -
             log_evidence=torch.full(batch, fit.elbo, dtype=torch.float64), hyperparameters=hyper, config=config,
             fit=fit.trace,
         )
-    traj = _exact_trajectories(ssm, y, s_draws, sig_draws, config, generator).movedim(0, -2)
+    traj = _exact_trajectories(ssm, y, s_draws, sig_draws, config, generator)
     check_finite(traj, T - 1, "svi", "trajectory draws")
     lgm = _posterior_mean_model(ssm, s_mean, sig_mean, T)
     if lgm is not None:
