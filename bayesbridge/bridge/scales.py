@@ -16,7 +16,7 @@ representation error is the least observation error: the operational model's lin
 model cannot predict another system (the truth, the real ocean) better than it predicts the
 operational model's own trajectories; and a few observed indices see only a few latent
 directions, so a ``sigma`` below 1 learnt from them would shrink the noise of all the others
-(the measurements are in ``docs/lab-notes.md``, "Error scales"). The field posterior is the
+(the measurements are in ``docs/lab-notes.md``, "Integrated error scales"). The field posterior is the
 Rao-Blackwellised mixture
 
 .. math:: p(z_{1:T} \\mid y) = \\int p(z_{1:T} \\mid y, s, \\sigma)\\, p(s, \\sigma \\mid y)\\, ds\\, d\\sigma
