@@ -199,3 +199,20 @@ def test_laplace_scales_start_inside_the_supports_near_the_posterior_mean():
                         ("model_error_scale", float(start["model_error_scale"]))):
         mean, sd = ref[name]
         assert abs(value - mean) < sd, (name, value, mean, sd)
+
+
+def test_batched_potential_of_floored_priors_equals_the_pointwise_one():
+    # svi's ELBO evaluates its draws in one compiled call: values and gradients must be those of
+    # the one-point potential (autograd through the priors and the compiled likelihood)
+    from bayesbridge.infer.scale_posterior import ScalePosterior
+
+    sigma_prior = FlooredHalfNormal(torch.tensor(1.0, dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64))
+    model, _, y = _problem(T=60, sigma_prior=sigma_prior)
+    post = ScalePosterior(model, y)
+    u = torch.randn(5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    batch = post.potential_batch(u)
+    (g_batch,) = torch.autograd.grad(batch.sum(), u)
+    single = torch.stack([post.potential({"obs_scale": r[:-1], "model_error_scale": r[-1]}) for r in u])
+    (g_single,) = torch.autograd.grad(single.sum(), u)
+    torch.testing.assert_close(batch, single, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(g_batch, g_single, rtol=1e-9, atol=1e-9)

@@ -175,14 +175,7 @@ class ScalePosterior:
             return _LogNormalPotential.apply(u.to(torch.float64), *self._lognormal, self.likelihood)
         u = u.to(torch.float64)
         params = {"obs_scale": u[:, :-1], "model_error_scale": u[:, -1]}
-        total = torch.zeros(u.shape[0], dtype=torch.float64)
-        scales = {}
-        for k in SITES:
-            t = self.transforms[k]
-            x = t(params[k])
-            scales[k] = x
-            for term in (self.priors[k].log_prob(x), t.log_abs_det_jacobian(params[k], x)):
-                total = total + (term.sum(-1) if term.ndim > 1 else term)
+        total, scales = self.log_prior(params), self.constrain(params)
         if self.likelihood is None:
             return -total
         ok = torch.isfinite(total).detach()
