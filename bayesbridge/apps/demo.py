@@ -6,9 +6,12 @@ Steps (each timed into ``metrics.json`` as ``timing.<step>_s``):
    (``docs/design.md`` section 6): a biased CMIP-style operational model and a truth driven by an
    idealized-model run;
 2. ``read`` - anomalies of both through the same CF/CMIP6 reader users call;
-3. ``fit`` - codec and latent dynamics on the operational model only;
-4. ``assimilate`` - the idealized run's sparse output (``nino3``, ``nino4``, ``h_w``) into the
-   latent space with an ensemble Kalman smoother;
+3. ``fit`` - codec and latent dynamics on the operational model only; the twin world's
+   historical record (:func:`~bayesbridge.datasets.twin.historical_record`, independent of the
+   scored truth) gives the representation error (``representation="record"``) and the
+   equatorial regression of ``eq_sst``;
+4. ``assimilate`` - the idealized run's sparse output (``nino3``, ``nino4``, ``h_w`` and its
+   equatorial profile ``eq_sst``) into the latent space with an ensemble Kalman smoother;
 5. ``decode`` - chunked posterior field summaries and index draws;
 6. ``evaluate`` - truth / operational / bridged ENSO statistics, skewness and std maps, and UQ
    scores of the posterior Nino 3.4 series against the truth; the structural bound of any
@@ -60,6 +63,11 @@ TwinSetting = Literal["synchronized", "statistical"]
 TWIN_SETTINGS: tuple[str, ...] = get_args(TwinSetting)
 """``synchronized``: the idealized run that drives the truth is assimilated (trajectory coverage is
 scored); ``statistical``: an idealized run independent of the truth (statistics and maps only)."""
+Representation = Literal["record", "operational"]
+REPRESENTATIONS: tuple[str, ...] = get_args(Representation)
+"""Where the representation error is measured: ``record``, the twin world's historical record
+(:func:`bayesbridge.datasets.twin.historical_record`, :meth:`~bayesbridge.bridge.Bridge.measure_representation`);
+``operational``, the operational training fields."""
 DEFAULT_OBSERVABLES: tuple[str, ...] = ("nino3", "nino4", "h_w", "eq_sst")
 """What the demo assimilates from the idealized run (its own output, never the truth's fields)."""
 
@@ -113,6 +121,11 @@ class DemoConfig:
         :mod:`bayesbridge.idealized.calibrated`) or the calibration's uniform prior box.
     error_scales : {"fixed", "integrate"}
         Error scales of the bridge (:attr:`~bayesbridge.bridge.BridgeConfig.error_scales`).
+    representation : {"record", "operational"}
+        Where the codec's representation error (observation errors, decoded draws) is measured
+        (:data:`REPRESENTATIONS`): on the twin world's historical record (default; the latent
+        space fitted to the operational model flatters itself on its own fields) or on the
+        operational training fields.
     """
 
     quick: bool = False
@@ -132,9 +145,11 @@ class DemoConfig:
     parameter_draws: int = 0
     parameter_source: str = "posterior"
     error_scales: str = "fixed"
+    representation: Representation = "record"
 
     def __post_init__(self) -> None:
         check_choice(self.twin, "twin", TWIN_SETTINGS)
+        check_choice(self.representation, "representation", REPRESENTATIONS)
         self.observables = tuple(self.observables)
         check_choice(self.parameter_source, "parameter_source", PARAMETER_SOURCES)
         # the choices of bayesbridge.bridge.scales.ERROR_SCALES, listed here so that no torch loads
@@ -259,8 +274,15 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
     with timer("fit"):
         bridge = Bridge(cfg.bridge_config())
         bridge.fit(operational, seed=cfg.seed)
+        record = None
+        if cfg.representation == "record" or "eq_sst" in cfg.observables:
+            from bayesbridge.datasets.twin import RECORD_YEARS, historical_record
+
+            record = historical_record(twin, cfg.seed, years=min(cfg.years, RECORD_YEARS))
+        if cfg.representation == "record":
+            bridge.measure_representation(record)
     with timer("assimilate"):
-        run, operators = _idealized_observables(twin, cfg, operational)
+        run, operators = _idealized_observables(twin, cfg, operational, record)
         res = bridge.assimilate(run, list(cfg.observables), seed=cfg.seed, operators=operators)
     post = res.posterior
     n_stat = min(cfg.stat_draws, post.n_draws)
@@ -329,12 +351,15 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
                       propagation=propagation)
 
 
-def _idealized_observables(twin, cfg: DemoConfig, fields):
+def _idealized_observables(twin, cfg: DemoConfig, fields, record):
     """The idealized run to assimilate (``cfg.twin``) with its ``eq_sst`` profile, and the operators.
 
     The profile is the run's own (:func:`bayesbridge.idealized.eq_sst.with_equatorial_sst`) at
-    :data:`~bayesbridge.idealized.eq_sst.EQ_SST_SPACING_DEG` spacing inside the operational grid;
-    with ``nino3`` and ``nino4`` assimilated too, only its shape is observed (no double counting,
+    :data:`~bayesbridge.idealized.eq_sst.EQ_SST_SPACING_DEG` spacing inside the operational grid,
+    through the regression (with its quadratic EP term) fitted to the twin world's historical
+    record (:func:`bayesbridge.datasets.twin.historical_record`, independent of the scored
+    truth), whose residual also gives the rows' errors; with ``nino3`` and ``nino4``
+    assimilated too, only its shape is observed (no double counting,
     :mod:`bayesbridge.idealized.eq_sst`).
 
     Returns
@@ -345,12 +370,16 @@ def _idealized_observables(twin, cfg: DemoConfig, fields):
         The ``eq_sst`` operator when it is observed, else empty.
     """
     from bayesbridge.datasets.twin import independent_idealized_run
-    from bayesbridge.idealized.eq_sst import EQ_SST, profile_observation
+    from bayesbridge.idealized.eq_sst import EQ_SST, eq_sst_longitudes, profile_observation
+    from bayesbridge.idealized.regression import fit_equatorial_regression
 
     run = twin.idealized_observations if cfg.twin == "synchronized" else independent_idealized_run(twin, cfg.seed)
     if EQ_SST not in cfg.observables:
         return run, []
-    prof = profile_observation(run, fields["lon"].values, assimilated=cfg.observables, climatology=True, fields=fields)
+    lon = np.mod(np.asarray(fields["lon"].values, dtype=float), 360.0)
+    rows = eq_sst_longitudes(float(lon.min()), float(lon.max()))
+    regression = fit_equatorial_regression(record["tos"], rows)
+    prof = profile_observation(run, lon, assimilated=cfg.observables, climatology=True, regression=regression)
     return prof.observations, [prof.operator]
 
 

@@ -44,6 +44,7 @@ import torch
 import xarray as xr
 
 from bayesbridge.bridge.observations import observations_from
+from bayesbridge.bridge.result import BridgeResult
 from bayesbridge.bridge.scales import ERROR_SCALES, ErrorScales, assimilate_error_scales
 from bayesbridge.devices import single_torch_thread
 from bayesbridge.dims import RUN_DIMS
@@ -51,13 +52,14 @@ from bayesbridge.errors import (
     AllMissingError,
     GridCoverageError,
     InputTypeError,
+    InputValueError,
     NotFittedError,
     ParameterError,
     VariableNotFoundError,
     check_choice,
     check_int,
 )
-from bayesbridge.infer import METHODS, AssimilationResult
+from bayesbridge.infer import METHODS
 from bayesbridge.regions import REGIONS, STANDARD_BOXES, Region, get_region
 
 __all__ = ["BridgeConfig", "Bridge", "BridgeResult", "OBSERVABLES", "RUN_DIMS", "DEFAULT_OBS_ERROR_FLOOR"]
@@ -181,39 +183,6 @@ class BridgeConfig:
         return region
 
 
-@dataclass
-class BridgeResult:
-    """What :meth:`Bridge.assimilate` returns.
-
-    Attributes
-    ----------
-    posterior : Posterior
-        Decoded field summaries, index series and draws.
-    result : AssimilationResult
-        The engine's latent output.
-    model : StateSpaceModel
-        The state-space model that was assimilated into.
-    observations : xarray.Dataset
-        The assimilated indices on ``time``, or ``(run, time)`` for a batch of runs.
-    obs_error : pandas.Series
-        Observation-error standard deviation used per index (the nominal one, the floor of
-        integrated scales).
-    scales : ScaledAssimilation, optional
-        How the error scales were treated, and their draws when integrated.
-    y : numpy.ndarray, optional
-        The rows the engine assimilated, ``(T, m)`` or ``(run, T, m)`` (NaN = missing), in the
-        order of ``model.obs_names`` (a profile such as ``eq_sst`` gives one row per longitude).
-    """
-
-    posterior: object
-    result: AssimilationResult
-    model: object
-    observations: xr.Dataset
-    obs_error: pd.Series
-    scales: object = None
-    y: np.ndarray | None = None
-
-
 class _AffineObservation:
     """``h(z) = c + H z`` for ``z`` ``(*batch, d)``: ``c`` ``(m,)``, ``H`` ``(m, d)`` (an EOF decoder's box means)."""
 
@@ -325,9 +294,57 @@ class Bridge:
             codec, z = _augmented(codec, z, dynamics.window)
         self.codec, self.dynamics, self.fields = codec, dynamics, fields
         self.latent_train = z
+        self._set_residual(residual, "operational")
+        return self
+
+    def _set_residual(self, residual: xr.Dataset, source: str) -> None:
         self.residual_std = residual.std("time")
         self.residual_points = self._stack_points(residual)
         self.box_residual_std = self._box_residual_std(residual)
+        self.representation_source = source
+
+    def measure_representation(self, record: xr.Dataset) -> Bridge:
+        r"""Measure the representation error on a record of the observed system instead.
+
+        :meth:`fit` measures the codec residual :math:`x - \mathrm{dec}(\mathrm{enc}(x))` on
+        the operational training fields, which the codec was fitted to: it says how well the
+        latent space represents the operational model, not the system the observations come
+        from, whose patterns may sit elsewhere. Given anomalies of that system (a gridded
+        observational record on the codec's grid, independent of anything the bridge is
+        scored against), this replaces the per-point residual series (the decoded draws'
+        representation error), its standard deviation and the per-box residuals (the
+        observation errors of :meth:`state_space_model`) by the record's.
+
+        Parameters
+        ----------
+        record : xarray.Dataset
+            Anomalies of every codec variable on ``(time, lat, lon)`` (the codec's grid), at
+            least 24 months.
+
+        Returns
+        -------
+        Bridge
+            ``self``.
+        """
+        self._require()
+        if not isinstance(record, xr.Dataset):
+            raise InputTypeError(f"record: expected an xarray Dataset of anomalies, got {type(record).__name__}.")
+        missing = [v for v in self.codec.variables if v not in record]
+        if missing:
+            raise VariableNotFoundError(f"record: missing {missing}; the codec reads {list(self.codec.variables)}.")
+        if record.sizes.get("time", 0) < 24:
+            raise InputValueError(f"record: expected at least 24 months on 'time', got {record.sizes.get('time', 0)}.")
+        grid = self.fields
+        for c in ("lat", "lon"):
+            if record.sizes.get(c) != grid.sizes[c] or not np.allclose(record[c].values, grid[c].values):
+                raise GridCoverageError(
+                    f"record: its {c} differs from the codec's grid ({grid.sizes[c]} values, "
+                    f"{float(grid[c].min()):g}..{float(grid[c].max()):g}); regrid it to the operational grid first."
+                )
+        codec = getattr(self.codec, "base", self.codec)  # the lag-window codec wraps the fitted one
+        record = record[list(codec.variables)].load()
+        recon = codec.decode(codec.encode(record))
+        self._set_residual(xr.Dataset({v: record[v] - recon[v] for v in codec.variables}), "record")
         return self
 
     def _box_residual_std(self, residual: xr.Dataset) -> dict[str, float]:

@@ -52,6 +52,9 @@ def demo(
     error_scales: Annotated[str, typer.Option(
         help="integrate: average over the observation- and model-error scales' posterior (priors floored at "
              "the representation error); fixed: hold them at the representation error.")] = "fixed",
+    representation: Annotated[str, typer.Option(
+        help="Where the representation error is measured: record (the twin world's historical record, "
+             "independent of the scored truth) or operational (the operational training fields).")] = "record",
 ) -> None:
     """Run the twin experiment end to end and write posterior.nc, inference_data.nc,
     metrics.json, report.md and figures/ into OUT."""
@@ -67,10 +70,11 @@ def demo(
     check_choice(parameter_source, "--parameter-source", PARAMETER_SOURCES)
     check_bridge_options(method, codec, dynamics, None, particles, proposal)
     check_option_choice(error_scales, "--error-scales", ("integrate", "fixed"))
+    check_option_choice(representation, "--representation", ("record", "operational"))
     out = check_output_dir(out, "--out")
     config = DemoConfig(quick=quick, seed=seed, parameter_draws=parameter_draws, parameter_source=parameter_source,
                         method=method, codec=codec, dynamics=dynamics, particles=particles, proposal=proposal,
-                        error_scales=error_scales, twin=twin)
+                        error_scales=error_scales, twin=twin, representation=representation)
     months = config.years * 12
 
     def run_memory(n: int, d: int) -> int:

@@ -56,6 +56,7 @@ import xarray as xr
 
 from bayesbridge.datasets.observed import equatorial_regression, observed_indices
 from bayesbridge.errors import GridCoverageError, InputValueError, VariableNotFoundError
+from bayesbridge.idealized.regression import QUADRATIC, quadratic_anomaly
 from bayesbridge.operators import BoxOperator, ContrastOperator, ProfileOperator
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
     "MEASURED_SPAN",
     "eq_sst_longitudes",
     "regression_coefficients",
+    "quadratic_coefficient",
     "equatorial_sst_from_indices",
     "with_equatorial_sst",
     "RegressionResidual",
@@ -93,7 +95,8 @@ def _regression_range(coefficients: xr.Dataset | None = None) -> tuple[xr.Datase
     return c, float(lon.min()), float(lon.max())
 
 
-def eq_sst_longitudes(lon_min: float = 120.0, lon_max: float = 280.0, spacing: float = EQ_SST_SPACING_DEG) -> np.ndarray:
+def eq_sst_longitudes(lon_min: float = 120.0, lon_max: float = 280.0, spacing: float = EQ_SST_SPACING_DEG,
+                      regression: xr.Dataset | None = None) -> np.ndarray:
     """Longitudes of the profile: multiples of ``spacing`` inside both a grid and the regression.
 
     Parameters
@@ -102,13 +105,15 @@ def eq_sst_longitudes(lon_min: float = 120.0, lon_max: float = 280.0, spacing: f
         The grid's longitude range (degrees east, 0..360; default the twin's 120E-280E).
     spacing : float
         Degrees between rows.
+    regression : xarray.Dataset, optional
+        The regression whose longitudes bound the rows (default the bundled one).
 
     Returns
     -------
     numpy.ndarray
         ``(k,)`` longitudes (degrees east), e.g. 120, 130, ..., 280.
     """
-    _, lo, hi = _regression_range()
+    _, lo, hi = _regression_range(regression)
     first = np.ceil(max(lo, lon_min) / spacing) * spacing
     out = np.arange(first, min(hi, lon_max) + 1e-9, spacing)
     if out.size == 0:
@@ -141,23 +146,56 @@ def regression_coefficients(longitudes, coefficients: xr.Dataset | None = None) 
     return tuple(np.interp(x, rlon, np.asarray(c[k].values, dtype=float)) for k in ("b_e", "b_c"))
 
 
-def equatorial_sst_from_indices(nino3: xr.DataArray, nino4: xr.DataArray, longitudes=None) -> xr.DataArray:
-    """``eq_sst = b_E nino3 + b_C nino4`` at ``longitudes`` (degC), on ``(*dims, lon)``.
+def quadratic_coefficient(longitudes, coefficients: xr.Dataset | None = None) -> np.ndarray:
+    """``b_EE`` ``(k,)`` at ``longitudes``: the quadratic EP term's coefficient, zeros when absent.
+
+    Parameters
+    ----------
+    longitudes : array-like
+        Degrees east.
+    coefficients : xarray.Dataset, optional
+        The regression (default the bundled one, which is linear: no ``b_ee``); one fitted by
+        :func:`bayesbridge.idealized.regression.fit_equatorial_regression` has it.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(k,)`` degC per degC^2, linearly interpolated.
+    """
+    c, _, _ = _regression_range(coefficients)
+    x = np.mod(np.atleast_1d(np.asarray(longitudes, dtype=float)), 360.0)
+    if QUADRATIC not in c:
+        return np.zeros(x.size)
+    return np.interp(x, np.asarray(c["lon"].values, dtype=float), np.asarray(c[QUADRATIC].values, dtype=float))
+
+
+def equatorial_sst_from_indices(nino3: xr.DataArray, nino4: xr.DataArray, longitudes=None,
+                                regression: xr.Dataset | None = None) -> xr.DataArray:
+    """``eq_sst = b_E nino3 + b_C nino4 (+ b_EE (nino3^2)')`` at ``longitudes`` (degC), on ``(*dims, lon)``.
 
     The indices are taken as anomalies already (observed records); NaN where either is missing.
+    The quadratic term (:mod:`bayesbridge.idealized.regression`) enters only when the
+    regression has it, with ``(nino3^2)'`` the anomaly of the square to its monthly climatology.
 
     Parameters
     ----------
     nino3, nino4 : xarray.DataArray
-        Anomalies (degC) on ``(*dims)`` (e.g. ``time``), broadcastable.
+        Anomalies (degC) on ``(*dims)`` (e.g. ``time``), broadcastable; ``time`` is needed by a
+        regression with a quadratic term.
     longitudes : array-like, optional
         Default :func:`eq_sst_longitudes`.
+    regression : xarray.Dataset, optional
+        The coefficients (default the bundled, linear regression).
     """
-    lon = eq_sst_longitudes() if longitudes is None else np.asarray(longitudes, dtype=float)
-    be, bc = regression_coefficients(lon)
+    lon = eq_sst_longitudes(regression=regression) if longitudes is None else np.asarray(longitudes, dtype=float)
+    be, bc = regression_coefficients(lon, regression)
+    bee = quadratic_coefficient(lon, regression)
     b_e = xr.DataArray(be, dims="lon", coords={"lon": lon})
     b_c = xr.DataArray(bc, dims="lon", coords={"lon": lon})
-    out = (b_e * nino3 + b_c * nino4).transpose(*nino3.dims, "lon")
+    out = b_e * nino3 + b_c * nino4
+    if np.any(bee != 0.0):
+        out = out + xr.DataArray(bee, dims="lon", coords={"lon": lon}) * quadratic_anomaly(nino3)
+    out = out.transpose(*nino3.dims, "lon")
     out.name = EQ_SST
     out.attrs = {"long_name": "equatorial (5S-5N mean) SST anomaly from the Nino 3 / Nino 4 regression",
                  "units": "degC"}
@@ -165,7 +203,7 @@ def equatorial_sst_from_indices(nino3: xr.DataArray, nino4: xr.DataArray, longit
     return out
 
 
-def with_equatorial_sst(run: xr.Dataset, longitudes=None) -> xr.Dataset:
+def with_equatorial_sst(run: xr.Dataset, longitudes=None, regression: xr.Dataset | None = None) -> xr.Dataset:
     """``run`` plus ``eq_sst`` ``(*dims, time, lon)``: its profile, anomalies to its monthly climatology.
 
     Parameters
@@ -175,20 +213,24 @@ def with_equatorial_sst(run: xr.Dataset, longitudes=None) -> xr.Dataset:
         ``idealized_observations``) with ``nino3`` (T_E) and ``nino4`` (T_C) on ``(*dims, time)``.
     longitudes : array-like, optional
         Default :func:`eq_sst_longitudes`.
+    regression : xarray.Dataset, optional
+        The coefficients (default the bundled, linear regression).
 
     Returns
     -------
     xarray.Dataset
-        A copy with ``eq_sst`` (degC), ``b_E T_E' + b_C T_C'`` with ``T'`` relative to the
-        run's monthly climatology.
+        A copy with ``eq_sst`` (degC), ``b_E T_E' + b_C T_C' (+ b_EE (T_E'^2)')`` with ``T'``
+        relative to the run's monthly climatology.
     """
     missing = [v for v in ("nino3", "nino4") if v not in run]
     if missing:
         raise VariableNotFoundError(f"run: missing {missing}; eq_sst is reconstructed from nino3 (T_E) and nino4 (T_C).")
     anom = {k: run[k].groupby("time.month") - run[k].groupby("time.month").mean() for k in ("nino3", "nino4")}
-    prof = equatorial_sst_from_indices(anom["nino3"].drop_vars("month"), anom["nino4"].drop_vars("month"), longitudes)
-    prof.attrs["long_name"] = ("equatorial (5S-5N mean) SST anomaly of the idealized model (regression on "
-                               "T_E, T_C; anomalies to the run's monthly climatology)")
+    prof = equatorial_sst_from_indices(anom["nino3"].drop_vars("month"), anom["nino4"].drop_vars("month"), longitudes,
+                                       regression)
+    terms = "T_E, T_C and T_E^2" if QUADRATIC in (regression if regression is not None else {}) else "T_E, T_C"
+    prof.attrs["long_name"] = (f"equatorial (5S-5N mean) SST anomaly of the idealized model (regression on "
+                               f"{terms}; anomalies to the run's monthly climatology)")
     return run.assign({EQ_SST: prof})
 
 
@@ -230,8 +272,31 @@ def _nino34_residual() -> tuple[float, int]:
     return float(diff[ok].std(ddof=1)), int(ok.sum())
 
 
-def regression_residual(longitudes=None, correlation=None) -> RegressionResidual:
+def _measured_residual(lon: np.ndarray, regression: xr.Dataset, box: np.ndarray) -> RegressionResidual:
+    """Row errors from a fitted regression's own residual (std and correlation on its rows)."""
+    rlon = np.asarray(regression["lon"].values, dtype=float)
+    pos = np.array([int(np.argmin(np.abs(rlon - x))) for x in lon])
+    if np.max(np.abs(rlon[pos] - lon)) > 1e-6:
+        raise InputValueError(
+            f"longitudes: the regression's residual is measured at {', '.join(f'{v:g}' for v in rlon)}E; "
+            f"profile rows at {', '.join(f'{v:g}' for v in lon)}E need a regression fitted at those longitudes."
+        )
+    std = np.asarray(regression["residual_std"].values, dtype=float)[pos]
+    C = np.asarray(regression["residual_corr"].values, dtype=float)[np.ix_(pos, pos)]
+    k_eff = float(np.trace(C) ** 2 / np.trace(C @ C))
+    k = max(1, int(box.sum()))
+    cov_box = (std[box, None] * C[np.ix_(box, box)] * std[None, box]).sum() if box.any() else float(std.mean() ** 2)
+    box_std = float(np.sqrt(cov_box)) / k
+    return RegressionResidual(box_std, std * np.sqrt(lon.size / k_eff), k, int(regression.attrs.get("months", 0)), k_eff)
+
+
+def regression_residual(longitudes=None, correlation=None, regression: xr.Dataset | None = None) -> RegressionResidual:
     """The per-row error of ``eq_sst`` at ``longitudes`` from the ERSST Nino 3.4 residual.
+
+    A fitted ``regression`` (:func:`bayesbridge.idealized.regression.fit_equatorial_regression`)
+    carries its own residual, measured per row on its record: then ``s_k = sigma_k sqrt(k / k_eff)``
+    with its residual's standard deviation ``sigma_k`` and correlation (``correlation`` is
+    ignored), the same inflation as below.
 
     Without ``correlation`` the rows' residuals are taken as independent: ``s = sigma_34 sqrt(k_b)``
     for ``k_b`` rows in Nino 3.4 (module notes). With the residual's row-to-row correlation
@@ -241,10 +306,12 @@ def regression_residual(longitudes=None, correlation=None) -> RegressionResidual
     ``k_eff = (tr C)^2 / tr(C^2)``: the bridge's errors are independent per row, so the diagonal
     is inflated until the ``k`` rows carry the information of ``k_eff`` independent ones.
     """
-    lon = eq_sst_longitudes() if longitudes is None else np.asarray(longitudes, dtype=float)
-    box_std, months = _nino34_residual()
+    lon = eq_sst_longitudes(regression=regression) if longitudes is None else np.asarray(longitudes, dtype=float)
     x = np.mod(lon, 360.0)
     box = (x >= _NINO34[0]) & (x <= _NINO34[1])
+    if regression is not None and "residual_std" in regression and "residual_corr" in regression:
+        return _measured_residual(x, regression, box)
+    box_std, months = _nino34_residual()
     k = max(1, int(box.sum()))
     if correlation is None:
         return RegressionResidual(box_std, np.full(lon.size, box_std * np.sqrt(k)), k, months, float(lon.size))
@@ -257,7 +324,8 @@ def regression_residual(longitudes=None, correlation=None) -> RegressionResidual
     return RegressionResidual(box_std, np.full(lon.size, s), k, months, k_eff)
 
 
-def equatorial_sst_operator(longitudes=None, *, shape_only: bool = True, variable: str = "tos", correlation=None):
+def equatorial_sst_operator(longitudes=None, *, shape_only: bool = True, variable: str = "tos", correlation=None,
+                            regression: xr.Dataset | None = None):
     """The ``eq_sst`` observation operator (5S-5N mean of ``variable`` at ``longitudes``).
 
     Parameters
@@ -272,15 +340,18 @@ def equatorial_sst_operator(longitudes=None, *, shape_only: bool = True, variabl
         The SST variable of the fields.
     correlation : numpy.ndarray, optional
         ``(k, k)`` row-to-row correlation of the residual (:func:`regression_residual`).
+    regression : xarray.Dataset, optional
+        The coefficients (default the bundled regression); a fitted one also gives the rows'
+        errors (:func:`regression_residual`).
 
     Returns
     -------
     ContrastOperator or ProfileOperator
         Named ``eq_sst``, row dimension ``lon``, error floor :func:`regression_residual`.
     """
-    lon = eq_sst_longitudes() if longitudes is None else np.asarray(longitudes, dtype=float)
-    be, bc = regression_coefficients(lon)
-    floor = tuple(float(v) for v in regression_residual(lon, correlation).per_longitude)
+    lon = eq_sst_longitudes(regression=regression) if longitudes is None else np.asarray(longitudes, dtype=float)
+    be, bc = regression_coefficients(lon, regression)
+    floor = tuple(float(v) for v in regression_residual(lon, correlation, regression).per_longitude)
     profile = ProfileOperator(EQ_SST, variable=variable, units="degC", error_floor=floor,
                               at=tuple(float(v) for v in lon), band=EQ_SST_BAND, along="lon")
     if not shape_only:
@@ -311,7 +382,8 @@ class ProfileObservation:
 
 
 def profile_observation(observations: xr.Dataset, grid_lon, *, assimilated=("nino3", "nino4"),
-                        climatology: bool = False, variable: str = "tos", fields=None) -> ProfileObservation:
+                        climatology: bool = False, variable: str = "tos", fields=None,
+                        regression: xr.Dataset | None = None) -> ProfileObservation:
     """``observations`` with ``eq_sst`` at the longitudes of a grid, and its operator.
 
     A profile already on ``(time, lon)`` in ``observations`` is kept (its longitudes must lie
@@ -341,6 +413,10 @@ def profile_observation(observations: xr.Dataset, grid_lon, *, assimilated=("nin
         The operational model's anomalies ``(time, lat, lon)``: the row-to-row correlation of
         the shape of their profile stands for that of the regression residual
         (:func:`regression_residual`); without them the rows' errors are taken as independent.
+    regression : xarray.Dataset, optional
+        The regression (default the bundled one): a fitted one
+        (:func:`bayesbridge.idealized.regression.fit_equatorial_regression`) gives the profile's
+        quadratic term, its longitudes and its rows' errors (then ``fields`` is not used).
 
     Returns
     -------
@@ -355,9 +431,9 @@ def profile_observation(observations: xr.Dataset, grid_lon, *, assimilated=("nin
         lo, hi = float(lon.min()), float(lon.max())
         if not climatology:  # derived from observed indices: only where the residual is measured
             lo, hi = max(lo, MEASURED_SPAN[0]), min(hi, MEASURED_SPAN[1])
-        lons = eq_sst_longitudes(lo, hi)
+        lons = eq_sst_longitudes(lo, hi, regression=regression)
         if climatology:
-            out = with_equatorial_sst(observations, lons)
+            out = with_equatorial_sst(observations, lons, regression)
         else:
             missing = [v for v in ("nino3", "nino4") if v not in observations]
             if missing:
@@ -366,11 +442,13 @@ def profile_observation(observations: xr.Dataset, grid_lon, *, assimilated=("nin
                     f"but {', '.join(missing)} is missing; add it to the file or drop eq_sst from the variables."
                 )
             out = observations.assign({EQ_SST: equatorial_sst_from_indices(observations["nino3"],
-                                                                           observations["nino4"], lons)})
+                                                                           observations["nino4"], lons, regression)})
     shape = "nino3" in assimilated and "nino4" in assimilated
     correlation = None
-    if fields is not None and lons.size > 1:  # the residual is a shape: its correlation is the model's shape's
+    measured = regression is not None and "residual_corr" in regression
+    if fields is not None and lons.size > 1 and not measured:  # the residual is a shape: the model's shape's correlation
         series = equatorial_sst_operator(lons, shape_only=True, variable=variable).apply(fields[variable])
         correlation = np.corrcoef(np.asarray(series.values, dtype=float).T)
-    op = equatorial_sst_operator(lons, shape_only=shape, variable=variable, correlation=correlation)
+    op = equatorial_sst_operator(lons, shape_only=shape, variable=variable, correlation=correlation,
+                                 regression=regression)
     return ProfileObservation(out, op, not given)

@@ -53,8 +53,10 @@ from __future__ import annotations
 from bayesbridge.datasets.twin.cmip import write_cmip6
 from bayesbridge.datasets.twin.drivers import OBSERVED_VARIABLES
 from bayesbridge.datasets.twin.experiment import (
+    RECORD_YEARS,
     TwinExperiment,
     default_cache_dir,
+    historical_record,
     independent_idealized_run,
     make_twin_experiment,
     twin_from_drivers,
@@ -93,5 +95,7 @@ __all__ = [
     "default_cache_dir",
     "make_twin_experiment",
     "independent_idealized_run",
+    "RECORD_YEARS",
+    "historical_record",
     "write_cmip6",
 ]

@@ -320,3 +320,52 @@ def independent_idealized_run(twin: TwinExperiment, seed: int) -> xr.Dataset:
     run = MultiscaleENSO().simulate(years=years, members=1, seed=s).isel(member=0, drop=True)
     arrays = {k: v[: time.size] for k, v in driver_arrays(run, "run").items()}
     return index_dataset(arrays, time, {"bayesbridge_role": "idealized observations (independent of the truth)"})
+
+
+RECORD_YEARS = 100
+"""Length (years) of the twin world's historical record (:func:`historical_record`)."""
+
+
+def historical_record(twin: TwinExperiment, seed: int, years: int = RECORD_YEARS) -> xr.Dataset:
+    """The twin world's observed record: the truth generator on an independent run, before the twin.
+
+    What a gridded observational record is to the real bridge (the data a regression of
+    equatorial SST on the Nino indices is fitted to), this is to the twin: the truth's generator
+    (:func:`~bayesbridge.datasets.twin.synthetic_truth`: its patterns, nonlinear term and noise
+    amplitudes) driven by an idealized run independent of the truth's (stream
+    ``STREAMS["record_driver"]``) with independent noise (``STREAMS["record_noise"]``), on the
+    ``years`` before the twin's first year. It shares no random number with the truth the
+    bridge is scored against.
+
+    Parameters
+    ----------
+    twin : TwinExperiment
+        Gives the first year (``metadata["start_year"]``).
+    seed : int
+        Master seed (>= 0).
+    years : int
+        Length of the record (>= 10; default :data:`RECORD_YEARS`).
+
+    Returns
+    -------
+    xarray.Dataset
+        Anomalies ``tos``, ``zos`` on ``(time, lat, lon)`` as :func:`bayesbridge.io.open_operational`
+        gives them.
+    """
+    from bayesbridge.idealized import MultiscaleENSO
+    from bayesbridge.io import open_operational
+
+    seed = check_int(seed, "seed", minimum=0)
+    years = check_int(years, "years", minimum=10)
+    start = int(twin.metadata.get("start_year", 1850)) - years
+    if start < 1:
+        raise InputValueError(f"years: the record of {years} years would start before year 1 "
+                              f"(the twin starts in {start + years}); choose fewer years.")
+    s = int(np.random.SeedSequence([seed, STREAMS["record_driver"]]).generate_state(1)[0])
+    run = MultiscaleENSO().simulate(years=years, members=1, seed=s).isel(member=0, drop=True)
+    time, _ = time_axis(years * 12, start)
+    driver = index_dataset(driver_arrays(run, "run"), time, {"bayesbridge_role": "historical record driver"})
+    fields = synthetic_truth(driver, int(np.random.SeedSequence([seed, STREAMS["record_noise"]]).generate_state(1)[0]),
+                             start_year=start)
+    return open_operational(fields, region=None)
+

@@ -69,7 +69,7 @@ __all__ = [
 GENERATOR_VERSION = "3"
 """Bumped whenever generated values change; part of the cache key."""
 STREAMS = {"truth_driver": 1, "truth_noise": 3, "oscillator": 4, "op_noise": 5, "pattern_oracle": 9,
-           "statistical_driver": 10}
+           "statistical_driver": 10, "record_driver": 11, "record_noise": 12}
 """Stream number of each random component: ``default_rng([seed, STREAMS[component]])``."""
 COLD_TONGUE_SHIFT_DEG = 15.0
 """Westward shift of the operational model's patterns west of 200E (tapering to 0 at 280E)."""
