@@ -123,6 +123,30 @@ def test_residual_noise_and_pure_lstm_options(series):
         dyn.mean(windows[:2])
 
 
+def test_default_noise_is_the_held_out_one_step_residual(series):
+    train = series.isel(time=slice(0, 240))
+    dyn = bl.LSTMDynamics(window=2, hidden=8, epochs=1, progress=False, seed=3).fit(train)
+    assert dyn.noise == "validation"
+    split = bl.split_years(train["time"], dyn.validation, min_steps=2 + dyn.rollout + 1)
+    x, windows = torch.as_tensor(train.values, dtype=torch.float64), torch.as_tensor(bl.lag_windows(train, 2).values)
+    val = set(split.validation.tolist())
+    # windows ending at s (months s-1, s) whose rollout targets s+1 .. s+k are held out too
+    starts = [s for s in split.validation if all(s + j in val for j in range(-1, dyn.rollout + 1))]
+    with torch.no_grad():
+        resid = torch.stack([x[s + 1] - dyn.mean(windows[s], s + 1)[:D] for s in starts])
+        train_resid = torch.stack([x[t] - dyn.mean(windows[t - 1], t)[:D] for t in split.train[2:]])
+    L = dyn.noise_scale_tril()[:D, :D]
+    torch.testing.assert_close(L @ L.mT, torch.cov(resid.T), rtol=0.02, atol=1e-4)
+    assert not torch.allclose(torch.cov(train_resid.T), torch.cov(resid.T), rtol=0.02, atol=1e-4)
+
+
+def test_ensemble_members_exceed_the_window_state():
+    from bayesbridge.apps.bridge_options import DEFAULT_MEMBERS, default_members
+
+    assert default_members("enks", "lstm", 20) == 240 and default_members("etkf", "lstm", 4, window=3) == 100
+    assert default_members("pf", "lstm", 20) == default_members("enks", "seasonal", 20) == DEFAULT_MEMBERS
+
+
 def test_free_run_of_the_augmented_chain(small):
     run = small.simulate(30, members=3, seed=4, burn_in=12)
     assert run.dims == ("member", "time", "latent") and run.sizes["latent"] == W * D
@@ -216,3 +240,13 @@ def test_svi_is_refused_for_the_augmented_state():
     with pytest.raises(errors.ParameterError, match="svi"):
         BridgeConfig(dynamics="lstm", method="svi")
     BridgeConfig(dynamics="lstm", method="enks")
+
+
+def test_an_ensemble_smaller_than_the_state_is_warned_about():
+    from synthetic_fields import make_synthetic_fields
+
+    fields = make_synthetic_fields(n_years=6, seed=1).fields
+    bridge = Bridge(BridgeConfig(latent_dim=4, dynamics="linear", method="enks", members=4)).fit(fields, seed=0)
+    obs = bridge.fields[["tos"]].pipe(lambda f: xr.Dataset({"nino3": f["tos"].sel(lat=0, method="nearest").mean("lon")}))
+    with pytest.warns(UserWarning, match="at least 8"):
+        bridge.assimilate(obs, ["nino3"], seed=0)

@@ -87,7 +87,9 @@ class DemoConfig:
     latent_dim : int
         Latent size of the codec.
     members : int, optional
-        Ensemble members, the posterior draws (default 100; the 90 % interval of 40 exchangeable
+        Ensemble members, the posterior draws (default
+        :func:`~bayesbridge.apps.bridge_options.default_members`: 100, or ``2 w d`` for an
+        ensemble Kalman engine on the LSTM's window state; the 90 % interval of 40 exchangeable
         draws covers only about 86 % of a calibrated posterior).
     method : str
         Inference engine (see :func:`bayesbridge.infer.assimilate`).
@@ -157,7 +159,9 @@ class DemoConfig:
         if self.years is None:
             self.years = 40 if self.quick else 200
         if self.members is None:
-            self.members = 100
+            from bayesbridge.apps.bridge_options import default_members
+
+            self.members = default_members(self.method, self.dynamics, self.latent_dim)
         if self.years < 10:
             raise ParameterError(f"years: expected at least 10 years, got {self.years}.")
         if self.stat_draws < 1:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
@@ -544,6 +545,11 @@ class Bridge:
         options = dict(cfg.method_options)
         if cfg.method in ("enkf", "etkf", "enks"):
             options.setdefault("inflation", cfg.inflation)
+            if cfg.members <= self.codec.latent_dim:  # rank-deficient ensemble covariance
+                warnings.warn(
+                    f"members: {cfg.members} ensemble members for a {self.codec.latent_dim}-dimensional state "
+                    f"leave the {cfg.method} posterior over-confident; use at least {2 * self.codec.latent_dim}.",
+                    stacklevel=2)
         with single_torch_thread():
             scaled = assimilate_error_scales(model, y, requested=cfg.error_scales, method=cfg.method,
                                              members=cfg.members, seed=seed, device=cfg.device,

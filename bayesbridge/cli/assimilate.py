@@ -49,7 +49,8 @@ def assimilate_command(
         list[Path] | None, typer.Option(help="Operational model files (CMIP6 netCDF; repeat or use a glob). Default: the bundled synthetic model.")
     ] = None,
     method: Annotated[str, typer.Option(help="enkf, etkf, enks, pf, svi or kalman.")] = "enks",
-    members: Annotated[int, typer.Option(help=MEMBERS_HELP)] = 100,
+    members: Annotated[int | None, typer.Option(help=MEMBERS_HELP + " [default: 100; 2 x 6 x latent for "
+                                                "--dynamics lstm with an ensemble Kalman method]")] = None,
     latent_dim: Annotated[int, typer.Option(help="Latent size of the codec.")] = 20,
     codec: Annotated[str, typer.Option(help=CODEC_HELP)] = "eof",
     dynamics: Annotated[str, typer.Option(help=DYNAMICS_HELP)] = "seasonal",
@@ -75,8 +76,12 @@ def assimilate_command(
 
     names = parse_names(vars, "--vars", (*STANDARD_BOXES, "eq_sst"))
     check_bridge_options(method, codec, dynamics, members, particles, proposal)
-    check_option_choice(error_scales, "--error-scales", ("integrate", "fixed"))
     check_count(latent_dim, "--latent-dim", minimum=1)
+    if members is None:
+        from bayesbridge.apps.bridge_options import default_members
+
+        members = default_members(method, dynamics, latent_dim)
+    check_option_choice(error_scales, "--error-scales", ("integrate", "fixed"))
     check_seed(seed)
     start, end = month_range(start, end)
     if member is not None:
