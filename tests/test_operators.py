@@ -256,7 +256,8 @@ def test_statistical_twin_demo_assimilates_an_independent_run_with_its_profile(t
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["twin.synchronized"] == 0.0
     assert not any(k.startswith("twin.uq.") for k in metrics)  # no month-by-month scores
-    assert "**statistical**" in (tmp_path / "out" / "report.md").read_text()
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "**statistical**" in report and "historical record" in report
     # the assimilated run is the independent one, not the run that drives the truth
     run = independent_idealized_run(result.twin, 0)
     observed = result.bridge_result.observations

@@ -125,6 +125,13 @@ def report_figure_jobs(maps: dict[str, xr.Dataset], summary: xr.Dataset, truth_i
     }
 
 
+_REPRESENTATION = {
+    "record": " (measured on the twin world's historical record, which also fits the equatorial regression "
+              "of eq_sst: the truth's generator on an independent run, never the scored truth)",
+    "operational": " (measured on the operational training fields)",
+}
+
+
 def write_report(
     out: Path,
     *,
@@ -194,7 +201,7 @@ def write_report(
             f"multiscale ENSO model by assimilating the idealized run's {', '.join(config.get('observables', ()))} "
             "in the operational model's latent space. Bridged statistics come from whole-trajectory "
             "posterior draws (statistics averaged over up to 20) plus the decoder's representation "
-            "error, never from the posterior mean.",
+            f"error{_REPRESENTATION.get(config.get('representation'), '')}, never from the posterior mean.",
             "",
             _twin_text(config.get("twin", "synchronized")),
             "",

@@ -7,7 +7,10 @@ its two SST indices through the observed regression of Chen, Fang & Yu (2022)
 .. math:: \\mathrm{eq\\_sst}(x_k, t) = b_E(x_k)\\, T_E'(t) + b_C(x_k)\\, T_C'(t),
 
 ``T'`` the anomalies of the run's indices relative to its own monthly climatology (the intercept
-``b_0`` drops out of anomalies). It is sampled at :data:`EQ_SST_SPACING_DEG` degree spacing
+``b_0`` drops out of anomalies), plus :math:`b_{EE}(x_k)\\, (T_E'^2)'` when the regression has the
+quadratic EP term (:mod:`bayesbridge.idealized.regression`, which fits one to a gridded record
+with its own residual; every function here takes it as ``regression``, default the bundled,
+linear one). It is sampled at :data:`EQ_SST_SPACING_DEG` degree spacing
 (:func:`eq_sst_longitudes`): linear interpolation of ``b_E``, ``b_C`` from 10-degree samples
 reproduces the 1-degree profiles within 5 % of their peak (2 % at 5 degrees, 10 % at 20, 26 %
 at 30 degrees), and the rows are strongly correlated, so denser sampling adds rows, not
