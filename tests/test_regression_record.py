@@ -158,3 +158,54 @@ def test_measure_representation_refuses_bad_records(fitted):
         bridge.measure_representation(fields.isel(lon=slice(0, -1)))
     with pytest.raises(errors.BayesBridgeError, match="Dataset"):
         bridge.measure_representation(fields["tos"])
+
+
+def test_quadratic_term_fit_orthogonality_and_decoding():
+    import torch
+
+    from bayesbridge.bridge.decoding import QuadraticTerm
+    from bayesbridge.bridge.representation import fit_quadratic_term
+
+    rng = np.random.default_rng(0)
+    n, P = 600, 5
+    te = rng.normal(size=n)
+    g = np.array([0.5, -0.2, 0.0, 0.1, 0.3])
+    resid = (te**2 - (te**2).mean())[:, None] * g + 0.01 * rng.normal(size=(n, P))
+    w = np.array([0.5, 0.5, 0.0, 0.0, 0.0])
+    term, rest = fit_quadratic_term(resid, te, w)
+    np.testing.assert_allclose(term.pattern, g, atol=0.005)
+    assert term.offset == pytest.approx((te**2).mean())
+    assert np.abs(rest.T @ (te**2 - term.offset)).max() < 1e-3 * n  # nothing left along T_E^2
+    # orthogonal to given rows, moved only within their span
+    rows = np.array([[1.0, 1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0, -1.0]])
+    ortho = term.orthogonal_to(rows)
+    np.testing.assert_allclose(rows @ ortho.pattern, 0.0, atol=1e-12)
+    shift = ortho.pattern - term.pattern
+    np.testing.assert_allclose(shift, rows.T @ np.linalg.lstsq(rows.T, shift, rcond=None)[0], atol=1e-12)
+    assert term.orthogonal_to([]) is term
+    # decoding adds g (T_E^2 - c) with T_E the draw's own weighted mean
+    x = torch.as_tensor(rng.normal(size=(3, 2, P)), dtype=torch.float32)
+    y = x.clone()
+    QuadraticTerm(w, g, 0.4).add_to(y)
+    t = (x.double() @ torch.as_tensor(w)).numpy()
+    np.testing.assert_allclose(y.numpy() - x.numpy(), (t**2 - 0.4)[..., None] * g, atol=1e-5)
+    with pytest.raises(errors.BayesBridgeError, match="shapes"):
+        fit_quadratic_term(resid, te[:-1], w)
+
+
+def test_bridge_quadratic_term_leaves_the_assimilated_box_alone(fitted):
+    from bayesbridge.bridge import Bridge, BridgeConfig
+
+    fields, _ = fitted
+    cfg = BridgeConfig(latent_dim=4, dynamics="linear", method="kalman", members=10, representation_error=False)
+    record = make_synthetic_fields(n_years=8, seed=5, noise=0.3).fields
+    plain = Bridge(cfg).fit(fields, seed=0).measure_representation(record)
+    quad = Bridge(cfg).fit(fields, seed=0).measure_representation(record, quadratic=True)
+    assert plain.quadratic_term is None and quad.quadratic_term is not None
+    assert quad.box_residual_std == pytest.approx(plain.box_residual_std)  # observation errors unchanged
+    obs = xr.Dataset({"nino3": BoxOperator("nino3", region="nino3").apply(fields["tos"])})
+    a = plain.assimilate(obs, ["nino3"], seed=0).posterior
+    b = quad.assimilate(obs, ["nino3"], seed=0).posterior
+    np.testing.assert_allclose(b.index_draws("nino3").values, a.index_draws("nino3").values, atol=1e-4)
+    diff = (b.sample_fields(n_draws=2, seed=1)["tos"] - a.sample_fields(n_draws=2, seed=1)["tos"])
+    assert float(np.abs(diff).max()) > 1e-3  # the term changes the fields elsewhere

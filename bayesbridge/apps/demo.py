@@ -66,8 +66,8 @@ scored); ``statistical``: an idealized run independent of the truth (statistics 
 Representation = Literal["record", "operational"]
 REPRESENTATIONS: tuple[str, ...] = get_args(Representation)
 """Where the representation error is measured: ``record``, the twin world's historical record
-(:func:`bayesbridge.datasets.twin.historical_record`, :meth:`~bayesbridge.bridge.Bridge.measure_representation`);
-``operational``, the operational training fields."""
+(:func:`bayesbridge.datasets.twin.historical_record`, :meth:`~bayesbridge.bridge.Bridge.measure_representation`
+with its quadratic decoder term); ``operational``, the operational training fields."""
 DEFAULT_OBSERVABLES: tuple[str, ...] = ("nino3", "nino4", "h_w", "eq_sst")
 """What the demo assimilates from the idealized run (its own output, never the truth's fields)."""
 
@@ -126,8 +126,9 @@ class DemoConfig:
     representation : {"record", "operational"}
         Where the codec's representation error (observation errors, decoded draws) is measured
         (:data:`REPRESENTATIONS`): on the twin world's historical record (default; the latent
-        space fitted to the operational model flatters itself on its own fields) or on the
-        operational training fields.
+        space fitted to the operational model flatters itself on its own fields), with the
+        record's residual quadratic in Nino 3 added to the decoded draws
+        (:mod:`bayesbridge.bridge.representation`), or on the operational training fields.
     """
 
     quick: bool = False
@@ -284,7 +285,7 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
 
             record = historical_record(twin, cfg.seed, years=min(cfg.years, RECORD_YEARS))
         if cfg.representation == "record":
-            bridge.measure_representation(record)
+            bridge.measure_representation(record, quadratic=True)
     with timer("assimilate"):
         run, operators = _idealized_observables(twin, cfg, operational, record)
         res = bridge.assimilate(run, list(cfg.observables), seed=cfg.seed, operators=operators)

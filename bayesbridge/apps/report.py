@@ -127,7 +127,8 @@ def report_figure_jobs(maps: dict[str, xr.Dataset], summary: xr.Dataset, truth_i
 
 _REPRESENTATION = {
     "record": " (measured on the twin world's historical record, which also fits the equatorial regression "
-              "of eq_sst: the truth's generator on an independent run, never the scored truth)",
+              "of eq_sst and a decoder term quadratic in Nino 3: the truth's generator on an independent "
+              "run, never the scored truth)",
     "operational": " (measured on the operational training fields)",
 }
 

@@ -53,7 +53,6 @@ from bayesbridge.errors import (
     AllMissingError,
     GridCoverageError,
     InputTypeError,
-    InputValueError,
     NotFittedError,
     ParameterError,
     VariableNotFoundError,
@@ -233,6 +232,7 @@ class Bridge:
         self.codec = None
         self.dynamics = None
         self.fields: xr.Dataset | None = None
+        self.quadratic_term = self.representation_bank = None  # measure_representation(quadratic=True)
 
     # ------------------------------------------------------------------ fitting
     def _make_codec(self, seed: int):
@@ -303,49 +303,48 @@ class Bridge:
         self.residual_points = self._stack_points(residual)
         self.box_residual_std = self._box_residual_std(residual)
         self.representation_source = source
+        self.representation_bank, self.quadratic_term = self.residual_points, None
 
-    def measure_representation(self, record: xr.Dataset) -> Bridge:
-        r"""Measure the representation error on a record of the observed system instead.
+    def measure_representation(self, record: xr.Dataset, *, quadratic: bool = False) -> Bridge:
+        """Measure the representation error on a record of the observed system instead.
 
-        :meth:`fit` measures the codec residual :math:`x - \mathrm{dec}(\mathrm{enc}(x))` on
-        the operational training fields, which the codec was fitted to: it says how well the
-        latent space represents the operational model, not the system the observations come
-        from, whose patterns may sit elsewhere. Given anomalies of that system (a gridded
-        observational record on the codec's grid, independent of anything the bridge is
-        scored against), this replaces the per-point residual series (the decoded draws'
-        representation error), its standard deviation and the per-box residuals (the
-        observation errors of :meth:`state_space_model`) by the record's.
+        :meth:`fit` measures the codec residual on the operational training fields, which the
+        codec was fitted to; it says how well the latent space represents the operational
+        model, not the system the observations come from. This replaces the per-point residual
+        series (the decoded draws' representation error), its standard deviation and the
+        per-row residuals (the observation errors of :meth:`state_space_model`) by those of
+        ``record`` (:mod:`bayesbridge.bridge.representation`).
 
         Parameters
         ----------
         record : xarray.Dataset
             Anomalies of every codec variable on ``(time, lat, lon)`` (the codec's grid), at
-            least 24 months.
+            least 24 months, independent of anything the bridge is scored against.
+        quadratic : bool
+            Also fit the record's residual on its Nino 3 squared and add that term to every
+            decoded draw (:func:`~bayesbridge.bridge.representation.fit_quadratic_term`); the
+            draws' representation noise is then what is left. Needs ``tos`` in the codec.
 
         Returns
         -------
         Bridge
             ``self``.
         """
+        from bayesbridge.bridge.observables import stacked_rows, standard_operator
+        from bayesbridge.bridge.representation import (
+            check_record,
+            fit_quadratic_term,
+            record_residual,
+        )
+
         self._require()
-        if not isinstance(record, xr.Dataset):
-            raise InputTypeError(f"record: expected an xarray Dataset of anomalies, got {type(record).__name__}.")
-        missing = [v for v in self.codec.variables if v not in record]
-        if missing:
-            raise VariableNotFoundError(f"record: missing {missing}; the codec reads {list(self.codec.variables)}.")
-        if record.sizes.get("time", 0) < 24:
-            raise InputValueError(f"record: expected at least 24 months on 'time', got {record.sizes.get('time', 0)}.")
-        grid = self.fields
-        for c in ("lat", "lon"):
-            if record.sizes.get(c) != grid.sizes[c] or not np.allclose(record[c].values, grid[c].values):
-                raise GridCoverageError(
-                    f"record: its {c} differs from the codec's grid ({grid.sizes[c]} values, "
-                    f"{float(grid[c].min()):g}..{float(grid[c].max()):g}); regrid it to the operational grid first."
-                )
-        codec = getattr(self.codec, "base", self.codec)  # the lag-window codec wraps the fitted one
-        record = record[list(codec.variables)].load()
-        recon = codec.decode(codec.encode(record))
-        self._set_residual(xr.Dataset({v: record[v] - recon[v] for v in codec.variables}), "record")
+        record = check_record(record, self.codec, self.fields)
+        self._set_residual(record_residual(record, self.codec), "record")
+        if quadratic:
+            op = standard_operator("nino3", self.config, self.codec.variables)
+            w = stacked_rows([op], self.codec.points)[0]
+            nino3 = self._stack_points(record).astype(np.float64) @ w
+            self.quadratic_term, self.representation_bank = fit_quadratic_term(self.residual_points, nino3, w)
         return self
 
     def _box_residual_std(self, residual: xr.Dataset) -> dict[str, float]:
@@ -517,6 +516,7 @@ class Bridge:
             operator_mapping,
             profile_rows,
             split_profiles,
+            stacked_rows,
         )
         from bayesbridge.bridge.posterior import Posterior
 
@@ -539,6 +539,10 @@ class Bridge:
         start_month = int(obs["time"].dt.month.values[0])
         model = self.state_space_model(names, start_month, given)
         rows = observation_rows(obs, profiles, names, self._operators(names, given))
+        quadratic = self.quadratic_term
+        if quadratic is not None:  # the assimilated boxes are matched by the latent state already
+            box_ops = self._operators([n for n in names if n not in given], {})
+            quadratic = quadratic.orthogonal_to(stacked_rows(box_ops, self.codec.points) if box_ops else [])
         y = rows.y  # (T, m) or (run, T, m)
         obs = rows.stored
         cfg = self.config
@@ -565,7 +569,9 @@ class Bridge:
             time=obs["time"].values,
             observations=observed,
             assimilated=() if batched else names,
-            representation_residuals=self.residual_points if cfg.representation_error else None,
+            representation_residuals=(self.residual_points if self.representation_bank is None
+                                      else self.representation_bank) if cfg.representation_error else None,
+            quadratic=quadratic,
             seed=seed,
             boxes=boxes,
             regions={n: self._region(n, self.codec.variables) for n in OBSERVABLES},

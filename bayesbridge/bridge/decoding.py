@@ -32,7 +32,8 @@ from bayesbridge.errors import (
     VariableNotFoundError,
 )
 
-__all__ = ["DEFAULT_UNITS", "FieldGrid", "RepresentationError", "as_representation_std", "BlockDecoder", "quantile_lastdim"]
+__all__ = ["DEFAULT_UNITS", "FieldGrid", "RepresentationError", "as_representation_std", "QuadraticTerm",
+           "BlockDecoder", "quantile_lastdim"]
 
 DEFAULT_UNITS: dict[str, str] = {"tos": "degC", "zos": "m"}
 """Units used when the codec does not record them."""
@@ -255,6 +256,45 @@ def as_representation_std(value, grid: FieldGrid, codec) -> torch.Tensor | None:
     return std.to(torch.float32)
 
 
+@dataclass(frozen=True)
+class QuadraticTerm:
+    """A decoder term quadratic in the draw's own Nino 3: ``x += g (T_E^2 - c)``, ``T_E = x . w``.
+
+    Fitted to a record by :func:`bayesbridge.bridge.representation.fit_quadratic_term` (the
+    observed system's nonlinear pattern that the latent space leaves in its residual).
+
+    Attributes
+    ----------
+    weights : numpy.ndarray
+        ``(P,)`` Nino 3 box weights ``w`` on the codec's points.
+    pattern : numpy.ndarray
+        ``(P,)`` ``g``, field units per degC^2.
+    offset : float
+        ``c``, the record's mean ``T_E^2`` (degC^2).
+    """
+
+    weights: np.ndarray
+    pattern: np.ndarray
+    offset: float
+
+    def orthogonal_to(self, rows: np.ndarray) -> QuadraticTerm:
+        """The term with ``g`` moved least (in the Euclidean norm) so that ``rows @ g = 0``.
+
+        ``rows`` ``(m, P)``: functionals the assimilation already matches (the assimilated
+        boxes), which the term must then leave unchanged.
+        """
+        W = np.atleast_2d(np.asarray(rows, dtype=np.float64))
+        if W.size == 0:
+            return self
+        g = self.pattern - W.T @ np.linalg.lstsq(W @ W.T, W @ self.pattern, rcond=None)[0]
+        return QuadraticTerm(self.weights, g, self.offset)
+
+    def add_to(self, x: torch.Tensor) -> None:
+        """Add the term to decoded draws ``x`` ``(k, n, P)`` float32 (CPU), in place."""
+        te = x.to(torch.float64) @ torch.as_tensor(self.weights, dtype=torch.float64)
+        x += ((te**2 - self.offset)[..., None] * torch.as_tensor(self.pattern, dtype=torch.float64)).to(x.dtype)
+
+
 class BlockDecoder:
     """Decode blocks of latent draws ``(k, n, d)`` into fields ``(k, n, n_points)`` float32 (CPU).
 
@@ -270,10 +310,12 @@ class BlockDecoder:
         Fitted codec with ``decode_tensor``.
     n_points : int
         Expected length of the decoded point vector.
+    quadratic : QuadraticTerm, optional
+        A term added to every decoded draw (before the representation error).
     """
 
-    def __init__(self, codec, n_points: int) -> None:
-        self.codec, self.n_points = codec, int(n_points)
+    def __init__(self, codec, n_points: int, quadratic: QuadraticTerm | None = None) -> None:
+        self.codec, self.n_points, self.quadratic = codec, int(n_points), quadratic
         self._linear: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         matrix = getattr(codec, "decoder_matrix", None) if hasattr(type(codec), "decoder_matrix") else None
         stacker = getattr(codec, "stacker", None)
@@ -300,4 +342,6 @@ class BlockDecoder:
                 f"codec.decode_tensor: expected output shape {(k, n, self.n_points)} "
                 f"(*batch, n_points), got {tuple(x.shape)}."
             )
+        if self.quadratic is not None:
+            self.quadratic.add_to(x)
         return x

@@ -127,6 +127,8 @@ class Posterior:
         differences on Niño 3 and Niño 4 between the observed and the operational relation
         (:mod:`bayesbridge.bridge.structural`, estimated by
         :func:`bayesbridge.apps.structural.structural_error`); added to the box's index draws.
+    quadratic : QuadraticTerm, optional
+        A decoder term in the draw's own Nino 3 squared (:mod:`bayesbridge.bridge.representation`).
 
     Attributes
     ----------
@@ -166,6 +168,7 @@ class Posterior:
         units: Mapping[str, str] | None = None,
         progress: bool = False,
         structural_error: Mapping[str, Sequence[float]] | None = None,
+        quadratic=None,
     ) -> None:
         if not isinstance(result, AssimilationResult):
             raise InputTypeError(
@@ -196,7 +199,7 @@ class Posterior:
         self.lat, self.lon = self.grid.lat, self.grid.lon
         self.variables, self.units = self.grid.variables, self.grid.units
         self.points, self.n_points = self.grid.points, self.grid.n_points
-        self.decoder = BlockDecoder(codec, self.n_points)
+        self.decoder = BlockDecoder(codec, self.n_points, quadratic)
         self.representation = RepresentationError(
             self.grid, self.n_draws, self.seed, residuals=representation_residuals,
             std=as_representation_std(representation_std, self.grid, codec),

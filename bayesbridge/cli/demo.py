@@ -54,7 +54,8 @@ def demo(
              "the representation error); fixed: hold them at the representation error.")] = "fixed",
     representation: Annotated[str, typer.Option(
         help="Where the representation error is measured: record (the twin world's historical record, "
-             "independent of the scored truth) or operational (the operational training fields).")] = "record",
+             "independent of the scored truth, with its decoder term quadratic in Nino 3) or operational "
+             "(the operational training fields).")] = "record",
 ) -> None:
     """Run the twin experiment end to end and write posterior.nc, inference_data.nc,
     metrics.json, report.md and figures/ into OUT."""
