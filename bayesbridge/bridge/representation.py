@@ -20,8 +20,7 @@ every decoded draw, with :math:`T_E^{(i)}` the draw's own decoded Nino 3; the re
 noise of the draws is then :math:`\\epsilon`, not :math:`r`, so nothing is counted twice. The
 observation operator is left alone: the latent state is not asked to make the term. At each
 assimilation :meth:`~bayesbridge.bridge.decoding.QuadraticTerm.orthogonal_to` gives ``g`` zero
-mean on every assimilated box, which the latent state already matches (without it the Nino 3
-skewness error of the twin rose from 7 to 13 % on one seed, ``docs/lab-notes.md``).
+mean on every assimilated box, which the latent state already matches (``docs/lab-notes.md``).
 """
 
 from __future__ import annotations
