@@ -373,8 +373,9 @@ def test_draw_statistic_maps_equal_field_statistics_of_sampled_draws(codec):
     for stat in ("std", "skew"):
         np.testing.assert_allclose(maps[stat].values, want[stat].values, rtol=1e-5, atol=1e-6, equal_nan=True)
     assert np.isnan(maps["std"].sel(lat=10.0, lon=GRID_LON[-1])).all()  # land stays NaN
-    # asked again after the summaries: the listed draws are decoded again, same maps
+    # asked again after the summaries: the listed draws are decoded again, same maps up to the
+    # float32 decoding (a different batch of draws can take a different BLAS kernel path)
     again = post.draw_statistic_maps([0, 3, 7, 7])
-    np.testing.assert_allclose(again["skew"].values, maps["skew"].values, rtol=1e-9, equal_nan=True)
+    np.testing.assert_allclose(again["skew"].values, maps["skew"].values, rtol=1e-5, atol=1e-6, equal_nan=True)
     with pytest.raises(ParameterError, match="draws"):
         post.draw_statistic_maps([12])
