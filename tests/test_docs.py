@@ -10,6 +10,7 @@ global state, and the build imports every public module.
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 import subprocess
@@ -22,23 +23,44 @@ import myst_nb  # noqa: F401
 import numpydoc  # noqa: F401
 import pytest
 import sphinx  # noqa: F401
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 
 
-@pytest.fixture(scope="module")
-def build(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
-    """``sphinx-build -W --keep-going -t api``: the process (its warnings on stderr) and the
-    HTML folder (complete even when a warning fails the build, thanks to ``--keep-going``)."""
-    out = tmp_path_factory.mktemp("docs")
+def _sphinx_build(out: Path) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", "-t", "api",
         "-d", str(out / "doctrees"), str(DOCS), str(out / "html"),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    return proc, out / "html"
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """``sphinx-build -W --keep-going -t api``: the process (its warnings on stderr) and the
+    HTML folder (complete even when a warning fails the build, thanks to ``--keep-going``).
+
+    Built once per session: conf.py and autosummary write into ``docs/`` (notebook copies, CLI
+    pages, ``api/generated``), so xdist workers must not build at once; the first builds under a
+    lock in the session's shared temporary folder, the others read its result (the pattern of
+    pytest-xdist's "session-scoped fixtures run once").
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        out = tmp_path_factory.mktemp("docs")
+        return _sphinx_build(out), out / "html"
+    shared = tmp_path_factory.getbasetemp().parent
+    record = shared / "sphinx-build.json"
+    with FileLock(shared / "sphinx-build.lock"):
+        if not record.exists():
+            out = shared / "sphinx-docs"
+            proc = _sphinx_build(out)
+            record.write_text(json.dumps({"args": proc.args, "returncode": proc.returncode, "stderr": proc.stderr,
+                                          "html": str(out / "html")}))
+        done = json.loads(record.read_text())
+    return subprocess.CompletedProcess(done["args"], done["returncode"], "", done["stderr"]), Path(done["html"])
 
 
 @pytest.fixture(scope="module")
