@@ -17,13 +17,15 @@ Steps (each timed into ``metrics.json`` as ``timing.<step>_s``):
    scores of the posterior Nino 3.4 series against the truth; the structural bound of any
    decoding through the operational model's patterns
    (:func:`~bayesbridge.apps.scoring.pattern_bound_maps`);
-7. ``param_uq`` (only with ``parameter_draws = K > 0``) - idealized-model parameter
+7. ``ablation`` (``ablation=True``, the full demo's default) - the same run assimilated once more
+   with ``eq_sst`` toggled and both scored alike (:mod:`bayesbridge.apps.ablation`);
+8. ``param_uq`` (only with ``parameter_draws = K > 0``) - idealized-model parameter
    uncertainty: ``K`` parameter vectors from the bundled calibration posterior
    (:func:`~bayesbridge.apps.propagate.parameter_draws`), one idealized run each, assimilated as one batch
    (:func:`bayesbridge.apps.propagate.propagate_parameter_uncertainty`);
-8. ``explain`` - gain maps and latent increments;
-9. ``write`` - ``posterior.nc``, ``inference_data.nc``, ``metrics.json``, ``report.md`` and
-   ``figures/*.png``, staged and moved into place together (all or nothing).
+9. ``explain`` - gain maps and latent increments;
+10. ``write`` - ``posterior.nc``, ``inference_data.nc``, ``metrics.json``, ``report.md`` and
+    ``figures/*.png``, staged and moved into place together (all or nothing).
 
 Following the scoring rules of :mod:`bayesbridge.apps.scoring` (``docs/design.md`` section 6),
 statistics of the bridged model come from whole-trajectory posterior draws plus the decoder's
@@ -123,6 +125,11 @@ class DemoConfig:
         :mod:`bayesbridge.idealized.calibrated`) or the calibration's uniform prior box.
     error_scales : {"fixed", "integrate"}
         Error scales of the bridge (:attr:`~bayesbridge.bridge.BridgeConfig.error_scales`).
+    ablation : bool, optional
+        Also assimilate the run with ``eq_sst`` toggled (dropped when observed, added when not)
+        and tabulate both beside the pattern bound in the report and ``twin.ablation.*``
+        (:mod:`bayesbridge.apps.ablation`); one more assimilation and decoding pass. Default: on
+        for the full demo, off with ``quick``.
     representation : {"record", "operational"}
         Where the codec's representation error (observation errors, decoded draws) is measured
         (:data:`REPRESENTATIONS`): on the twin world's historical record (default; the latent
@@ -149,6 +156,7 @@ class DemoConfig:
     parameter_source: str = "posterior"
     error_scales: str = "fixed"
     representation: Representation = "record"
+    ablation: bool | None = None
 
     def __post_init__(self) -> None:
         check_choice(self.twin, "twin", TWIN_SETTINGS)
@@ -159,6 +167,8 @@ class DemoConfig:
         check_choice(self.error_scales, "error_scales", ("integrate", "fixed"))
         if self.years is None:
             self.years = 40 if self.quick else 200
+        if self.ablation is None:
+            self.ablation = not self.quick
         if self.members is None:
             from bayesbridge.apps.bridge_options import default_members
 
@@ -280,7 +290,7 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
         bridge = Bridge(cfg.bridge_config())
         bridge.fit(operational, seed=cfg.seed)
         record = None
-        if cfg.representation == "record" or "eq_sst" in cfg.observables:
+        if cfg.representation == "record" or "eq_sst" in cfg.observables or cfg.ablation:
             from bayesbridge.datasets.twin import RECORD_YEARS, historical_record
 
             record = historical_record(twin, cfg.seed, years=min(cfg.years, RECORD_YEARS))
@@ -323,6 +333,10 @@ def _run_demo(out: Path, cfg: DemoConfig, progress) -> DemoResult:
         metrics["twin.synchronized"] = float(cfg.twin == "synchronized")
         if cfg.twin == "synchronized":  # month-by-month scores need the run that drives the truth
             _coverage(metrics, post, idx_truth)
+    if cfg.ablation:
+        with timer("ablation"):
+            metrics.update(_ablation(cfg, twin, bridge, post, operational, record, maps, per_source,
+                                     idx_truth, n_stat))
     with output_set(out) as stage:
         # the figures are drawn by forked processes while the job goes on and writes its files
         sst = {"truth": truth["tos"], "operational": operational["tos"], "bridged (posterior mean)": summary["tos_mean"]}
@@ -386,6 +400,22 @@ def _idealized_observables(twin, cfg: DemoConfig, fields, record):
     regression = fit_equatorial_regression(record["tos"], rows)
     prof = profile_observation(run, lon, assimilated=cfg.observables, climatology=True, regression=regression)
     return prof.observations, [prof.operator]
+
+
+def _ablation(cfg: DemoConfig, twin, bridge, post, operational, record, maps, per_source, idx_truth,
+              n_stat: int) -> dict[str, float]:
+    """The run and its counterpart with ``eq_sst`` toggled, scored alike (:mod:`bayesbridge.apps.ablation`)."""
+    from bayesbridge.apps.ablation import ablation_metrics, score_posterior, toggled_observables
+
+    other = replace(cfg, observables=toggled_observables(cfg.observables))
+    run, operators = _idealized_observables(twin, other, operational, record)
+    counterpart = bridge.assimilate(run, list(other.observables), seed=cfg.seed, operators=operators).posterior
+    scoring = dict(n_draws=n_stat, seed=cfg.seed, truth_maps=maps["truth"], operational_maps=maps["operational"],
+                   truth_nino3_skew=per_source["truth"]["nino3_skew"],
+                   operational_nino3_skew=per_source["operational"]["nino3_skew"],
+                   idx_truth=idx_truth if cfg.twin == "synchronized" else None)
+    return ablation_metrics(score_posterior(post, cfg.observables, **scoring),
+                            score_posterior(counterpart, other.observables, **scoring))
 
 
 def _coverage(metrics: dict, post, idx_truth) -> None:

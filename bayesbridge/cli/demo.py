@@ -56,6 +56,10 @@ def demo(
         help="Where the representation error is measured: record (the twin world's historical record, "
              "independent of the scored truth, with its decoder term quadratic in Nino 3) or operational "
              "(the operational training fields).")] = "record",
+    ablation: Annotated[bool | None, typer.Option(
+        "--ablation/--no-ablation",
+        help="Also assimilate the run with eq_sst toggled and tabulate both in the report (one more "
+             "assimilation and decoding pass). Default: on for the full demo, off with --quick.")] = None,
 ) -> None:
     """Run the twin experiment end to end and write posterior.nc, inference_data.nc,
     metrics.json, report.md and figures/ into OUT."""
@@ -75,7 +79,7 @@ def demo(
     out = check_output_dir(out, "--out")
     config = DemoConfig(quick=quick, seed=seed, parameter_draws=parameter_draws, parameter_source=parameter_source,
                         method=method, codec=codec, dynamics=dynamics, particles=particles, proposal=proposal,
-                        error_scales=error_scales, twin=twin, representation=representation)
+                        error_scales=error_scales, twin=twin, representation=representation, ablation=ablation)
     months = config.years * 12
 
     def run_memory(n: int, d: int) -> int:
@@ -91,7 +95,7 @@ def demo(
         fits = max(0, int(0.9 * available_memory() // per_draw) - 1)
         check_memory(per_draw * (parameter_draws + 1), f"--parameter-draws {parameter_draws}",
                      f"use --parameter-draws {fits} or fewer" + ("" if quick else ", or --quick"))
-    steps = ("twin", "read", "fit", "assimilate", "decode", "evaluate",
+    steps = ("twin", "read", "fit", "assimilate", "decode", "evaluate", *(("ablation",) if config.ablation else ()),
              *(("param_uq",) if parameter_draws else ()), "explain", "write")
     with step_progress("demo", steps) as advance:
         result = run_demo(out, config, progress=advance)
@@ -114,6 +118,11 @@ def demo(
         )
     else:
         console.print(f"{twin} twin: the assimilated run is independent of the truth, so only statistics are scored")
+    if config.ablation:
+        a = "twin.ablation."
+        console.print("Ablation, box indices -> box indices + eq_sst (RMSE over the operational model's): "
+                      + "; ".join(f"{name} map {m[f'{a}without_eq_sst.{k}']:.2f} -> {m[f'{a}with_eq_sst.{k}']:.2f}"
+                                  for name, k in (("std", "std_ratio"), ("skewness", "skew_ratio"))))
     if parameter_draws:
         from bayesbridge.apps.scoring import PARAM_UQ_STATS
 
