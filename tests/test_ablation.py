@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from bayesbridge.apps.ablation import ablation_rows, toggled_observables
+from bayesbridge.errors import ParameterError
 
 SMALL = dict(quick=True, years=10, members=10, latent_dim=6, stat_draws=2)
 
@@ -27,6 +28,9 @@ def test_ablation_defaults_on_for_the_full_demo_only():
     assert DemoConfig().ablation is True
     assert DemoConfig(quick=True).ablation is False
     assert DemoConfig(ablation=False).ablation is False
+    with pytest.raises(ParameterError, match=r"^ablation: .*observe nothing.*ablation=False"):
+        DemoConfig(observables=("eq_sst",), ablation=True)
+    assert DemoConfig(observables=("eq_sst",), ablation=False).observables == ("eq_sst",)
 
 
 @pytest.fixture

@@ -169,6 +169,11 @@ class DemoConfig:
             self.years = 40 if self.quick else 200
         if self.ablation is None:
             self.ablation = not self.quick
+        if self.ablation and not [o for o in self.observables if o != "eq_sst"]:
+            raise ParameterError(
+                f"ablation: its counterpart drops eq_sst from observables={self.observables!r} and would "
+                f"observe nothing; add box indices (e.g. 'nino3', 'nino4', 'h_w') or pass ablation=False."
+            )
         if self.members is None:
             from bayesbridge.apps.bridge_options import default_members
 
