@@ -232,7 +232,7 @@ class Bridge:
         self.codec = None
         self.dynamics = None
         self.fields: xr.Dataset | None = None
-        self.quadratic_term = self.representation_bank = None  # measure_representation(quadratic=True)
+        self.quadratic_term = self.representation_bank = None  # set by fit and measure_representation
 
     # ------------------------------------------------------------------ fitting
     def _make_codec(self, seed: int):
@@ -569,8 +569,7 @@ class Bridge:
             time=obs["time"].values,
             observations=observed,
             assimilated=() if batched else names,
-            representation_residuals=(self.residual_points if self.representation_bank is None
-                                      else self.representation_bank) if cfg.representation_error else None,
+            representation_residuals=self.representation_bank if cfg.representation_error else None,
             quadratic=quadratic,
             seed=seed,
             boxes=boxes,

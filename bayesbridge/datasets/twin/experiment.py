@@ -270,13 +270,7 @@ def make_twin_experiment(years: int = 200, seed: int = 0, *, cache_dir: str | os
             (path / "metadata.json").unlink(missing_ok=True)
     if use_cache:  # before minutes of simulation: can the cache be written at all?
         check_output_dir(path, "cache_dir (BAYESBRIDGE_CACHE_DIR)")
-    from bayesbridge.idealized import MultiscaleENSO
-
-    def run(stream: str) -> xr.Dataset:
-        s = int(np.random.SeedSequence([seed, STREAMS[stream]]).generate_state(1)[0])
-        return MultiscaleENSO().simulate(years=years, members=1, seed=s).isel(member=0, drop=True)
-
-    driver = run("truth_driver")
+    driver = _idealized_run(seed, "truth_driver", years)
     twin = twin_from_drivers(driver, driver, seed, start_year=start_year)
     twin.metadata["idealized_model"] = "bayesbridge.idealized.MultiscaleENSO() defaults"
     if use_cache:
@@ -288,6 +282,18 @@ def make_twin_experiment(years: int = 200, seed: int = 0, *, cache_dir: str | os
                 f"set BAYESBRIDGE_CACHE_DIR to a writable folder, or pass use_cache=False."
             ) from exc
     return twin
+
+
+def _stream_seed(seed: int, stream: str) -> int:
+    """The seed of one random component: ``SeedSequence([seed, STREAMS[stream]])``'s first word."""
+    return int(np.random.SeedSequence([seed, STREAMS[stream]]).generate_state(1)[0])
+
+
+def _idealized_run(seed: int, stream: str, years: int) -> xr.Dataset:
+    """One member of ``MultiscaleENSO().simulate`` over ``years``, seeded by ``stream``."""
+    from bayesbridge.idealized import MultiscaleENSO
+
+    return MultiscaleENSO().simulate(years=years, members=1, seed=_stream_seed(seed, stream)).isel(member=0, drop=True)
 
 
 def independent_idealized_run(twin: TwinExperiment, seed: int) -> xr.Dataset:
@@ -311,13 +317,10 @@ def independent_idealized_run(twin: TwinExperiment, seed: int) -> xr.Dataset:
     xarray.Dataset
         Every output of the run on the twin's ``time`` (``nino3``, ``nino4``, ``h_w``, ...).
     """
-    from bayesbridge.idealized import MultiscaleENSO
-
     seed = check_int(seed, "seed", minimum=0)
     time = twin.truth_driver["time"].values
     years = -(-time.size // 12)
-    s = int(np.random.SeedSequence([seed, STREAMS["statistical_driver"]]).generate_state(1)[0])
-    run = MultiscaleENSO().simulate(years=years, members=1, seed=s).isel(member=0, drop=True)
+    run = _idealized_run(seed, "statistical_driver", years)
     arrays = {k: v[: time.size] for k, v in driver_arrays(run, "run").items()}
     return index_dataset(arrays, time, {"bayesbridge_role": "idealized observations (independent of the truth)"})
 
@@ -352,7 +355,6 @@ def historical_record(twin: TwinExperiment, seed: int, years: int = RECORD_YEARS
         Anomalies ``tos``, ``zos`` on ``(time, lat, lon)`` as :func:`bayesbridge.io.open_operational`
         gives them.
     """
-    from bayesbridge.idealized import MultiscaleENSO
     from bayesbridge.io import open_operational
 
     seed = check_int(seed, "seed", minimum=0)
@@ -361,11 +363,9 @@ def historical_record(twin: TwinExperiment, seed: int, years: int = RECORD_YEARS
     if start < 1:
         raise InputValueError(f"years: the record of {years} years would start before year 1 "
                               f"(the twin starts in {start + years}); choose fewer years.")
-    s = int(np.random.SeedSequence([seed, STREAMS["record_driver"]]).generate_state(1)[0])
-    run = MultiscaleENSO().simulate(years=years, members=1, seed=s).isel(member=0, drop=True)
+    run = _idealized_run(seed, "record_driver", years)
     time, _ = time_axis(years * 12, start)
     driver = index_dataset(driver_arrays(run, "run"), time, {"bayesbridge_role": "historical record driver"})
-    fields = synthetic_truth(driver, int(np.random.SeedSequence([seed, STREAMS["record_noise"]]).generate_state(1)[0]),
-                             start_year=start)
+    fields = synthetic_truth(driver, _stream_seed(seed, "record_noise"), start_year=start)
     return open_operational(fields, region=None)
 
