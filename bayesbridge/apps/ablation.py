@@ -19,11 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["COVERAGE_BOXES", "AblationRow", "toggled_observables", "score_posterior", "ablation_metrics",
-           "ablation_rows"]
+from bayesbridge.apps.scoring import COVERAGE_BOXES
 
-COVERAGE_BOXES: tuple[str, ...] = ("nino12", "nino3", "nino4", "h_w", "nino34")
-"""Box series whose 90 % coverage is scored in the synchronized twin, in report order."""
+__all__ = ["AblationRow", "toggled_observables", "score_posterior", "ablation_metrics", "ablation_rows"]
 
 _PREFIX = "twin.ablation."
 
@@ -41,7 +39,8 @@ class AblationRow:
     nino3_skew_error : float
         ``|bridged - truth| / |operational - truth|`` of the Nino 3 skewness.
     coverage : dict of str to float
-        90 % coverage of the box series of :data:`COVERAGE_BOXES` (synchronized twin), else empty.
+        90 % coverage of the box series of :data:`~bayesbridge.apps.scoring.COVERAGE_BOXES`
+        (synchronized twin), else empty.
     """
 
     observables: tuple[str, ...]
@@ -91,8 +90,8 @@ def score_posterior(post, observables, *, n_draws: int, seed: int, truth_maps, o
     AblationRow
         The row's scores.
     """
-    from bayesbridge.apps.scoring import bridged_maps, weighted_rmse
-    from bayesbridge.diagnostics import enso, uq
+    from bayesbridge.apps.scoring import box_coverage, bridged_maps, weighted_rmse
+    from bayesbridge.diagnostics import enso
 
     maps = bridged_maps(post, n_draws, seed)
     ratios = [weighted_rmse(maps[s], truth_maps[s]) / weighted_rmse(operational_maps[s], truth_maps[s])
@@ -100,11 +99,7 @@ def score_posterior(post, observables, *, n_draws: int, seed: int, truth_maps, o
     # the first n_draws draws, as the demo's index statistics (run_demo) take them
     n3 = post.index_draws("nino3").values[:n_draws]
     skew = float(np.mean([enso.skew_kurtosis(row)[0] for row in n3]))
-    coverage = {}
-    if idx_truth is not None:
-        for box in COVERAGE_BOXES:
-            if box in post.boxes and box in idx_truth:
-                coverage[box] = float(uq.interval_coverage(post.index_draws(box), idx_truth[box], 0.9))
+    coverage = box_coverage(post, idx_truth) if idx_truth is not None else {}
     return AblationRow(tuple(observables), float(ratios[0]), float(ratios[1]),
                        abs(skew - truth_nino3_skew) / abs(operational_nino3_skew - truth_nino3_skew), coverage)
 

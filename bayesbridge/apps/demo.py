@@ -50,6 +50,7 @@ from bayesbridge.apps.report import REPORT_FIGURES, report_figure_jobs, write_re
 from bayesbridge.apps.scoring import (
     PARAM_UQ_STATS,
     STATS,
+    box_coverage,
     bridged_maps,
     field_statistics,
     index_statistics,
@@ -429,9 +430,8 @@ def _coverage(metrics: dict, post, idx_truth) -> None:
 
     scores = uq.uq_scores(post.index_draws("nino34"), idx_truth["nino34"].drop_vars(["area", "mask"], errors="ignore"))
     metrics.update(scores.to_dict("twin.uq"))
-    for box in ("nino12", "nino3", "nino4", "h_w"):
-        if box in post.boxes and box in idx_truth:
-            metrics[f"twin.uq.coverage90_{box}"] = float(uq.interval_coverage(post.index_draws(box), idx_truth[box], 0.9))
+    for box, value in box_coverage(post, idx_truth, ("nino12", "nino3", "nino4", "h_w")).items():
+        metrics[f"twin.uq.coverage90_{box}"] = value
 
 
 def _propagate(cfg: DemoConfig, twin, bridge, metrics: dict, timer):

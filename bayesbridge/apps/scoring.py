@@ -21,7 +21,12 @@ __all__ = [
     "stat_draw_list",
     "weighted_rmse",
     "pattern_bound_maps",
+    "COVERAGE_BOXES",
+    "box_coverage",
 ]
+
+COVERAGE_BOXES: tuple[str, ...] = ("nino12", "nino3", "nino4", "h_w", "nino34")
+"""Box series whose 90 % coverage is scored in the synchronized twin, in report order."""
 
 STATS: tuple[str, ...] = (
     "nino3_skew",
@@ -204,3 +209,26 @@ def pattern_bound_maps(twin, seed: int) -> xr.Dataset:
     start = int(twin.metadata.get("start_year", 1850))
     fields = operational_pattern_fields(twin.truth_driver, seed, start_year=start)
     return field_statistics(io.open_operational(fields, variables="tos", region=None)["tos"].load())
+
+
+def box_coverage(posterior, idx_truth, boxes=COVERAGE_BOXES) -> dict[str, float]:
+    """90 % coverage of each box series' posterior draws against the truth's series.
+
+    Parameters
+    ----------
+    posterior : Posterior
+        The bridged posterior (:meth:`~bayesbridge.bridge.posterior.Posterior.index_draws`).
+    idx_truth : xarray.Dataset
+        The truth's box series on ``time`` (synchronized twin).
+    boxes : sequence of str
+        Boxes to score (default :data:`COVERAGE_BOXES`); those missing from either side are left out.
+
+    Returns
+    -------
+    dict of str to float
+        Box name to the fraction of months inside the 90 % interval.
+    """
+    from bayesbridge.diagnostics import uq
+
+    return {box: float(uq.interval_coverage(posterior.index_draws(box), idx_truth[box], 0.9))
+            for box in boxes if box in posterior.boxes and box in idx_truth}
